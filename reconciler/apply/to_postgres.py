@@ -1,0 +1,94 @@
+"""Where Postgres is written: `cloud_plans` rows, all of one apply in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from reconciler.model import Catalog, PlanSpec
+from reconciler.plan import WriteRow
+
+COLUMNS = (
+    "planId",
+    "name",
+    "stripeProductId",
+    "stripePriceId",
+    "price",
+    "currency",
+    "billingCycle",
+    "maxProjects",
+    "maxApps",
+    "maxDatabases",
+    "maxTeamMembers",
+    "maxDomains",
+    "maxCustomDomains",
+    "maxFreeSubdomains",
+    "maxPurchasableDomains",
+    "maxInstances",
+    "maxStorageBytes",
+    "buildMinutesPerMonth",
+    "features",
+    "isDefault",
+    "isActive",
+    "description",
+)
+
+_UPSERT = sql.SQL(
+    "INSERT INTO cloud_plans ({cols}) VALUES ({vals}) ON CONFLICT ({key}) DO UPDATE SET {sets}"
+).format(
+    cols=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
+    vals=sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)),
+    key=sql.Identifier("planId"),
+    sets=sql.SQL(", ").join(
+        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in COLUMNS if c != "planId"
+    ),
+)
+
+
+def row_values(spec: PlanSpec, product_id: str | None, price_id: str | None) -> tuple[Any, ...]:
+    values: dict[str, Any] = {
+        "planId": spec.slug,
+        "name": spec.name,
+        "stripeProductId": product_id,
+        "stripePriceId": price_id,
+        "price": spec.price_cents if spec.price_cents is not None else 0,
+        "currency": spec.currency,
+        "billingCycle": spec.billing_cycle.value if spec.billing_cycle else None,
+        **spec.limits.as_columns(),
+        "features": Jsonb(spec.features.as_json()),
+        "isDefault": spec.is_default,
+        "isActive": spec.is_active,
+        "description": spec.description,
+    }
+    return tuple(values[c] for c in COLUMNS)
+
+
+def write_rows(
+    conn: psycopg.Connection, rows: Sequence[tuple[WriteRow, str | None, str | None]], catalog: Catalog
+) -> None:
+    """Upsert every row and record the apply, atomically (a default switch is one commit)."""
+    with conn.transaction(), conn.cursor() as cur:
+        if rows:
+            cur.executemany(_UPSERT, [row_values(op.after, product, price) for op, product, price in rows])
+        cur.execute(
+            'INSERT INTO cloud_reconciler_applies (catalog, summary, "toolVersion") VALUES (%s, %s, %s)',
+            (
+                Jsonb(
+                    {"plans": {p.slug: p.as_dict() for p in catalog.plans}, "sources": list(catalog.sources)}
+                ),
+                Jsonb({"rows": [op.slug for op, _, _ in rows]}),
+                _tool_version(),
+            ),
+        )
+
+
+def _tool_version() -> str:
+    try:
+        return version("kuploy-reconciler")
+    except PackageNotFoundError:
+        return "unknown"

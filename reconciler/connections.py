@@ -1,0 +1,27 @@
+"""Opening the two connections every command needs, with errors that name the target, not the secret."""
+
+from __future__ import annotations
+
+import psycopg
+import stripe
+
+from reconciler.errors import ConfigError
+from reconciler.settings import Settings
+
+
+def connect_postgres(settings: Settings) -> psycopg.Connection:
+    """An autocommit connection; writers open explicit transactions."""
+    try:
+        return psycopg.connect(settings.database_url.reveal(), autocommit=True, connect_timeout=10)
+    except psycopg.Error as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot connect to DATABASE_URL ({settings.database_label}): {reason}") from e
+
+
+def stripe_client(settings: Settings) -> stripe.StripeClient:
+    base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+    return stripe.StripeClient(
+        settings.stripe_secret_key.reveal(),
+        base_addresses=base,  # type: ignore[arg-type]
+        max_network_retries=settings.max_network_retries,
+    )

@@ -1,0 +1,297 @@
+"""Where the plan is computed: `(desired, current) → Plan`. Pure; no I/O.
+
+Keys on the plan slug, alembic-style: desired − current → create, current − desired → archive,
+both → compare the fields the catalog owns. Stripe objects are matched to plans by their
+ownership metadata, never by the ids in `cloud_plans`, so a run that crashed between writing
+Stripe and writing Postgres is adopted rather than duplicated.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import replace
+from typing import Any
+
+from deepdiff import DeepDiff
+
+from reconciler.model import (
+    Catalog,
+    CurrentState,
+    PlanRow,
+    PlanSpec,
+    StripePrice,
+    StripeProduct,
+    lookup_key,
+    owned_slug,
+)
+from reconciler.plan import (
+    Action,
+    ArchivePrice,
+    ArchiveProduct,
+    Created,
+    CreatePrice,
+    CreateProduct,
+    FieldChange,
+    Op,
+    Phase,
+    Plan,
+    PlanChange,
+    ReactivatePrice,
+    Ref,
+    SetDefaultPrice,
+    UpdateProduct,
+    WriteRow,
+)
+
+
+def diff(desired: Catalog, current: CurrentState) -> Plan:
+    wanted = desired.by_slug()
+    products: dict[str, list[StripeProduct]] = defaultdict(list)
+    prices: dict[str, list[StripePrice]] = defaultdict(list)
+    for product in current.stripe.products:
+        if (slug := owned_slug(product.metadata)) is not None:
+            products[slug].append(product)
+    for price in current.stripe.prices:
+        if (slug := owned_slug(price.metadata)) is not None:
+            prices[slug].append(price)
+
+    unknown = (set(current.rows) | set(products) | set(prices)) - set(wanted)
+    slugs = [plan.slug for plan in desired.plans] + sorted(unknown)
+    changes = []
+    for slug in slugs:
+        change = _diff_plan(slug, wanted.get(slug), current.rows.get(slug), products[slug], prices[slug])
+        if change is not None:
+            changes.append(change)
+    return Plan(changes=tuple(changes), pending_migrations=current.pending_migrations)
+
+
+def _target(spec: PlanSpec | None, row: PlanRow | None) -> PlanSpec | None:
+    """The row the plan should end with; a plan absent from the catalog is soft-deleted."""
+    if spec is not None:
+        return spec
+    if row is not None:
+        return replace(row.spec, is_active=False, is_default=False)
+    return None
+
+
+def _diff_plan(
+    slug: str,
+    spec: PlanSpec | None,
+    row: PlanRow | None,
+    products: list[StripeProduct],
+    prices: list[StripePrice],
+) -> PlanChange | None:
+    target = _target(spec, row)
+    product = _pick_product(products, row)
+    ops: list[Op] = []
+    fields: list[FieldChange] = []
+    product_ref: Ref | None
+    price_ref: Ref | None
+
+    if target is not None and target.is_paid:
+        product_ref, price_ref = _converge_paid(slug, target, product, products, prices, ops, fields)
+    else:
+        _converge_unpaid(slug, products, prices, ops)
+        if target is None or target.is_default:
+            product_ref = price_ref = None
+        else:  # soft-deleted: the row keeps pointing at its (archived) objects
+            product_ref = row.stripe_product_id if row else (product.id if product else None)
+            price_ref = row.stripe_price_id if row else None
+
+    if target is not None and (
+        row is None
+        or row.spec != target
+        or row.stripe_product_id != product_ref
+        or row.stripe_price_id != price_ref
+    ):
+        ops.insert(
+            _first_index_after_prepare(ops),
+            WriteRow(
+                slug=slug, before=row, after=target, stripe_product_id=product_ref, stripe_price_id=price_ref
+            ),
+        )
+
+    if not ops:
+        return None
+    before = row.spec.as_dict() if row else None
+    after = target.as_dict() if target else None
+    fields = _field_changes(before, after) + fields
+    return PlanChange(
+        slug=slug,
+        action=_action(row, target, ops),
+        before=before,
+        after=after,
+        fields=tuple(fields),
+        ops=tuple(ops),
+    )
+
+
+def _converge_paid(
+    slug: str,
+    target: PlanSpec,
+    product: StripeProduct | None,
+    products: list[StripeProduct],
+    prices: list[StripePrice],
+    ops: list[Op],
+    fields: list[FieldChange],
+) -> tuple[Ref, Ref]:
+    assert target.price_cents and target.currency and target.billing_cycle, "validated by the catalog"
+    interval = target.billing_cycle.stripe_interval
+    key = lookup_key(slug)
+
+    product_ref: Ref
+    if product is None:
+        ops.append(CreateProduct(slug=slug, name=target.name, description=target.description))
+        product_ref = Created("product")
+    else:
+        product_ref = product.id
+        wanted = {"name": target.name, "description": target.description, "active": True}
+        observed = {"name": product.name, "description": product.description, "active": product.active}
+        changed = tuple(k for k in wanted if wanted[k] != observed[k])
+        if changed:
+            ops.append(
+                UpdateProduct(
+                    slug=slug,
+                    product_id=product.id,
+                    before=tuple((k, observed[k]) for k in changed),
+                    after=tuple((k, wanted[k]) for k in changed),
+                )
+            )
+            fields.extend(
+                FieldChange(path=f"stripe.product.{k}", before=observed[k], after=wanted[k])
+                for k in changed
+                if k != "active"
+            )
+
+    match = None
+    if product is not None:
+        candidates = [
+            p
+            for p in prices
+            if p.product == product.id
+            and p.unit_amount == target.price_cents
+            and p.currency == target.currency
+            and p.interval == interval
+        ]
+        # Prefer the current default, then an active one, then the newest.
+        candidates.sort(key=lambda p: (p.id == product.default_price, p.active, p.created), reverse=True)
+        match = candidates[0] if candidates else None
+
+    price_ref: Ref
+    if match is None:
+        ops.append(
+            CreatePrice(
+                slug=slug,
+                product=product_ref,
+                unit_amount=target.price_cents,
+                currency=target.currency,
+                interval=interval,
+                lookup_key=key,
+            )
+        )
+        price_ref = Created("price")
+    else:
+        price_ref = match.id
+        if not match.active or match.lookup_key != key:
+            ops.append(ReactivatePrice(slug=slug, price_id=match.id, lookup_key=key))
+
+    current_default = product.default_price if product else None
+    if current_default != price_ref:
+        ops.append(SetDefaultPrice(slug=slug, product=product_ref, before=current_default, after=price_ref))
+        if product is not None:
+            fields.append(
+                FieldChange(path="stripe.product.default_price", before=current_default, after=str(price_ref))
+            )
+
+    # Anything else this plan owns that is still live goes: duplicates, superseded prices.
+    for extra in products:
+        if extra is not product and _is_live_product(extra, prices):
+            ops.append(ArchiveProduct(slug=slug, product_id=extra.id))
+    for price in prices:
+        if price.active and price.id != price_ref:
+            ops.append(ArchivePrice(slug=slug, price_id=price.id))
+    return product_ref, price_ref
+
+
+def _converge_unpaid(
+    slug: str, products: list[StripeProduct], prices: list[StripePrice], ops: list[Op]
+) -> None:
+    """Inactive and default plans have no live Product or Price: archive what is left."""
+    for product in products:
+        if _is_live_product(product, prices):
+            ops.append(ArchiveProduct(slug=slug, product_id=product.id))
+    for price in prices:
+        if price.active:
+            ops.append(ArchivePrice(slug=slug, price_id=price.id))
+
+
+def _is_live_product(product: StripeProduct, prices: list[StripePrice]) -> bool:
+    """Active, or archived but still holding an active default Price (which blocks archiving it)."""
+    if product.active:
+        return True
+    return any(p.id == product.default_price and p.active for p in prices)
+
+
+def _pick_product(products: list[StripeProduct], row: PlanRow | None) -> StripeProduct | None:
+    """The plan's Product: the one its row names, else the newest active, else the newest."""
+    if not products:
+        return None
+    if row is not None:
+        for product in products:
+            if product.id == row.stripe_product_id:
+                return product
+    return max(products, key=lambda p: (p.active, p.created, p.id))
+
+
+def _first_index_after_prepare(ops: list[Op]) -> int:
+    """Where a Postgres write goes in a plan's op list: after Stripe's additive steps."""
+    for index, op in enumerate(ops):
+        if op.phase > Phase.RECORD:
+            return index
+    return len(ops)
+
+
+def _action(row: PlanRow | None, target: PlanSpec | None, ops: list[Op]) -> Action:
+    if target is None:
+        return Action.ARCHIVE  # only leftover Stripe objects of a plan that has no row
+    if row is None:
+        return Action.CREATE
+    if not target.is_active and row.spec.is_active:
+        return Action.ARCHIVE
+    if target.is_active and not row.spec.is_active:
+        return Action.REACTIVATE
+    before_price = (row.spec.price_cents, row.spec.currency, row.spec.billing_cycle)
+    after_price = (target.price_cents, target.currency, target.billing_cycle)
+    if target.is_paid and row.spec.is_paid and before_price != after_price:
+        return Action.REPLACE_PRICE
+    return Action.UPDATE
+
+
+_PATH_PART = re.compile(r"\['([^']*)'\]")
+
+
+def _field_changes(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[FieldChange]:
+    """Per-field changes of the catalog-owned fields, in a stable order."""
+    if before is None or after is None:
+        return []
+    result = DeepDiff(before, after, verbose_level=2, view="tree")
+    changes = []
+    for report in ("values_changed", "type_changes", "dictionary_item_added", "dictionary_item_removed"):
+        for item in result.get(report, []):
+            path = ".".join(_PATH_PART.findall(item.path()))
+            old = None if report == "dictionary_item_added" else item.t1
+            new = None if report == "dictionary_item_removed" else item.t2
+            changes.append(FieldChange(path=path, before=old, after=new))
+    order = {key: index for index, key in enumerate(_flat_keys(after))}
+    return sorted(changes, key=lambda c: order.get(c.path, len(order)))
+
+
+def _flat_keys(values: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            keys.extend(_flat_keys(value, f"{prefix}{key}."))
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys

@@ -1,0 +1,37 @@
+"""The one error tree users see. Each prints as one line (or one line per problem)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class KuployError(Exception):
+    """A problem the operator can act on; the CLI prints it without a traceback and exits 1."""
+
+
+class CatalogError(KuployError):
+    """The catalog is invalid. Carries every problem at once, one per line."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class ConfigError(KuployError):
+    """Flags or environment variables are missing, contradictory or unsafe."""
+
+
+class SchemaError(KuployError):
+    """`cloud_plans` (or another cloud_* table) has a shape the tool cannot safely write."""
+
+
+class StateReadError(KuployError):
+    """Current state could not be read from Postgres or Stripe."""
+
+
+class ApplyError(KuployError):
+    """An apply stopped part-way; the message says what was done and that re-running is safe."""
+
+
+class LockTimeout(KuployError):
+    """Another apply or migrate holds the reconciler's advisory lock."""

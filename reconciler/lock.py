@@ -1,0 +1,51 @@
+"""The Postgres advisory lock that keeps two applies (or migrates) from interleaving."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+from reconciler.errors import LockTimeout
+
+LOCK_KEY = 0x6B75706C6F79  # "kuploy": one session-level lock for the whole database
+
+
+@contextmanager
+def advisory_lock(conn: psycopg.Connection, *, timeout: float, poll: float = 0.2) -> Iterator[None]:
+    """Hold the reconciler lock on `conn` for the block; wait up to `timeout` seconds for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+        if row and row[0]:
+            break
+        if time.monotonic() >= deadline:
+            raise LockTimeout(
+                f"another kuploy-reconciler apply or migrate holds the lock ({_holder(conn)}); "
+                f"waited {timeout:g}s. Retry when it has finished."
+            )
+        time.sleep(poll)
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+
+
+def _holder(conn: psycopg.Connection) -> str:
+    row = conn.execute(
+        """
+        SELECT a.pid, a.client_addr::text, a.backend_start
+          FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted
+           AND l.classid = (%s >> 32)::oid AND l.objid = (%s & 4294967295)::oid
+         LIMIT 1
+        """,
+        (LOCK_KEY, LOCK_KEY),
+    ).fetchone()
+    if row is None:
+        return "holder unknown"
+    pid, addr, started = row
+    return f"backend pid {pid} from {addr or 'local socket'}, connected {started:%Y-%m-%d %H:%M:%S %Z}"

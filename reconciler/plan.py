@@ -1,0 +1,202 @@
+"""The plan as data: typed operations, grouped per billing plan.
+
+`diff.py` builds a `Plan`; `render/` shows it; `apply/` executes its operations. Each operation
+is small and carries what it needs to run (ids, before/after values), nothing else.
+
+Operations run in three phases so that a crash at any point leaves a state the next run adopts:
+
+1. PREPARE (Stripe, additive): create/update Products and Prices, move default prices.
+   Nothing a customer can see breaks: old prices stay active.
+2. RECORD (Postgres): every `cloud_plans` write in one transaction (a default switch is atomic).
+3. RETIRE (Stripe, subtractive): archive superseded Prices and removed Products, only after
+   `cloud_plans` stopped pointing at them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Any, ClassVar
+
+from reconciler.model import PlanRow, PlanSpec
+
+
+class Phase(IntEnum):
+    PREPARE = 1
+    RECORD = 2
+    RETIRE = 3
+
+
+class Action(StrEnum):
+    """What happens to a billing plan, as shown to the operator."""
+
+    CREATE = "create"
+    REACTIVATE = "reactivate"
+    REPLACE_PRICE = "replace-price"
+    UPDATE = "update"
+    ARCHIVE = "archive"
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """Stands for the id of an object this apply creates earlier, for the same plan."""
+
+    kind: str  # "product" | "price"
+
+    def __str__(self) -> str:
+        return f"(new {self.kind})"
+
+
+Ref = str | Created
+"""An existing Stripe id, or the id of an object created earlier in this apply."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Op:
+    phase: ClassVar[Phase]
+    slug: str
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateProduct(Op):
+    phase: ClassVar[Phase] = Phase.PREPARE
+    name: str
+    description: str
+
+    def describe(self) -> str:
+        return f"create Stripe Product {self.name!r}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateProduct(Op):
+    """Sets name/description and reactivates an archived Product; never touches prices."""
+
+    phase: ClassVar[Phase] = Phase.PREPARE
+    product_id: str
+    before: tuple[tuple[str, Any], ...]
+    after: tuple[tuple[str, Any], ...]
+
+    def describe(self) -> str:
+        fields = ", ".join(key for key, _ in self.after)
+        return f"update Stripe Product {self.product_id} ({fields})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreatePrice(Op):
+    """A new recurring Price that takes over the plan's lookup key."""
+
+    phase: ClassVar[Phase] = Phase.PREPARE
+    product: Ref
+    unit_amount: int
+    currency: str
+    interval: str
+    lookup_key: str
+
+    def describe(self) -> str:
+        return f"create Stripe Price {self.unit_amount} {self.currency}/{self.interval}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReactivatePrice(Op):
+    """Brings back an archived (or key-less) Price that already has the wanted amount."""
+
+    phase: ClassVar[Phase] = Phase.PREPARE
+    price_id: str
+    lookup_key: str
+
+    def describe(self) -> str:
+        return f"reactivate Stripe Price {self.price_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetDefaultPrice(Op):
+    phase: ClassVar[Phase] = Phase.PREPARE
+    product: Ref
+    before: str | None
+    after: Ref
+
+    def describe(self) -> str:
+        return f"set default Price of {self.product}: {self.before or '(none)'} → {self.after}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteRow(Op):
+    """Insert or update one `cloud_plans` row; all rows of an apply commit together."""
+
+    phase: ClassVar[Phase] = Phase.RECORD
+    before: PlanRow | None
+    after: PlanSpec
+    stripe_product_id: Ref | None
+    stripe_price_id: Ref | None
+
+    def describe(self) -> str:
+        verb = "insert" if self.before is None else "update"
+        return f"{verb} cloud_plans row {self.slug!r}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchiveProduct(Op):
+    """Archives a Product and clears its default Price (so that Price can be archived too)."""
+
+    phase: ClassVar[Phase] = Phase.RETIRE
+    product_id: str
+
+    def describe(self) -> str:
+        return f"archive Stripe Product {self.product_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchivePrice(Op):
+    phase: ClassVar[Phase] = Phase.RETIRE
+    price_id: str
+
+    def describe(self) -> str:
+        return f"archive Stripe Price {self.price_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FieldChange:
+    """One field of a plan that changes: `path` like `name`, `limits.maxApps`, `stripe.product.name`."""
+
+    path: str
+    before: Any
+    after: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanChange:
+    """Everything that happens to one billing plan."""
+
+    slug: str
+    action: Action
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    fields: tuple[FieldChange, ...]
+    ops: tuple[Op, ...]
+
+    @property
+    def address(self) -> str:
+        return f"plan.{self.slug}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    changes: tuple[PlanChange, ...] = ()
+    pending_migrations: tuple[str, ...] = ()
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes) or bool(self.pending_migrations)
+
+    def summary(self) -> dict[str, int]:
+        counts = Counter(change.action for change in self.changes)
+        return {action.value: counts.get(action, 0) for action in Action}
+
+    def ops_in_order(self) -> tuple[Op, ...]:
+        """All operations, phase by phase, in plan order within a phase (sort is stable)."""
+        ops = [op for change in self.changes for op in change.ops]
+        return tuple(sorted(ops, key=lambda op: op.phase))

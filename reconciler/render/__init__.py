@@ -1,0 +1,1 @@
+"""`Plan → str` renderers: text (terminal), json (machines, versioned schema). No I/O here."""

@@ -1,0 +1,70 @@
+"""The plan for people: one block per billing plan, `before → after` per field, a summary line."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from reconciler.plan import Action, Plan, PlanChange
+
+MARKERS = {
+    Action.CREATE: ("+", "green"),
+    Action.REACTIVATE: ("+", "green"),
+    Action.UPDATE: ("~", "yellow"),
+    Action.REPLACE_PRICE: ("±", "magenta"),
+    Action.ARCHIVE: ("-", "red"),
+}
+_COLORS = {"green": "32", "yellow": "33", "magenta": "35", "red": "31", "bold": "1", "dim": "2"}
+
+
+def render_text(plan: Plan, *, color: bool = False) -> str:
+    def paint(text: str, style: str) -> str:
+        return f"\033[{_COLORS[style]}m{text}\033[0m" if color else text
+
+    lines: list[str] = []
+    if plan.pending_migrations:
+        lines.append(
+            paint("Pending migrations", "bold")
+            + f" (apply runs them first): {', '.join(plan.pending_migrations)}"
+        )
+        lines.append("")
+    if not plan.changes:
+        lines.append("No changes. cloud_plans and Stripe match the catalog.")
+        return "\n".join(lines) + "\n"
+
+    for change in plan.changes:
+        marker, style = MARKERS[change.action]
+        lines.append(paint(f"{marker} {change.address}", style) + f"  {paint(change.action.value, 'bold')}")
+        lines.extend(f"    {line}" for line in _body(change))
+        lines.extend(paint(f"    · {op.describe()}", "dim") for op in change.ops)
+        lines.append("")
+    lines.append(summary_line(plan))
+    return "\n".join(lines) + "\n"
+
+
+def summary_line(plan: Plan) -> str:
+    counts = plan.summary()
+    parts = [f"{n} to {action.replace('-', ' ')}" for action, n in counts.items() if n]
+    return "Plan: " + ", ".join(parts) + "."
+
+
+def _body(change: PlanChange) -> list[str]:
+    if change.before is None and change.after is not None:
+        return [f"{path}: {_show(value)}" for path, value in _flatten(change.after)]
+    if change.fields:
+        return [f"{f.path}: {_show(f.before)} → {_show(f.after)}" for f in change.fields]
+    return []
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)

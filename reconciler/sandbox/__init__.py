@@ -1,0 +1,1 @@
+"""Local sandbox pieces: a stateful Stripe emulator the real `stripe` SDK can talk to."""

@@ -1,0 +1,1569 @@
+"""A local, stateful emulator of Stripe's REST API for Products and Prices.
+
+The real `stripe` SDK talks to it over HTTP (`base_addresses={"api": url}`). It is deliberately strict:
+parameters are checked against the SDK's own typed request parameters (`stripe.params.*`), and the
+business rules the reconciler depends on (lookup-key uniqueness, default-price archiving, idempotency,
+pagination, per-mode objects) behave as Stripe documents them. A permissive emulator would turn every
+green test into a lie.
+
+Only the standard library is used for serving (`http.server.ThreadingHTTPServer`). `stripe` is imported
+solely to introspect its parameter TypedDicts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import secrets
+import string
+import sys
+import tempfile
+import threading
+import time
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import stripe
+
+from reconciler.errors import ConfigError
+
+__all__ = ["Emulator", "RunningEmulator", "serve", "start_in_thread"]
+
+JSON = dict[str, Any]
+
+STATE_FORMAT = "kuploy-stripe-emulator/1"
+MAX_BODY_BYTES = 1 << 20
+MAX_DRAINED_BYTES = 16 << 20
+MAX_FORM_FIELDS = 5000
+MAX_EXPAND_DEPTH = 4
+MAX_METADATA_KEYS = 50
+MAX_METADATA_KEY_LEN = 40
+MAX_METADATA_VALUE_LEN = 500
+MAX_LOOKUP_KEY_LEN = 200
+MAX_STATEMENT_DESCRIPTOR_LEN = 22
+MAX_UNIT_AMOUNT = 99_999_999
+INT64_MAX = (1 << 63) - 1
+# Stripe caps a recurring interval at three years.
+MAX_INTERVAL_COUNT = {"day": 1095, "week": 156, "month": 36, "year": 3}
+
+# The currencies Stripe names in its "Invalid currency" error (in that order), plus later additions.
+_CURRENCIES_IN_ORDER = [
+    "usd",
+    "aed",
+    "afn",
+    "all",
+    "amd",
+    "ang",
+    "aoa",
+    "ars",
+    "aud",
+    "awg",
+    "azn",
+    "bam",
+    "bbd",
+    "bdt",
+    "bgn",
+    "bhd",
+    "bif",
+    "bmd",
+    "bnd",
+    "bob",
+    "brl",
+    "bsd",
+    "bwp",
+    "byn",
+    "bzd",
+    "cad",
+    "cdf",
+    "chf",
+    "clp",
+    "cny",
+    "cop",
+    "crc",
+    "cve",
+    "czk",
+    "djf",
+    "dkk",
+    "dop",
+    "dzd",
+    "egp",
+    "etb",
+    "eur",
+    "fjd",
+    "fkp",
+    "gbp",
+    "gel",
+    "gip",
+    "gmd",
+    "gnf",
+    "gtq",
+    "gyd",
+    "hkd",
+    "hnl",
+    "htg",
+    "huf",
+    "idr",
+    "ils",
+    "inr",
+    "isk",
+    "jmd",
+    "jod",
+    "jpy",
+    "kes",
+    "kgs",
+    "khr",
+    "kmf",
+    "krw",
+    "kwd",
+    "kyd",
+    "kzt",
+    "lak",
+    "lbp",
+    "lkr",
+    "lrd",
+    "lsl",
+    "mad",
+    "mdl",
+    "mga",
+    "mkd",
+    "mmk",
+    "mnt",
+    "mop",
+    "mur",
+    "mvr",
+    "mwk",
+    "mxn",
+    "myr",
+    "mzn",
+    "nad",
+    "ngn",
+    "nio",
+    "nok",
+    "npr",
+    "nzd",
+    "omr",
+    "pab",
+    "pen",
+    "pgk",
+    "php",
+    "pkr",
+    "pln",
+    "pyg",
+    "qar",
+    "ron",
+    "rsd",
+    "rub",
+    "rwf",
+    "sar",
+    "sbd",
+    "scr",
+    "sek",
+    "sgd",
+    "shp",
+    "sle",
+    "sos",
+    "srd",
+    "std",
+    "szl",
+    "thb",
+    "tjs",
+    "tnd",
+    "top",
+    "try",
+    "ttd",
+    "twd",
+    "tzs",
+    "uah",
+    "ugx",
+    "uyu",
+    "uzs",
+    "vnd",
+    "vuv",
+    "wst",
+    "xaf",
+    "xcd",
+    "xof",
+    "xpf",
+    "yer",
+    "zar",
+    "zmw",
+    "usdc",
+]
+SUPPORTED_CURRENCIES: frozenset[str] = frozenset(_CURRENCIES_IN_ORDER)
+
+_ALNUM = string.ascii_letters + string.digits
+_KEY_RE = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9]{1,247}$")
+_FORM_KEY_RE = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
+_INT_RE = re.compile(r"^-?\d{1,19}$")
+
+
+def _random_id(prefix: str, length: int) -> str:
+    return prefix + "".join(secrets.choice(_ALNUM) for _ in range(length))
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+class StripeError(Exception):
+    """An error answered in Stripe's shape. `cacheable` is False for failures before execution began
+    (parameter validation, auth, routing): Stripe saves no idempotent result for those."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        cacheable: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type_ = type_
+        self.code = code
+        self.param = param
+        self.cacheable = cacheable
+
+    def body(self) -> JSON:
+        err: JSON = {}
+        if self.code is not None:
+            err["code"] = self.code
+            err["doc_url"] = f"https://stripe.com/docs/error-codes/{self.code.replace('_', '-')}"
+        err["message"] = self.message
+        if self.param is not None:
+            err["param"] = self.param
+        err["type"] = self.type_
+        return {"error": err}
+
+
+def _param_error(message: str, param: str | None, code: str | None = None) -> StripeError:
+    return StripeError(400, message, code=code, param=param, cacheable=False)
+
+
+def _unknown(param: str) -> StripeError:
+    return _param_error(f"Received unknown parameter: {param}", param, "parameter_unknown")
+
+
+def _missing(param: str) -> StripeError:
+    return _param_error(f"Missing required param: {param}.", param, "parameter_missing")
+
+
+def _empty(param: str) -> StripeError:
+    return _param_error(
+        f"You passed an empty string for '{param}'. We assume empty values are an attempt to unset a "
+        f"parameter; however '{param}' cannot be unset. You should remove '{param}' from your request or "
+        "supply a non-empty value.",
+        param,
+        "parameter_invalid_empty",
+    )
+
+
+def _no_such(kind: str, obj_id: str, param: str, status: int = 404) -> StripeError:
+    return StripeError(status, f"No such {kind}: '{obj_id}'", code="resource_missing", param=param)
+
+
+def _one_of(values: tuple[str, ...]) -> str:
+    if len(values) == 1:
+        return values[0]
+    return ", ".join(values[:-1]) + ", or " + values[-1]
+
+
+# ------------------------------------------------------------------- parameter specs from the SDK
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one request parameter accepts, derived from the SDK's typed params."""
+
+    kind: str  # str | int | bool | decimal | float | enum | object | map | list | union
+    enum: tuple[str, ...] = ()
+    fields: Mapping[str, Spec] = field(default_factory=dict)
+    required: frozenset[str] = frozenset()
+    item: Spec | None = None
+    options: tuple[Spec, ...] = ()
+    emptyable: bool = False  # "" is accepted, meaning "unset"
+
+
+_REQUEST_OPTION_KEYS = frozenset(stripe.RequestOptions.__annotations__)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """Resolved annotations of a params TypedDict, minus the RequestOptions it may inherit.
+
+    `typing.get_type_hints(cls)` cannot be used directly: the inherited RequestOptions annotations are
+    forward references to names only importable under TYPE_CHECKING."""
+    own = {k: v for k, v in cls.__annotations__.items() if k not in _REQUEST_OPTION_KEYS}
+    holder = types.SimpleNamespace(__annotations__=own)
+    module = sys.modules[cls.__module__]
+    return typing.get_type_hints(holder, globalns=vars(module), include_extras=True)
+
+
+def _is_typeddict(tp: Any) -> bool:
+    return isinstance(tp, type) and hasattr(tp, "__required_keys__") and hasattr(tp, "__annotations__")
+
+
+def _typeddict_spec(cls: type) -> Spec:
+    hints = _hints(cls)
+    required = frozenset(cast(frozenset[str], cls.__required_keys__)) - _REQUEST_OPTION_KEYS  # type: ignore[attr-defined]
+    return Spec("object", fields={k: _spec(v) for k, v in hints.items()}, required=required & set(hints))
+
+
+def _spec(tp: Any) -> Spec:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.NotRequired, typing.Required):
+        return _spec(args[0])
+    if origin is typing.Literal:
+        values = tuple(str(a) for a in args if a != "")
+        return Spec("enum", enum=values, emptyable="" in args) if values else Spec("str", emptyable=True)
+    if origin in (typing.Union, types.UnionType):
+        literals: list[Any] = []
+        others: list[Any] = []
+        for a in args:
+            (
+                literals.extend(typing.get_args(a))
+                if typing.get_origin(a) is typing.Literal
+                else others.append(a)
+            )
+        emptyable = "" in literals
+        lit_values = tuple(str(v) for v in literals if v != "")
+        has_str = str in others
+        specs: list[Spec] = []
+        if lit_values:
+            specs.append(Spec("enum", enum=lit_values))
+        elif has_str:
+            specs.append(Spec("str"))
+        for o in others:
+            if o is str or o is type(None):
+                continue
+            s = _spec(o)
+            if s.kind == "map" and any(x.kind == "map" for x in specs):
+                continue  # Dict[str, X] | UntypedStripeObject[X] are the same on the wire
+            specs.append(s)
+        if len(specs) == 1:
+            only = specs[0]
+            return Spec(
+                only.kind,
+                only.enum,
+                only.fields,
+                only.required,
+                only.item,
+                only.options,
+                emptyable or only.emptyable,
+            )
+        return Spec("union", options=tuple(specs), emptyable=emptyable)
+    if origin is list:
+        return Spec("list", item=_spec(args[0]))
+    if origin is dict:
+        return Spec("map", item=_spec(args[1]))
+    if isinstance(origin, type) and origin.__name__ == "UntypedStripeObject":
+        return Spec("map", item=_spec(args[0]))
+    if _is_typeddict(tp):
+        return _typeddict_spec(tp)
+    if tp is bool:
+        return Spec("bool")
+    if tp is int:
+        return Spec("int")
+    if tp is float:
+        return Spec("float")
+    if tp is Decimal:
+        return Spec("decimal")
+    return Spec("str")
+
+
+_P = stripe.params
+PARAM_SPECS: dict[str, Spec] = {
+    "product.create": _typeddict_spec(_P.ProductCreateParams),
+    "product.update": _typeddict_spec(_P.ProductUpdateParams),
+    "product.list": _typeddict_spec(_P.ProductListParams),
+    "product.retrieve": _typeddict_spec(_P.ProductRetrieveParams),
+    "product.delete": _typeddict_spec(_P.ProductDeleteParams),
+    "price.create": _typeddict_spec(_P.PriceCreateParams),
+    "price.update": _typeddict_spec(_P.PriceUpdateParams),
+    "price.list": _typeddict_spec(_P.PriceListParams),
+    "price.retrieve": _typeddict_spec(_P.PriceRetrieveParams),
+}
+# Where Stripe documents more than the SDK's typing says. Kept to this one place, each with its reason.
+_PRODUCT_UPDATE_FIELDS = dict(PARAM_SPECS["product.update"].fields)
+# "default_price": Stripe documents unsetting a product's default price by posting an empty value; the SDK
+# types the field as plain `str`, which would otherwise reject "".
+_PRODUCT_UPDATE_FIELDS["default_price"] = Spec("str", emptyable=True)
+PARAM_SPECS["product.update"] = Spec(
+    "object", fields=_PRODUCT_UPDATE_FIELDS, required=PARAM_SPECS["product.update"].required
+)
+
+
+# ------------------------------------------------------------------------------- form decoding
+
+
+def decode_form(text: str) -> JSON:
+    """Decode Stripe-style nested form/query encoding (`a[b][0]=x`, `expand[]=y`) into nested values.
+
+    Leaves are strings; a node whose keys are exactly 0..n-1 becomes a list."""
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=MAX_FORM_FIELDS)
+    except UnicodeDecodeError as exc:
+        raise _param_error("Invalid request: the body or query string is not valid UTF-8.", None) from exc
+    except ValueError as exc:
+        raise _param_error(f"Invalid request: {exc}.", None) from exc
+    root: JSON = {}
+    for raw_key, value in pairs:
+        m = _FORM_KEY_RE.match(raw_key)
+        if m is None:
+            raise _unknown(raw_key)
+        segments = [m.group(1), *re.findall(r"\[([^\[\]]*)\]", m.group(2))]
+        node = root
+        shown = segments[0]
+        for i, seg in enumerate(segments):
+            key = str(len(node)) if seg == "" else seg
+            if i == len(segments) - 1:
+                if isinstance(node.get(key), dict):
+                    raise _param_error(f"Invalid hash: {shown} was sent both as a value and a hash", shown)
+                node[key] = value
+            else:
+                child = node.setdefault(key, {})
+                if not isinstance(child, dict):
+                    raise _param_error(f"Invalid hash: {shown} was sent both as a value and a hash", shown)
+                node = child
+                shown = f"{shown}[{segments[i + 1]}]"
+    return cast(JSON, _listify(root))
+
+
+def _listify(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    converted = {k: _listify(v) for k, v in node.items()}
+    if (
+        converted
+        and all(k.isdigit() for k in converted)
+        and sorted(int(k) for k in converted) == list(range(len(converted)))
+    ):
+        return [converted[str(i)] for i in range(len(converted))]
+    return converted
+
+
+# ---------------------------------------------------------------------------------- validation
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}[{key}]" if prefix else key
+
+
+def validate_params(spec: Spec, data: Mapping[str, Any]) -> JSON:
+    """Check decoded params against a top-level spec; return them coerced to Python types."""
+    return _coerce_fields(spec, data, "")
+
+
+def _coerce_fields(spec: Spec, data: Mapping[str, Any], prefix: str) -> JSON:
+    for key in data:
+        if key not in spec.fields:
+            raise _unknown(_join(prefix, key))
+    for key in sorted(spec.required):
+        if key not in data:
+            raise _missing(_join(prefix, key))
+    return {key: _coerce(spec.fields[key], value, _join(prefix, key)) for key, value in data.items()}
+
+
+def _coerce(spec: Spec, value: Any, name: str, *, in_map: bool = False) -> Any:
+    if value == "" and (spec.emptyable or (in_map and spec.kind == "str")):
+        return ""
+    kind = spec.kind
+    if kind == "union":
+        first: StripeError | None = None
+        for option in spec.options:
+            try:
+                return _coerce(option, value, name)
+            except StripeError as exc:
+                first = first or exc
+        assert first is not None
+        raise first
+    if kind == "object":
+        if not isinstance(value, dict):
+            raise _param_error(f"Invalid hash: {name} must be a hash of parameters", name)
+        return _coerce_fields(spec, value, name)
+    if kind == "map":
+        if isinstance(value, list):
+            value = {str(i): v for i, v in enumerate(value)}
+        if not isinstance(value, dict):
+            raise _param_error(f"Invalid hash: {name} must be a hash of key-value pairs", name)
+        assert spec.item is not None
+        return {k: _coerce(spec.item, v, f"{name}[{k}]", in_map=True) for k, v in value.items()}
+    if kind == "list":
+        if isinstance(value, dict) and all(k.isdigit() for k in value):
+            value = [value[k] for k in sorted(value, key=int)]
+        if not isinstance(value, list):
+            raise _param_error(f"Invalid array: {name} must be an array", name)
+        assert spec.item is not None
+        item = spec.item
+        return [_coerce(item, v, f"{name}[{i}]") for i, v in enumerate(value)]
+    # Scalars from here on.
+    if not isinstance(value, str):
+        raise _param_error(f"Invalid {name}: expected a single value, not a hash or array", name)
+    if value == "":
+        raise _empty(name)
+    if kind == "bool":
+        if value not in ("true", "false"):
+            raise _param_error(f"Invalid boolean: {value}", name)
+        return value == "true"
+    if kind == "int":
+        if not _INT_RE.match(value) or abs(int(value)) > INT64_MAX:
+            raise _param_error(f"Invalid integer: {value}", name, "parameter_invalid_integer")
+        return int(value)
+    if kind in ("decimal", "float"):
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            number = Decimal("NaN")
+        if not number.is_finite() or len(value) > 40:
+            raise _param_error(f"Invalid decimal: {value}", name)
+        return number if kind == "decimal" else float(number)
+    if kind == "enum":
+        if value not in spec.enum:
+            last = re.findall(r"([^\[\]]+)\]?$", name)[-1]
+            raise _param_error(f"Invalid {last}: must be one of {_one_of(spec.enum)}", name)
+        return value
+    if len(value) > 40000:
+        raise _param_error(f"Invalid string: {name} is too long", name)
+    return value
+
+
+# ------------------------------------------------------------------------------------ the state
+
+
+@dataclass
+class _Account:
+    """One key mode's objects (test and live never see each other's)."""
+
+    products: dict[str, JSON] = field(default_factory=dict)
+    prices: dict[str, JSON] = field(default_factory=dict)
+    order: dict[str, int] = field(default_factory=dict)  # creation sequence, breaks `created` ties
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    close: bool = False
+
+
+_OBJECT_KINDS = {"product": "products", "price": "prices"}
+_EXPANDABLE = {"product": {"default_price": "price", "tax_code": ""}, "price": {"product": "product"}}
+_PRICE_INCLUDABLE = ("currency_options", "tiers")
+
+
+def _ordered(obj: JSON) -> JSON:
+    head = {k: obj[k] for k in ("id", "object") if k in obj}
+    return head | {k: obj[k] for k in sorted(obj) if k not in head}
+
+
+def _key_digest(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()[:24]
+
+
+def _redact(api_key: str) -> str:
+    return api_key[:8] + "*" * max(len(api_key) - 12, 4) + api_key[-4:] if len(api_key) > 12 else api_key
+
+
+class Emulator:
+    """Stripe Products/Prices state plus request handling. Thread-safe: one lock serialises requests."""
+
+    def __init__(self, *, state_file: Path | None = None, latency_ms: int = 0) -> None:
+        if latency_ms < 0:
+            raise ConfigError("Stripe emulator latency_ms must be >= 0")
+        self.state_file = Path(state_file) if state_file is not None else None
+        self.latency_ms = latency_ms
+        self.requests: list[JSON] = []
+        self._lock = threading.RLock()
+        self._accounts: dict[str, _Account] = {"test": _Account(), "live": _Account()}
+        self._seq = 0
+        self._idempotency: dict[str, dict[str, JSON]] = {}
+        if self.state_file is not None and self.state_file.exists():
+            self._load(self.state_file)
+
+    # ------------------------------------------------------------------ persistence
+
+    def _load(self, path: Path) -> None:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if raw.get("format") != STATE_FORMAT:
+                raise ValueError(f"format is {raw.get('format')!r}, expected {STATE_FORMAT!r}")
+            self._seq = int(raw["seq"])
+            for mode in ("test", "live"):
+                acct = raw["accounts"][mode]
+                self._accounts[mode] = _Account(
+                    products=dict(acct["products"]), prices=dict(acct["prices"]), order=dict(acct["order"])
+                )
+            self._idempotency = {k: dict(v) for k, v in raw["idempotency"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"Stripe emulator state file {path} cannot be read: {exc}") from exc
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        data = {
+            "format": STATE_FORMAT,
+            "seq": self._seq,
+            "accounts": {
+                mode: {"products": a.products, "prices": a.prices, "order": a.order}
+                for mode, a in self._accounts.items()
+            },
+            "idempotency": self._idempotency,
+        }
+        target = self.state_file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh, separators=(",", ":"), default=str)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    # ------------------------------------------------------------------ request log
+
+    def request_log(self) -> list[JSON]:
+        with self._lock:
+            return json.loads(json.dumps(self.requests))  # type: ignore[no-any-return]
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    # ------------------------------------------------------------------ entry point
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        """Answer one HTTP request. `headers` keys are matched case-insensitively."""
+        method = method.upper()
+        hdrs = {k.lower(): v for k, v in headers.items()}
+        split = urlsplit(target)
+        path = split.path
+        if path.startswith("/_emulator/"):
+            return self._admin(method, path)
+        with self._lock:
+            return self._handle_stripe(method, path, split.query, hdrs, body)
+
+    def _admin(self, method: str, path: str) -> Reply:
+        if method == "GET" and path == "/_emulator/requests":
+            return Reply(200, self.request_log())
+        if method == "POST" and path == "/_emulator/reset-log":
+            self.reset_log()
+            return Reply(200, {"ok": True})
+        return Reply(404, self._unrecognized(method, path).body())
+
+    @staticmethod
+    def _unrecognized(method: str, path: str) -> StripeError:
+        return StripeError(
+            404,
+            f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs or we can "
+            "help at https://support.stripe.com/.",
+            cacheable=False,
+        )
+
+    def _handle_stripe(
+        self, method: str, path: str, query_string: str, hdrs: Mapping[str, str], body: bytes
+    ) -> Reply:
+        request_id = _random_id("req_", 14)
+        idem_key = hdrs.get("idempotency-key")
+        entry: JSON = {
+            "method": method,
+            "path": path,
+            "query": {},
+            "form": {},
+            "idempotency_key": idem_key,
+            "status": 0,
+            "response": None,
+            "stripe_version": hdrs.get("stripe-version"),
+        }
+        extra: dict[str, str] = {"Request-Id": request_id}
+        if idem_key is not None and method in ("POST", "DELETE"):
+            extra["Idempotency-Key"] = idem_key
+        dirty = False
+        try:
+            entry["query"] = decode_form(query_string)
+            if method == "POST" and body:
+                try:
+                    text = body.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise _param_error("Invalid request: the body is not valid UTF-8.", None) from exc
+                entry["form"] = decode_form(text)
+            api_key = self._authenticate(hdrs)
+            mode = "live" if "_live_" in api_key else "test"
+            route, obj_id = self._route(method, path)
+            params = {**entry["query"], **entry["form"]} if method == "POST" else dict(entry["query"])
+            scope = _key_digest(api_key)
+            replay = None
+            fingerprint = ""
+            if idem_key is not None and method in ("POST", "DELETE"):
+                if len(idem_key) > 255:
+                    raise _param_error("Idempotency keys cannot be longer than 255 characters.", None)
+                fingerprint = hashlib.sha256(
+                    json.dumps([method, path, params], sort_keys=True).encode()
+                ).hexdigest()
+                replay = self._idempotency.get(scope, {}).get(idem_key)
+                if replay is not None and replay["fingerprint"] != fingerprint:
+                    raise StripeError(
+                        400,
+                        "Keys for idempotent requests can only be used with the same parameters they were "
+                        f"first used with. Try using a key other than '{idem_key}' if you meant to execute "
+                        "a different request.",
+                        type_="idempotency_error",
+                        cacheable=False,
+                    )
+            if replay is not None:
+                status, payload = int(replay["status"]), replay["response"]
+                extra["Idempotent-Replayed"] = "true"
+                extra["Original-Request"] = str(replay["request_id"])
+            else:
+                try:
+                    status, payload = 200, self._execute(route, obj_id, params, self._accounts[mode], mode)
+                    dirty = method != "GET"
+                except StripeError as exc:
+                    if not exc.cacheable:
+                        raise
+                    status, payload = exc.status, exc.body()
+                if idem_key is not None and method in ("POST", "DELETE"):
+                    self._idempotency.setdefault(scope, {})[idem_key] = {
+                        "fingerprint": fingerprint,
+                        "status": status,
+                        "response": payload,
+                        "request_id": request_id,
+                    }
+                    dirty = True
+        except StripeError as exc:
+            status, payload = exc.status, exc.body()
+            if status == 401:
+                extra["WWW-Authenticate"] = 'Basic realm="Stripe"'
+        except Exception as exc:  # never a traceback to the client
+            status = 500
+            payload = StripeError(
+                500,
+                f"An unknown error occurred in the Stripe emulator: {type(exc).__name__}: {exc}",
+                type_="api_error",
+            ).body()
+        if dirty:
+            self._save()
+        extra["Stripe-Version"] = hdrs.get("stripe-version") or stripe.api_version
+        entry["status"] = status
+        entry["response"] = payload
+        self.requests.append(json.loads(json.dumps(entry, default=str)))
+        return Reply(status, payload, extra, delay_s=self.latency_ms / 1000)
+
+    @staticmethod
+    def _authenticate(hdrs: Mapping[str, str]) -> str:
+        auth = hdrs.get("authorization", "").strip()
+        key = ""
+        if auth.lower().startswith("bearer "):
+            key = auth[7:].strip()
+        elif auth.lower().startswith("basic "):
+            try:
+                key = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8").split(":", 1)[0]
+            except (ValueError, UnicodeDecodeError):
+                key = ""
+        elif auth:
+            key = auth
+        if not key:
+            raise StripeError(
+                401,
+                "You did not provide an API key. You need to provide your API key in the Authorization "
+                "header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY'). See "
+                "https://stripe.com/docs/api#authentication for details, or we can help at "
+                "https://support.stripe.com/.",
+                cacheable=False,
+            )
+        if not _KEY_RE.match(key):
+            raise StripeError(401, f"Invalid API Key provided: {_redact(key)}", cacheable=False)
+        return key
+
+    def _route(self, method: str, path: str) -> tuple[str, str | None]:
+        for kind, plural in _OBJECT_KINDS.items():
+            base = f"/v1/{plural}"
+            if path == base:
+                if method == "GET":
+                    return f"{kind}.list", None
+                if method == "POST":
+                    return f"{kind}.create", None
+            elif path.startswith(base + "/"):
+                obj_id = unquote(path[len(base) + 1 :])
+                if obj_id and "/" not in obj_id:
+                    if method == "GET":
+                        return f"{kind}.retrieve", obj_id
+                    if method == "POST":
+                        return f"{kind}.update", obj_id
+                    if method == "DELETE" and kind == "product":
+                        return f"{kind}.delete", obj_id
+        raise self._unrecognized(method, path)
+
+    # ------------------------------------------------------------------ execution
+
+    def _execute(self, route: str, obj_id: str | None, raw: JSON, acct: _Account, mode: str) -> JSON:
+        params = validate_params(PARAM_SPECS[route], raw)
+        expand = [str(e) for e in params.pop("expand", None) or []]
+        kind, action = route.split(".")
+        if action == "list":
+            return self._list(kind, params, expand, acct)
+        if action == "create":
+            created = (
+                self._create_product(params, acct, mode)
+                if kind == "product"
+                else self._create_price(params, acct, mode)
+            )
+            return self._render(kind, created, expand, acct)
+        assert obj_id is not None
+        store = acct.products if kind == "product" else acct.prices
+        obj = store.get(obj_id)
+        if obj is None:
+            raise _no_such(kind, obj_id, "id")
+        if action == "retrieve":
+            return self._render(kind, obj, expand, acct)
+        if action == "delete":
+            return self._delete_product(obj, acct)
+        if kind == "product":
+            self._update_product(obj, params, acct)
+        else:
+            self._update_price(obj, params, acct)
+        return self._render(kind, obj, expand, acct)
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    # products ------------------------------------------------------------------
+
+    def _create_product(self, p: JSON, acct: _Account, mode: str) -> JSON:
+        product_id = p.get("id") or self._fresh_id(acct, "prod_", 14)
+        if product_id in acct.products:
+            raise StripeError(400, "Product already exists.", code="resource_already_exists", param="id")
+        now = int(time.time())
+        product = self._new_product(product_id, p, now, mode, "")
+        price = None
+        if "default_price_data" in p:
+            price = self._build_price(p["default_price_data"], acct, product_id, mode, "default_price_data")
+            product["default_price"] = price["id"]
+        acct.products[product_id] = product
+        acct.order[product_id] = self._next_seq()
+        if price is not None:
+            self._store_price(price, acct)
+        return product
+
+    def _new_product(self, product_id: str, p: JSON, now: int, mode: str, prefix: str) -> JSON:
+        metadata = self._merge_metadata({}, p.get("metadata"), _join(prefix, "metadata"))
+        descriptor = p.get("statement_descriptor")
+        if descriptor is not None:
+            self._check_descriptor(descriptor, _join(prefix, "statement_descriptor"))
+        return {
+            "id": product_id,
+            "object": "product",
+            "active": p.get("active", True),
+            "created": now,
+            "default_price": None,
+            "description": p.get("description") or None,
+            "images": list(p.get("images") or []),
+            "livemode": mode == "live",
+            "marketing_features": [{"name": f.get("name")} for f in p.get("marketing_features") or []],
+            "metadata": metadata,
+            "name": p["name"],
+            "package_dimensions": p.get("package_dimensions") or None,
+            "shippable": p.get("shippable"),
+            "statement_descriptor": descriptor,
+            "tax_code": p.get("tax_code") or None,
+            "type": p.get("type", "service"),
+            "unit_label": p.get("unit_label") or None,
+            "updated": now,
+            "url": p.get("url") or None,
+        }
+
+    def _update_product(self, product: JSON, p: JSON, acct: _Account) -> None:
+        changes: JSON = {}
+        if "default_price" in p:
+            price_id = p["default_price"]
+            if price_id == "":
+                changes["default_price"] = None
+            else:
+                price = acct.prices.get(price_id)
+                if price is None:
+                    raise _no_such("price", price_id, "default_price", status=400)
+                if price["product"] != product["id"]:
+                    raise StripeError(
+                        400,
+                        f"The price `{price_id}` does not belong to product `{product['id']}`; a product's "
+                        "default price must be one of its own prices.",
+                        param="default_price",
+                    )
+                if not price["active"]:
+                    raise StripeError(
+                        400,
+                        f"The price `{price_id}` is archived (inactive) and cannot be set as the default "
+                        "price of a product.",
+                        param="default_price",
+                    )
+                changes["default_price"] = price_id
+        for key in ("active", "name", "shippable"):
+            if key in p:
+                changes[key] = p[key]
+        for key in ("description", "tax_code", "unit_label", "url", "package_dimensions"):
+            if key in p:
+                changes[key] = p[key] or None
+        if "images" in p:
+            changes["images"] = list(p["images"] or [])
+        if "marketing_features" in p:
+            changes["marketing_features"] = [{"name": f.get("name")} for f in p["marketing_features"] or []]
+        if "statement_descriptor" in p:
+            self._check_descriptor(p["statement_descriptor"], "statement_descriptor")
+            changes["statement_descriptor"] = p["statement_descriptor"]
+        if "metadata" in p:
+            changes["metadata"] = self._merge_metadata(product["metadata"], p["metadata"], "metadata")
+        product.update(changes)
+        product["updated"] = max(int(time.time()), int(product["updated"]))
+
+    def _delete_product(self, product: JSON, acct: _Account) -> JSON:
+        if any(price["product"] == product["id"] for price in acct.prices.values()):
+            raise StripeError(
+                400, "This product cannot be deleted because it has one or more user-created prices."
+            )
+        del acct.products[product["id"]]
+        acct.order.pop(product["id"], None)
+        return {"id": product["id"], "object": "product", "deleted": True}
+
+    # prices --------------------------------------------------------------------
+
+    def _create_price(self, p: JSON, acct: _Account, mode: str) -> JSON:
+        if "product" in p and "product_data" in p:
+            raise _param_error(
+                "You may only specify one of these parameters: product, product_data.",
+                "product",
+                "parameters_exclusive",
+            )
+        new_product = None
+        if "product_data" in p:
+            data = p["product_data"]
+            product_id = data.get("id") or self._fresh_id(acct, "prod_", 14)
+            if product_id in acct.products:
+                raise StripeError(
+                    400, "Product already exists.", code="resource_already_exists", param="product_data[id]"
+                )
+            new_product = self._new_product(product_id, data, int(time.time()), mode, "product_data")
+        elif "product" in p:
+            product_id = p["product"]
+            if product_id not in acct.products:
+                raise _no_such("product", product_id, "product", status=400)
+        else:
+            raise _missing("product")
+        price = self._build_price(p, acct, product_id, mode, "")
+        lookup_key = p.get("lookup_key")
+        holder = None
+        if lookup_key is not None:
+            if len(lookup_key) > MAX_LOOKUP_KEY_LEN:
+                raise _param_error(
+                    f"Invalid lookup_key: must be at most {MAX_LOOKUP_KEY_LEN} characters", "lookup_key"
+                )
+            holder = self._lookup_holder(acct, lookup_key, None, bool(p.get("transfer_lookup_key")))
+            price["lookup_key"] = lookup_key
+        price["nickname"] = p.get("nickname")
+        # Everything is checked: now mutate, atomically.
+        if holder is not None:
+            holder["lookup_key"] = None
+        if new_product is not None:
+            acct.products[new_product["id"]] = new_product
+            acct.order[new_product["id"]] = self._next_seq()
+        self._store_price(price, acct)
+        return price
+
+    def _store_price(self, price: JSON, acct: _Account) -> None:
+        acct.prices[price["id"]] = price
+        acct.order[price["id"]] = self._next_seq()
+
+    def _fresh_id(self, acct: _Account, prefix: str, length: int) -> str:
+        while True:
+            candidate = _random_id(prefix, length)
+            if candidate not in acct.products and candidate not in acct.prices:
+                return candidate
+
+    def _build_price(self, p: JSON, acct: _Account, product_id: str, mode: str, prefix: str) -> JSON:
+        def name(key: str) -> str:
+            return _join(prefix, key)
+
+        currency = self._currency(p["currency"], name("currency"))
+        scheme = p.get("billing_scheme", "per_unit")
+        unit_amount: int | None = None
+        unit_amount_decimal: str | None = None
+        custom: JSON | None = None
+        tiers: list[JSON] | None = None
+        tiers_mode: str | None = None
+        given = [k for k in ("unit_amount", "unit_amount_decimal", "custom_unit_amount") if k in p]
+        if len(given) > 1:
+            raise _param_error(
+                f"You may only specify one of these parameters: {', '.join(given)}.",
+                name(given[0]),
+                "parameters_exclusive",
+            )
+        if scheme == "tiered":
+            if given:
+                raise _param_error(
+                    f"You cannot specify `{given[0]}` with `billing_scheme=tiered`.", name(given[0])
+                )
+            if not p.get("tiers"):
+                raise _missing(name("tiers"))
+            if "tiers_mode" not in p:
+                raise _missing(name("tiers_mode"))
+            tiers_mode = p["tiers_mode"]
+            tiers = [
+                {
+                    "flat_amount": t.get("flat_amount"),
+                    "flat_amount_decimal": str(t["flat_amount"]) if "flat_amount" in t else None,
+                    "unit_amount": t.get("unit_amount"),
+                    "unit_amount_decimal": str(t["unit_amount"]) if "unit_amount" in t else None,
+                    "up_to": None if t["up_to"] == "inf" else t["up_to"],
+                }
+                for t in p["tiers"]
+            ]
+        elif "unit_amount" in p:
+            unit_amount = int(p["unit_amount"])
+            if unit_amount < 0:
+                raise _param_error(
+                    "This value must be greater than or equal to 0.",
+                    name("unit_amount"),
+                    "parameter_invalid_integer",
+                )
+            if unit_amount > MAX_UNIT_AMOUNT:
+                raise StripeError(
+                    400,
+                    f"This value must be less than or equal to {MAX_UNIT_AMOUNT}.",
+                    code="amount_too_large",
+                    param=name("unit_amount"),
+                )
+            unit_amount_decimal = str(unit_amount)
+        elif "unit_amount_decimal" in p:
+            dec = Decimal(p["unit_amount_decimal"])
+            if dec < 0 or dec > MAX_UNIT_AMOUNT or -cast(int, dec.as_tuple().exponent) > 12:
+                raise _param_error(
+                    f"Invalid decimal: {p['unit_amount_decimal']}", name("unit_amount_decimal")
+                )
+            unit_amount_decimal = format(dec.normalize(), "f")
+            unit_amount = int(dec) if dec == dec.to_integral_value() else None
+        elif "custom_unit_amount" in p:
+            cua = p["custom_unit_amount"]
+            if not cua.get("enabled"):
+                raise _param_error(
+                    "custom_unit_amount[enabled] must be true when custom_unit_amount is given.",
+                    name("custom_unit_amount[enabled]"),
+                )
+            custom = {k: cua.get(k) for k in ("maximum", "minimum", "preset")}
+        else:
+            raise _param_error(
+                "Missing required param: unit_amount. One of `unit_amount`, `unit_amount_decimal`, or "
+                "`custom_unit_amount` is required, unless `billing_scheme=tiered`.",
+                name("unit_amount"),
+                "parameter_missing",
+            )
+        recurring = None
+        if "recurring" in p:
+            r = p["recurring"]
+            interval = r["interval"]
+            count = int(r.get("interval_count", 1))
+            if count < 1 or count > MAX_INTERVAL_COUNT[interval]:
+                raise _param_error(
+                    "Invalid interval_count: the maximum interval allowed is three years (3 years, "
+                    "36 months, 156 weeks or 1095 days) and interval_count must be at least 1.",
+                    name("recurring[interval_count]"),
+                )
+            usage_type = r.get("usage_type", "licensed")
+            if usage_type == "metered" and not r.get("meter"):
+                raise _missing(name("recurring[meter]"))
+            recurring = {
+                "interval": interval,
+                "interval_count": count,
+                "meter": r.get("meter"),
+                "trial_period_days": r.get("trial_period_days"),
+                "usage_type": usage_type,
+            }
+        transform = p.get("transform_quantity")
+        if transform is not None and tiers is not None:
+            raise _param_error(
+                "transform_quantity cannot be combined with tiers.", name("transform_quantity")
+            )
+        currency_options: JSON = {}
+        for cur, opt in (p.get("currency_options") or {}).items():
+            code = self._currency(cur, name(f"currency_options[{cur}]"))
+            amount = opt.get("unit_amount")
+            currency_options[code] = {
+                "custom_unit_amount": None,
+                "tax_behavior": opt.get("tax_behavior", "unspecified"),
+                "unit_amount": amount,
+                "unit_amount_decimal": None if amount is None else str(amount),
+            }
+        tax_behavior = p.get("tax_behavior", "unspecified")
+        currency_options[currency] = {
+            "custom_unit_amount": custom,
+            "tax_behavior": tax_behavior,
+            "unit_amount": unit_amount,
+            "unit_amount_decimal": unit_amount_decimal,
+        }
+        return {
+            "id": self._fresh_id(acct, "price_", 24),
+            "object": "price",
+            "active": p.get("active", True),
+            "billing_scheme": scheme,
+            "created": int(time.time()),
+            "currency": currency,
+            "currency_options": currency_options,
+            "custom_unit_amount": custom,
+            "livemode": mode == "live",
+            "lookup_key": None,
+            "metadata": self._merge_metadata({}, p.get("metadata"), name("metadata")),
+            "nickname": None,
+            "product": product_id,
+            "recurring": recurring,
+            "tax_behavior": tax_behavior,
+            "tiers": tiers,
+            "tiers_mode": tiers_mode,
+            "transform_quantity": (
+                {"divide_by": transform["divide_by"], "round": transform["round"]} if transform else None
+            ),
+            "type": "recurring" if recurring else "one_time",
+            "unit_amount": unit_amount,
+            "unit_amount_decimal": unit_amount_decimal,
+        }
+
+    def _update_price(self, price: JSON, p: JSON, acct: _Account) -> None:
+        changes: JSON = {}
+        holder = None
+        if "active" in p:
+            product = acct.products.get(price["product"])
+            if p["active"] is False and product is not None and product["default_price"] == price["id"]:
+                raise StripeError(
+                    400,
+                    "This price cannot be archived because it is the default price of its product.",
+                    param="active",
+                )
+            changes["active"] = p["active"]
+        if "lookup_key" in p:
+            key = p["lookup_key"]
+            if len(key) > MAX_LOOKUP_KEY_LEN:
+                raise _param_error(
+                    f"Invalid lookup_key: must be at most {MAX_LOOKUP_KEY_LEN} characters", "lookup_key"
+                )
+            holder = self._lookup_holder(acct, key, price["id"], bool(p.get("transfer_lookup_key")))
+            changes["lookup_key"] = key
+        if "nickname" in p:
+            changes["nickname"] = p["nickname"]
+        if "tax_behavior" in p:
+            current = price["tax_behavior"]
+            if current in ("inclusive", "exclusive") and p["tax_behavior"] != current:
+                raise StripeError(
+                    400,
+                    f"tax_behavior cannot be changed once it is set to `{current}`.",
+                    param="tax_behavior",
+                )
+            changes["tax_behavior"] = p["tax_behavior"]
+        if "metadata" in p:
+            changes["metadata"] = self._merge_metadata(price["metadata"], p["metadata"], "metadata")
+        if "currency_options" in p:
+            options = p["currency_options"]
+            if options == "":
+                changes["currency_options"] = {
+                    price["currency"]: price["currency_options"][price["currency"]]
+                }
+            else:
+                merged = dict(price["currency_options"])
+                for cur, opt in options.items():
+                    code = self._currency(cur, f"currency_options[{cur}]")
+                    amount = opt.get("unit_amount")
+                    merged[code] = {
+                        "custom_unit_amount": None,
+                        "tax_behavior": opt.get("tax_behavior", "unspecified"),
+                        "unit_amount": amount,
+                        "unit_amount_decimal": None if amount is None else str(amount),
+                    }
+                changes["currency_options"] = merged
+        if holder is not None:
+            holder["lookup_key"] = None
+        price.update(changes)
+
+    @staticmethod
+    def _lookup_holder(acct: _Account, key: str, self_id: str | None, transfer: bool) -> JSON | None:
+        holder = next(
+            (pr for pr in acct.prices.values() if pr["lookup_key"] == key and pr["id"] != self_id), None
+        )
+        if holder is not None and not transfer:
+            raise StripeError(
+                400, f"A price (`{holder['id']}`) already uses that lookup key.", param="lookup_key"
+            )
+        return holder
+
+    # shared checks ------------------------------------------------------------------
+
+    @staticmethod
+    def _currency(value: str, param: str) -> str:
+        code = value.lower()
+        if code not in SUPPORTED_CURRENCIES:
+            raise _param_error(
+                f"Invalid currency: {code}. Stripe currently supports these currencies: "
+                f"{', '.join(_CURRENCIES_IN_ORDER)}",
+                param,
+            )
+        return code
+
+    @staticmethod
+    def _check_descriptor(value: str, param: str) -> None:
+        if len(value) > MAX_STATEMENT_DESCRIPTOR_LEN or any(c in value for c in "<>\\\"'*"):
+            raise _param_error(
+                f"The statement descriptor must be at most {MAX_STATEMENT_DESCRIPTOR_LEN} characters and "
+                "must not contain any of these characters: < > \\ \" ' *",
+                param,
+            )
+
+    @staticmethod
+    def _merge_metadata(current: Mapping[str, str], update: Any, param: str) -> dict[str, str]:
+        if update is None:
+            return dict(current)
+        if update == "":
+            return {}
+        merged = dict(current)
+        for key, value in update.items():
+            if len(key) > MAX_METADATA_KEY_LEN:
+                raise _param_error(
+                    f"Metadata keys can have up to {MAX_METADATA_KEY_LEN} characters, but you passed in "
+                    f"a key with {len(key)} characters.",
+                    f"{param}[{key}]",
+                )
+            if len(value) > MAX_METADATA_VALUE_LEN:
+                raise _param_error(
+                    f"Metadata values can have up to {MAX_METADATA_VALUE_LEN} characters, but you passed "
+                    f"in a value that is {len(value)} characters.",
+                    f"{param}[{key}]",
+                )
+            if value == "":
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        if len(merged) > MAX_METADATA_KEYS:
+            raise _param_error(
+                f"Metadata can have up to {MAX_METADATA_KEYS} keys, but you passed in {len(merged)} keys.",
+                param,
+            )
+        return merged
+
+    # lists --------------------------------------------------------------------------
+
+    def _list(self, kind: str, p: JSON, expand: list[str], acct: _Account) -> JSON:
+        store = acct.products if kind == "product" else acct.prices
+        limit = p.get("limit", 10)
+        if not 1 <= limit <= 100:
+            raise _param_error("Invalid limit: must be between 1 and 100", "limit")
+        if "starting_after" in p and "ending_before" in p:
+            raise _param_error(
+                "You may only specify one of these parameters: ending_before, starting_after.",
+                "ending_before",
+                "parameters_exclusive",
+            )
+
+        def rank(obj: JSON) -> tuple[int, int]:
+            return int(obj["created"]), acct.order.get(obj["id"], 0)
+
+        cursor_rank: tuple[int, int] | None = None
+        for cursor_param in ("starting_after", "ending_before"):
+            if cursor_param in p:
+                cursor = store.get(p[cursor_param])
+                if cursor is None:
+                    raise _no_such(kind, p[cursor_param], cursor_param, status=400)
+                cursor_rank = rank(cursor)
+        items = sorted((o for o in store.values() if self._matches(kind, o, p)), key=rank, reverse=True)
+        if "starting_after" in p:
+            assert cursor_rank is not None
+            newer_cut = cursor_rank
+            items = [o for o in items if rank(o) < newer_cut]
+            page, has_more = items[:limit], len(items) > limit
+        elif "ending_before" in p:
+            assert cursor_rank is not None
+            older_cut = cursor_rank
+            items = [o for o in items if rank(o) > older_cut]
+            page, has_more = items[-limit:], len(items) > limit
+        else:
+            page, has_more = items[:limit], len(items) > limit
+        for path in expand:
+            if not path.startswith("data."):
+                raise _param_error(
+                    f"This property cannot be expanded ({path}). You may want to try expanding 'data.{path}' "
+                    "instead.",
+                    "expand",
+                )
+        inner = [e[len("data.") :] for e in expand]
+        return {
+            "object": "list",
+            "data": [self._render(kind, o, inner, acct) for o in page],
+            "has_more": has_more,
+            "url": f"/v1/{_OBJECT_KINDS[kind]}",
+        }
+
+    @staticmethod
+    def _matches(kind: str, obj: JSON, p: JSON) -> bool:
+        if "active" in p and obj["active"] != p["active"]:
+            return False
+        created = p.get("created")
+        if isinstance(created, int) and obj["created"] != created:
+            return False
+        if isinstance(created, dict):
+            c = int(obj["created"])
+            checks = {
+                "gt": lambda v: c > v,
+                "gte": lambda v: c >= v,
+                "lt": lambda v: c < v,
+                "lte": lambda v: c <= v,
+            }
+            if not all(checks[op](v) for op, v in created.items()):
+                return False
+        if kind == "product":
+            if "ids" in p and obj["id"] not in p["ids"]:
+                return False
+            return all(obj[key] == p[key] for key in ("shippable", "url", "type") if key in p)
+        if "product" in p and obj["product"] != p["product"]:
+            return False
+        if "currency" in p and obj["currency"] != str(p["currency"]).lower():
+            return False
+        if "type" in p and obj["type"] != p["type"]:
+            return False
+        if "lookup_keys" in p and obj["lookup_key"] not in p["lookup_keys"]:
+            return False
+        recurring = p.get("recurring")
+        if recurring:
+            if obj["recurring"] is None:
+                return False
+            for key, value in recurring.items():
+                if obj["recurring"].get(key) != value:
+                    return False
+        return True
+
+    # rendering and expansion --------------------------------------------------------
+
+    def _render(self, kind: str, obj: JSON, expand: list[str], acct: _Account, depth: int = 0) -> JSON:
+        out = dict(obj)
+        if kind == "price":
+            for hidden in _PRICE_INCLUDABLE:
+                out.pop(hidden, None)
+        groups: dict[str, list[str]] = {}
+        for path in expand:
+            head, _, rest = path.partition(".")
+            groups.setdefault(head, [])
+            if rest:
+                groups[head].append(rest)
+        for head, rests in groups.items():
+            if kind == "price" and head in _PRICE_INCLUDABLE and not rests:
+                if head == "tiers":
+                    if obj["billing_scheme"] == "tiered":
+                        out["tiers"] = obj["tiers"]
+                else:
+                    out[head] = obj[head]
+                continue
+            target_kind = _EXPANDABLE.get(kind, {}).get(head)
+            if target_kind is None:
+                raise _param_error(f"This property cannot be expanded ({head}).", "expand")
+            if depth + 1 >= MAX_EXPAND_DEPTH and rests:
+                raise _param_error(
+                    f"You cannot expand more than {MAX_EXPAND_DEPTH} levels of a property.", "expand"
+                )
+            ref = obj.get(head)
+            if ref is None or not target_kind:
+                continue
+            target_store = acct.products if target_kind == "product" else acct.prices
+            target = target_store.get(ref)
+            if target is not None:
+                out[head] = self._render(target_kind, target, rests, acct, depth + 1)
+        return _ordered(out)
+
+
+# ---------------------------------------------------------------------------------------- HTTP
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], emulator: Emulator) -> None:
+        self.emulator = emulator
+        super().__init__(address, _Handler)
+
+
+class _BodyError(Exception):
+    pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body leave in one write (the handler flushes wfile after each request) and without
+    # Nagle: otherwise keep-alive clients wait out a delayed ACK (~40 ms) on every answer.
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
+    server_version = "kuploy-stripe-emulator"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return self._read_chunked()
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            return b""
+        try:
+            length = int(length_header)
+        except ValueError as exc:
+            raise _BodyError("Invalid Content-Length header.") from exc
+        if length < 0:
+            raise _BodyError("Invalid Content-Length header.")
+        if length > MAX_BODY_BYTES:
+            if length <= MAX_DRAINED_BYTES:  # read and drop it so the connection stays usable
+                remaining = length
+                while remaining > 0:
+                    got = self.rfile.read(min(remaining, 1 << 16))
+                    if not got:
+                        break
+                    remaining -= len(got)
+            raise _BodyError(f"Request body too large: at most {MAX_BODY_BYTES} bytes are accepted.")
+        return self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip() or b"x", 16)
+            except ValueError as exc:
+                raise _BodyError("Malformed chunked request body.") from exc
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            total += size
+            if total > MAX_BODY_BYTES:
+                raise _BodyError(f"Request body too large: at most {MAX_BODY_BYTES} bytes are accepted.")
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+
+    def _dispatch(self, method: str) -> None:
+        emulator = cast(_Server, self.server).emulator
+        try:
+            body = self._read_body()
+        except _BodyError as exc:
+            self._send(
+                Reply(
+                    400, StripeError(400, str(exc)).body(), {"Request-Id": _random_id("req_", 14)}, close=True
+                )
+            )
+            return
+        try:
+            reply = emulator.handle(method, self.path, dict(self.headers.items()), body)
+        except Exception as exc:  # pragma: no cover - handle() already converts errors
+            reply = Reply(
+                500, StripeError(500, f"Emulator failure: {exc}", type_="api_error").body(), close=True
+            )
+        if reply.delay_s > 0:
+            time.sleep(reply.delay_s)
+        self._send(reply)
+
+    def _send(self, reply: Reply) -> None:
+        payload = (json.dumps(reply.body, indent=2, default=str) + "\n").encode("utf-8")
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-cache, no-store")
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        if reply.close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Protocol-level failures (bad request line, unsupported method) also answer in Stripe's shape."""
+        text = message or self.responses.get(code, ("Error",))[0]
+        err_type = "api_error" if code >= 500 and code != 501 else "invalid_request_error"
+        self._send(Reply(code, StripeError(code, text, type_=err_type).body(), close=True))
+
+
+@dataclass
+class RunningEmulator:
+    """An emulator served from a background thread. Use as a context manager or call stop()."""
+
+    url: str
+    emulator: Emulator
+    _server: _Server
+    _thread: threading.Thread
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        self._server.server_close()
+
+    def __enter__(self) -> RunningEmulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _url(server: _Server, host: str) -> str:
+    port = server.server_address[1]
+    shown = host if host not in ("0.0.0.0", "") else "127.0.0.1"
+    return f"http://{shown}:{port}"
+
+
+def start_in_thread(
+    *, host: str = "127.0.0.1", port: int = 0, state_file: Path | None = None, latency_ms: int = 0
+) -> RunningEmulator:
+    emulator = Emulator(state_file=state_file, latency_ms=latency_ms)
+    server = _Server((host, port), emulator)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="stripe-emulator", daemon=True
+    )
+    thread.start()
+    return RunningEmulator(_url(server, host), emulator, server, thread)
+
+
+def serve(*, host: str, port: int, state_file: Path | None = None, latency_ms: int = 0) -> None:
+    """Serve until interrupted (Ctrl-C stops cleanly)."""
+    emulator = Emulator(state_file=state_file, latency_ms=latency_ms)
+    server = _Server((host, port), emulator)
+    print(f"Stripe emulator listening on {_url(server, host)}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

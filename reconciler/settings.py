@@ -1,0 +1,122 @@
+"""`Settings` from flags and the guide's environment variables. Secrets stay masked."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from reconciler.errors import ConfigError
+
+DEFAULT_STATE_DIR = Path(".kuploy-sandbox")
+SANDBOX_STRIPE_KEY = "sk_test_kuploySandbox0000000000000000"
+
+
+class Secret:
+    """A value that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def redact_dsn(dsn: str) -> str:
+    """`postgresql://user:pw@host/db` → `postgresql://user:***@host/db` (also for key=value DSNs)."""
+    if "://" not in dsn:
+        return " ".join(
+            "password=***" if part.lower().startswith("password=") else part for part in dsn.split()
+        )
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    database_url: Secret
+    stripe_secret_key: Secret
+    stripe_api_base: str | None = None
+    live: bool = False
+    sandbox: bool = False
+    state_dir: Path = DEFAULT_STATE_DIR
+    lock_timeout: float = 60.0
+    max_network_retries: int = 2
+
+    @property
+    def database_label(self) -> str:
+        """Where the database is, for messages: the DSN without its password."""
+        return redact_dsn(self.database_url.reveal())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Environment:
+    """What the operator asked for, before the sandbox (if any) is started."""
+
+    database_url: Secret | None
+    stripe_secret_key: Secret | None
+    stripe_api_base: str | None
+    state_dir: Path
+    live: bool
+
+    @property
+    def wants_sandbox(self) -> bool:
+        return self.database_url is None and self.stripe_secret_key is None
+
+    @classmethod
+    def read(cls, env: Mapping[str, str] | None = None, *, live: bool = False) -> Environment:
+        env = os.environ if env is None else env
+        database_url = env.get("DATABASE_URL") or None
+        key = env.get("STRIPE_SECRET_KEY") or None
+        if (database_url is None) != (key is None):
+            missing, present = (
+                ("STRIPE_SECRET_KEY", "DATABASE_URL")
+                if key is None
+                else (
+                    "DATABASE_URL",
+                    "STRIPE_SECRET_KEY",
+                )
+            )
+            raise ConfigError(
+                f"{present} is set but {missing} is not: set both to use a real database and Stripe, "
+                "or neither to use the local sandbox (embedded Postgres + Stripe emulator)"
+            )
+        if key is not None:
+            check_stripe_key(key, live=live)
+        return cls(
+            database_url=Secret(database_url) if database_url else None,
+            stripe_secret_key=Secret(key) if key else None,
+            stripe_api_base=env.get("STRIPE_API_BASE") or None,
+            state_dir=Path(env.get("KUPLOY_SANDBOX_DIR") or DEFAULT_STATE_DIR),
+            live=live,
+        )
+
+
+def check_stripe_key(key: str, *, live: bool) -> None:
+    """Refuse keys that are malformed, or live without `--live`, or test with `--live`."""
+    prefixes = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
+    if not key.startswith(prefixes) or len(key) < 12:
+        raise ConfigError("STRIPE_SECRET_KEY does not look like a Stripe secret key (sk_test_… or sk_live_…)")
+    is_live = "_live_" in key[:8]
+    if is_live and not live:
+        raise ConfigError("STRIPE_SECRET_KEY is a live key: pass --live to change real billing")
+    if live and not is_live:
+        raise ConfigError("--live was given but STRIPE_SECRET_KEY is a test-mode key: refusing the mismatch")

@@ -1,0 +1,73 @@
+"""Read every Product and Price the tool owns: list calls only, 100 a page, all pages.
+
+Never the Search API (it lags writes) and never one retrieve per object. Archived objects are read
+too: re-adding a plan reactivates its archived Product instead of creating another.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import stripe
+
+from reconciler.errors import StateReadError
+from reconciler.model import StripePrice, StripeProduct, StripeState, owned_slug
+
+PAGE = 100
+
+
+def read_stripe(client: stripe.StripeClient) -> StripeState:
+    try:
+        products = [
+            _product(p)
+            for p in client.v1.products.list(params={"limit": PAGE}).auto_paging_iter()
+            if owned_slug(_metadata(p)) is not None
+        ]
+        prices = [
+            _price(p)
+            for p in client.v1.prices.list(params={"limit": PAGE}).auto_paging_iter()
+            if owned_slug(_metadata(p)) is not None
+        ]
+    except stripe.AuthenticationError as e:
+        raise StateReadError(
+            f"Stripe rejected STRIPE_SECRET_KEY: {e.user_message or 'authentication failed'}"
+        ) from e
+    except stripe.StripeError as e:
+        raise StateReadError(
+            f"cannot read Products/Prices from Stripe: {e.user_message or type(e).__name__}"
+        ) from e
+    return StripeState(products=tuple(products), prices=tuple(prices))
+
+
+def _metadata(obj: Any) -> dict[str, str]:
+    metadata = obj.metadata.to_dict() if obj.metadata else {}
+    return {str(k): str(v) for k, v in metadata.items()}
+
+
+def _product(p: Any) -> StripeProduct:
+    default = p.default_price
+    return StripeProduct(
+        id=p.id,
+        name=p.name,
+        description=p.description or "",
+        active=bool(p.active),
+        default_price=default if isinstance(default, str) or default is None else default.id,
+        metadata=_metadata(p),
+        created=int(p.created or 0),
+    )
+
+
+def _price(p: Any) -> StripePrice:
+    product = p.product
+    recurring = p.recurring
+    return StripePrice(
+        id=p.id,
+        product=product if isinstance(product, str) else product.id,
+        active=bool(p.active),
+        unit_amount=p.unit_amount,
+        currency=p.currency,
+        interval=recurring.interval if recurring else None,
+        lookup_key=p.lookup_key,
+        metadata=_metadata(p),
+        created=int(p.created or 0),
+    )

@@ -1,0 +1,257 @@
+"""Stripe's published OpenAPI contract, as a validator for requests and responses.
+
+Reads `../shared/stripe-openapi/` (override with KUPLOY_STRIPE_OPENAPI_DIR); tests skip when it is absent.
+The spec is API 2023-08-16, older than the SDK's pinned version. Every place where the current API
+legitimately differs, and how it is accepted, is listed in ACCEPTED_DIFFERENCES, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import referencing
+import referencing.jsonschema
+from jsonschema import Draft7Validator
+
+SPEC_URI = "urn:stripe-openapi:spec3"
+SPEC_FILE = "spec3.subset.json"
+FIXTURES_FILE = "fixtures3.subset.json"
+
+ACCEPTED_DIFFERENCES: dict[str, str] = {
+    "product.features": (
+        "Required in 2023-08-16; renamed to `marketing_features` in a later API version (the SDK's Product "
+        "has only `marketing_features`). Dropped from the product schema's `required`."
+    ),
+    "product.marketing_features, product.type, price.recurring.meter, price.recurring.trial_period_days": (
+        "Response fields of the current API the 2023 spec does not list. Accepted because the spec's "
+        "object schemas allow additional properties; their presence is checked by the emulator tests."
+    ),
+    "price.recurring.aggregate_usage": (
+        "Removed from the API after 2023-08-16; optional in the spec, so its absence validates as is."
+    ),
+    "POST /v1/products marketing_features, POST /v1/products/{id} marketing_features": (
+        "Request parameter of the current API replacing `features`; added to those request schemas."
+    ),
+}
+
+# Request parameters of the current API, added to the 2023 request schemas (see ACCEPTED_DIFFERENCES).
+_MARKETING_FEATURES = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 5000}},
+        "required": ["name"],
+        "additionalProperties": False,
+    },
+}
+_REQUEST_ADDITIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("post", "/v1/products"): {"marketing_features": _MARKETING_FEATURES},
+    ("post", "/v1/products/{id}"): {
+        "marketing_features": {"anyOf": [_MARKETING_FEATURES, {"type": "string", "enum": [""]}]}
+    },
+}
+
+
+def spec_dir() -> Path:
+    override = os.environ.get("KUPLOY_STRIPE_OPENAPI_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "stripe-openapi"
+
+
+def missing_reason() -> str | None:
+    """Why the contract cannot be checked here, or None when it can."""
+    directory = spec_dir()
+    for name in (SPEC_FILE, FIXTURES_FILE):
+        if not (directory / name).is_file():
+            return (
+                f"Stripe OpenAPI contract not found: {directory / name} is missing "
+                "(set KUPLOY_STRIPE_OPENAPI_DIR to the folder holding spec3.subset.json)"
+            )
+    return None
+
+
+def _translate(node: Any, *, in_properties: bool = False) -> Any:
+    """OpenAPI 3.0 schema -> JSON Schema: `nullable`, local `$ref`s made absolute, `x-` keys dropped."""
+    if isinstance(node, list):
+        return [_translate(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if in_properties:  # keys are property names, not keywords
+        return {k: _translate(v) for k, v in node.items()}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key.startswith("x-"):
+            continue
+        if key == "$ref" and isinstance(value, str) and value.startswith("#"):
+            out[key] = SPEC_URI + value
+        else:
+            out[key] = _translate(value, in_properties=key in ("properties", "patternProperties"))
+    if out.pop("nullable", False):
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+        if "type" in out:
+            out["type"] = [out["type"], "null"]
+        elif "anyOf" in out:
+            out["anyOf"] = [*out["anyOf"], {"type": "null"}]
+        else:
+            out = {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+@functools.cache
+def _spec() -> dict[str, Any]:
+    reason = missing_reason()
+    if reason:
+        raise FileNotFoundError(reason)
+    raw = json.loads((spec_dir() / SPEC_FILE).read_text(encoding="utf-8"))
+    translated: dict[str, Any] = _translate(raw)
+    product = translated["components"]["schemas"]["product"]
+    product["required"] = [r for r in product["required"] if r != "features"]
+    return translated
+
+
+@functools.cache
+def _registry() -> referencing.Registry[Any]:
+    resource = referencing.Resource.from_contents(
+        _spec(), default_specification=referencing.jsonschema.DRAFT7
+    )
+    return referencing.Registry().with_resource(SPEC_URI, resource)
+
+
+def _validator(schema: Mapping[str, Any]) -> Draft7Validator:
+    return Draft7Validator(schema, registry=_registry())
+
+
+def _pointer(*parts: str) -> str:
+    return SPEC_URI + "#/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _match(path: str) -> str | None:
+    for template in _spec()["paths"]:
+        pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            return template
+    return None
+
+
+def _resolve(schema: Any) -> Any:
+    while isinstance(schema, dict) and "$ref" in schema:
+        ref = schema["$ref"]
+        assert ref.startswith(SPEC_URI + "#/")
+        node: Any = _spec()
+        for part in ref[len(SPEC_URI) + 2 :].split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+        schema = node
+    return schema
+
+
+def _coerce(schema: Any, value: Any) -> Any:
+    """Form values arrive as strings and nested dicts: give them the JSON types the schema names."""
+    schema = _resolve(schema)
+    if not isinstance(schema, dict):
+        return value
+    for combinator in ("anyOf", "oneOf"):
+        if combinator in schema:
+            for option in schema[combinator]:
+                candidate = _coerce(option, value)
+                if _validator(option).is_valid(candidate):
+                    return candidate
+            return value
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
+    if isinstance(value, str):
+        if "integer" in kinds and re.fullmatch(r"-?\d+", value):
+            return int(value)
+        if "number" in kinds:
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        if "boolean" in kinds and value in ("true", "false"):
+            return value == "true"
+        return value
+    if isinstance(value, dict) and "array" in kinds and all(k.isdigit() for k in value):
+        value = [value[k] for k in sorted(value, key=int)]
+    if isinstance(value, list) and "array" in kinds:
+        return [_coerce(schema.get("items", {}), v) for v in value]
+    if isinstance(value, list) and "object" in kinds:
+        value = {str(i): v for i, v in enumerate(value)}
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties", {})
+        return {
+            k: _coerce(props[k] if k in props else (extra if isinstance(extra, dict) else {}), v)
+            for k, v in value.items()
+        }
+    return value
+
+
+def _messages(prefix: str, validator: Draft7Validator, instance: Any) -> list[str]:
+    found = []
+    for err in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
+        where = "/".join(map(str, err.absolute_path)) or "<root>"
+        found.append(f"{prefix}: {where}: {err.message[:300]}")
+    return found
+
+
+def _request_schema(method: str, template: str) -> dict[str, Any] | None:
+    operation = _spec()["paths"][template].get(method)
+    if operation is None:
+        return None
+    if method in ("get", "delete"):
+        properties = {p["name"]: p["schema"] for p in operation.get("parameters", []) if p["in"] == "query"}
+        schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    else:
+        content = operation.get("requestBody", {}).get("content", {})
+        form = content.get("application/x-www-form-urlencoded", {})
+        schema = json.loads(json.dumps(form.get("schema", {"type": "object"})))
+    additions = _REQUEST_ADDITIONS.get((method, template))
+    if additions:
+        schema["properties"] = {**schema.get("properties", {}), **additions}
+    return schema
+
+
+def validate_request(method: str, path: str, params: Mapping[str, Any]) -> list[str]:
+    """Problems with decoded form/query `params` for `method path` (empty list: it fits the contract)."""
+    m = method.lower()
+    template = _match(path)
+    prefix = f"{method.upper()} {path} request"
+    if template is None:
+        return [f"{prefix}: path is not in the Stripe contract"]
+    schema = _request_schema(m, template)
+    if schema is None:
+        return [f"{prefix}: method is not in the Stripe contract"]
+    return _messages(prefix, _validator(schema), _coerce(schema, dict(params)))
+
+
+def validate_response(method: str, path: str, status: int, body: Any) -> list[str]:
+    """Problems with a response body: 200s against the operation's schema, others against `error`."""
+    m = method.lower()
+    template = _match(path)
+    prefix = f"{method.upper()} {path} {status} response"
+    if status != 200:
+        return _messages(prefix, _validator({"$ref": _pointer("components", "schemas", "error")}), body)
+    if template is None or m not in _spec()["paths"][template]:
+        return [f"{prefix}: a 200 for an operation that is not in the Stripe contract"]
+    ref = _pointer("paths", template, m, "responses", "200", "content", "application/json", "schema")
+    return _messages(prefix, _validator({"$ref": ref}), body)
+
+
+def validate_object(schema_name: str, body: Any) -> list[str]:
+    """Problems with `body` as the component schema `schema_name` (e.g. "product")."""
+    ref = _pointer("components", "schemas", schema_name)
+    return _messages(schema_name, _validator({"$ref": ref}), body)
+
+
+def fixture(name: str) -> dict[str, Any]:
+    """Stripe's own example object for `name` (e.g. "price")."""
+    fixtures = json.loads((spec_dir() / FIXTURES_FILE).read_text(encoding="utf-8"))
+    found: dict[str, Any] = fixtures["resources"][name]
+    return found

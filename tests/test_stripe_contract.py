@@ -1,0 +1,152 @@
+"""The emulator against Stripe's published OpenAPI contract: every logged request and response fits."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import stripe
+
+from reconciler.sandbox.emulator import RunningEmulator, start_in_thread
+
+import stripe_contract as contract
+
+pytestmark = pytest.mark.skipif(contract.missing_reason() is not None, reason=str(contract.missing_reason()))
+
+
+@pytest.fixture
+def running() -> Iterator[RunningEmulator]:
+    with start_in_thread() as run:
+        yield run
+
+
+def _client(url: str, key: str = "sk_test_contract") -> stripe.StripeClient:
+    return stripe.StripeClient(key, base_addresses={"api": url}, max_network_retries=0)
+
+
+def _drive(url: str) -> None:
+    """A realistic reconcile-like sequence, errors included."""
+    c = _client(url)
+    prod = c.v1.products.create(
+        params={"name": "Pro", "description": "The pro plan", "metadata": {"kuploy_plan": "pro"}}
+    )
+    old = c.v1.prices.create(
+        params={
+            "product": prod.id,
+            "currency": "cad",
+            "unit_amount": 2000,
+            "recurring": {"interval": "month", "interval_count": 1},
+            "lookup_key": "kuploy_pro_monthly",
+            "metadata": {"kuploy_plan": "pro"},
+            "tax_behavior": "exclusive",
+        }
+    )
+    c.v1.products.update(prod.id, params={"default_price": old.id})
+    new = c.v1.prices.create(
+        params={
+            "product": prod.id,
+            "currency": "cad",
+            "unit_amount": 2500,
+            "recurring": {"interval": "month"},
+            "lookup_key": "kuploy_pro_monthly",
+            "transfer_lookup_key": True,
+        }
+    )
+    c.v1.products.update(
+        prod.id, params={"default_price": new.id, "metadata": {"kuploy_plan": "pro", "v": "2"}}
+    )
+    c.v1.prices.update(old.id, params={"active": False, "metadata": {"archived": "yes"}})
+    c.v1.prices.create(params={"currency": "usd", "unit_amount": 0, "product_data": {"name": "Free"}})
+    c.v1.products.create(
+        params={"name": "Team", "default_price_data": {"currency": "usd", "unit_amount": 19900}}
+    )
+    for i in range(7):
+        c.v1.products.create(params={"name": f"Filler {i}", "active": i % 2 == 0})
+    list(c.v1.products.list(params={"limit": 3, "active": True}).auto_paging_iter())
+    list(c.v1.prices.list(params={"limit": 2, "expand": ["data.product"]}).auto_paging_iter())
+    c.v1.prices.list(params={"lookup_keys": ["kuploy_pro_monthly"], "active": True, "type": "recurring"})
+    c.v1.prices.list(params={"product": prod.id, "currency": "cad", "recurring": {"interval": "month"}})
+    c.v1.products.retrieve(prod.id, params={"expand": ["default_price"]})
+    c.v1.prices.retrieve(new.id)
+    doomed = c.v1.products.create(params={"name": "Doomed"})
+    c.v1.products.delete(doomed.id)
+
+    failing: list[Any] = [
+        lambda: c.raw_request("post", f"/v1/prices/{new.id}", unit_amount=5),
+        lambda: c.v1.prices.update(old.id, params={"lookup_key": "kuploy_pro_monthly"}),
+        lambda: c.v1.prices.update(new.id, params={"active": False}),
+        lambda: c.v1.products.retrieve("prod_missing"),
+        lambda: c.v1.products.delete(prod.id),
+        lambda: c.v1.prices.create(params={"product": prod.id, "currency": "xyz", "unit_amount": 1}),
+        lambda: c.v1.products.create(params={"name": "A"}, options={"idempotency_key": "same"}),
+        lambda: c.v1.products.create(params={"name": "B"}, options={"idempotency_key": "same"}),
+        lambda: _client(url, "garbage").v1.products.list(),
+        lambda: c.raw_request("get", "/v1/nothing"),
+    ]
+    for call in failing:
+        with contextlib.suppress(stripe.StripeError):
+            call()
+
+
+def test_every_logged_request_and_response_fits_the_contract(running: RunningEmulator) -> None:
+    _drive(running.url)
+    log = running.emulator.requests
+    assert len(log) > 30
+    assert {r["status"] for r in log} >= {200, 400, 401, 404}
+    problems: list[str] = []
+    for entry in log:
+        problems += contract.validate_response(
+            entry["method"], entry["path"], entry["status"], entry["response"]
+        )
+        params = {**entry["query"], **entry["form"]}
+        if entry["status"] == 200:
+            problems += contract.validate_request(entry["method"], entry["path"], params)
+        elif entry["response"]["error"].get("code") == "parameter_unknown":
+            # What the emulator calls unknown, the contract must reject too.
+            assert contract.validate_request(entry["method"], entry["path"], params), entry
+    assert problems == []
+
+
+def test_stripe_fixtures_validate() -> None:
+    for name in ("product", "price"):
+        assert contract.validate_object(name, contract.fixture(name)) == []
+    assert contract.validate_response("GET", "/v1/products/prod_x", 200, contract.fixture("product")) == []
+    assert contract.validate_response("GET", "/v1/prices/price_x", 200, contract.fixture("price")) == []
+
+
+def test_wrong_bodies_are_rejected() -> None:
+    product = copy.deepcopy(contract.fixture("product"))
+    product["active"] = "yes"
+    del product["id"]
+    problems = contract.validate_response("GET", "/v1/products/prod_x", 200, product)
+    assert any("'yes' is not of type 'boolean'" in p for p in problems)
+    assert any("'id' is a required property" in p for p in problems)
+
+    price = copy.deepcopy(contract.fixture("price"))
+    price["recurring"]["interval"] = "fortnight"
+    price["lookup_key"] = 7
+    assert len(contract.validate_response("GET", "/v1/prices/price_x", 200, price)) == 2
+    assert contract.validate_response("GET", "/v1/prices/price_x", 404, {"error": {"message": "x"}})
+    assert contract.validate_response("GET", "/v1/products", 200, {"object": "list", "data": []})
+
+
+def test_request_validator_coerces_and_rejects() -> None:
+    ok: dict[str, Any] = {
+        "product": "prod_x",
+        "currency": "usd",
+        "unit_amount": "100",
+        "recurring": {"interval": "month", "interval_count": "3"},
+        "transfer_lookup_key": "true",
+        "metadata": {"a": "b"},
+        "expand": ["product"],
+    }
+    assert contract.validate_request("POST", "/v1/prices", ok) == []
+    assert contract.validate_request("POST", "/v1/prices/price_x", {"metadata": ""}) == []
+    assert contract.validate_request("GET", "/v1/prices", {"limit": "5", "lookup_keys": ["a"]}) == []
+    assert contract.validate_request("POST", "/v1/prices", {**ok, "unit_amount": "ten"})
+    assert contract.validate_request("POST", "/v1/prices/price_x", {"unit_amount": "5"})
+    assert contract.validate_request("GET", "/v1/products", {"bogus": "1"})
+    assert contract.validate_request("GET", "/v1/unknown", {})
