@@ -526,6 +526,21 @@ def test_persistence_across_instances(tmp_path: Path) -> None:
             price(c, prod.id, lookup_key="persisted")
 
 
+def test_two_emulators_on_one_state_file_see_each_others_writes(tmp_path: Path) -> None:
+    """Each sandbox command runs its own emulator on the shared file: no stale reads, no lost writes."""
+    state = tmp_path / "stripe.json"
+    with start_in_thread(state_file=state) as first, start_in_thread(state_file=state) as second:
+        a, b = make_client(first.url), make_client(second.url)
+        made_by_a = product(a)
+        assert b.v1.products.retrieve(made_by_a.id).name == "Pro"
+        made_by_b = product(b)
+        price(a, made_by_b.id, lookup_key="shared")
+        with pytest.raises(stripe.InvalidRequestError, match="already uses"):
+            price(b, made_by_a.id, lookup_key="shared")
+        assert {p.id for p in a.v1.products.list().data} == {made_by_a.id, made_by_b.id}
+        assert {p.id for p in b.v1.products.list().data} == {made_by_a.id, made_by_b.id}
+
+
 def test_latency_option_is_applied_and_requests_succeed() -> None:
     with start_in_thread(latency_ms=5) as run:
         assert run.emulator.latency_ms == 5

@@ -13,6 +13,8 @@ solely to introspect its parameter TypedDicts.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -25,7 +27,7 @@ import threading
 import time
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -574,6 +576,11 @@ def _key_digest(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:24]
 
 
+def _signature(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 def _redact(api_key: str) -> str:
     return api_key[:8] + "*" * max(len(api_key) - 12, 4) + api_key[-4:] if len(api_key) > 12 else api_key
 
@@ -591,8 +598,10 @@ class Emulator:
         self._accounts: dict[str, _Account] = {"test": _Account(), "live": _Account()}
         self._seq = 0
         self._idempotency: dict[str, dict[str, JSON]] = {}
+        self._seen: tuple[int, int, int] | None = None  # state file signature last loaded or written
         if self.state_file is not None and self.state_file.exists():
             self._load(self.state_file)
+            self._seen = _signature(self.state_file)
 
     # ------------------------------------------------------------------ persistence
 
@@ -632,6 +641,7 @@ class Emulator:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
+            self._seen = _signature(target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -656,8 +666,26 @@ class Emulator:
         path = split.path
         if path.startswith("/_emulator/"):
             return self._admin(method, path)
-        with self._lock:
+        with self._lock, self._shared_state():
             return self._handle_stripe(method, path, split.query, hdrs, body)
+
+    @contextlib.contextmanager
+    def _shared_state(self) -> Iterator[None]:
+        """Several processes may serve one state file (each sandbox command runs its own emulator):
+        hold an exclusive file lock per request and reload the file when another process wrote it."""
+        if self.state_file is None:
+            yield
+            return
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.state_file.with_name(self.state_file.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if self.state_file.exists() and _signature(self.state_file) != self._seen:
+                    self._load(self.state_file)
+                    self._seen = _signature(self.state_file)
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _admin(self, method: str, path: str) -> Reply:
         if method == "GET" and path == "/_emulator/requests":
