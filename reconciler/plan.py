@@ -15,7 +15,8 @@ Operations run in three phases so that a crash at any point leaves a state the n
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, ClassVar
 
@@ -187,6 +188,18 @@ class PlanChange:
 class Plan:
     changes: tuple[PlanChange, ...] = ()
     pending_migrations: tuple[str, ...] = ()
+    subscriptions: Mapping[str, int] = field(default_factory=dict)
+    """Active subscriptions per Price this plan archives (they stay on it), where Stripe reported them."""
+
+    def archived_price_ids(self) -> tuple[str, ...]:
+        return tuple(op.price_id for change in self.changes for op in change.ops if isinstance(op, ArchivePrice))
+
+    def subscriptions_staying(self, change: PlanChange) -> int | None:
+        """How many active subscriptions stay on the Prices `change` archives; None if not known."""
+        counts = [self.subscriptions.get(op.price_id) for op in change.ops if isinstance(op, ArchivePrice)]
+        if not counts or any(c is None for c in counts):
+            return None
+        return sum(c for c in counts if c is not None)
 
     @property
     def has_changes(self) -> bool:
