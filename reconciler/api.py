@@ -1,4 +1,4 @@
-"""The operations the command line (and later the listener) offers: plan, apply, migrate, seed.
+"""The operations the command line (and later the listener) offers.
 
 Each opens its connections, holds the advisory lock where it writes, and hands pure values to
 `diff` and `apply`. Nothing here parses argv or prints.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -17,16 +17,19 @@ import stripe
 
 from reconciler import migrations
 from reconciler.apply import OnOp, apply_plan
+from reconciler.apply.to_postgres import ApplyRecord, record_catalog, tool_version
 from reconciler.catalog import load_catalog
 from reconciler.connections import connect_postgres, stripe_client
 from reconciler.diff import diff
+from reconciler.drift import DriftReport, drift_report
 from reconciler.errors import KuployError
 from reconciler.lock import advisory_lock
-from reconciler.model import Catalog, CurrentState
+from reconciler.model import Catalog, CurrentState, fingerprint
 from reconciler.plan import Plan
+from reconciler.savedplan import check_fresh, read_saved_plan, write_saved_plan
 from reconciler.settings import Settings
-from reconciler.state.from_postgres import read_rows
-from reconciler.state.from_stripe import read_stripe
+from reconciler.state.from_postgres import read_last_applied, read_plan_file_applied, read_rows
+from reconciler.state.from_stripe import count_active_subscriptions, read_stripe
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,10 +55,21 @@ def read_current(conn: psycopg.Connection, client: stripe.StripeClient) -> Curre
     return CurrentState(rows=read_rows(conn), stripe=read_stripe(client), pending_migrations=pending)
 
 
-def plan(settings: Settings, catalog: Catalog) -> Plan:
-    """What `apply` would do now. Reads only."""
+def _plan(client: stripe.StripeClient, catalog: Catalog, current: CurrentState, *, adopt: bool) -> Plan:
+    planned = diff(catalog, current, adopt=adopt)
+    if not planned.archived_price_ids():
+        return planned
+    return replace(planned, subscriptions=count_active_subscriptions(client, planned.archived_price_ids()))
+
+
+def plan(settings: Settings, catalog: Catalog, *, adopt: bool = False, out: Path | None = None) -> Plan:
+    """What `apply` would do now. Reads only; with `out`, also saves the plan file there."""
     with _connections(settings) as (conn, client):
-        return diff(catalog, read_current(conn, client))
+        current = read_current(conn, client)
+        planned = _plan(client, catalog, current, adopt=adopt)
+    if out is not None:
+        write_saved_plan(out, planned, catalog, current, adopt=adopt, tool_version=tool_version())
+    return planned
 
 
 def apply(
@@ -64,18 +78,85 @@ def apply(
     *,
     confirm: Callable[[Plan], bool],
     on_op: OnOp = lambda op: None,
+    adopt: bool = False,
 ) -> ApplyOutcome:
     """Lock, read, plan, ask, migrate, execute. The plan is recomputed under the lock."""
     with _connections(settings) as (conn, client), advisory_lock(conn, timeout=settings.lock_timeout):
         current = read_current(conn, client)
-        planned = diff(catalog, current)
+        planned = _plan(client, catalog, current, adopt=adopt)
         if not planned.has_changes:
+            _remember_catalog(conn, catalog)
             return ApplyOutcome(plan=planned, confirmed=True)
         if not confirm(planned):
             return ApplyOutcome(plan=planned, confirmed=False)
-        ran = migrations.migrate(conn)
-        count = apply_plan(planned, catalog, client=client, conn=conn, on_op=on_op)
-        return ApplyOutcome(plan=planned, confirmed=True, operations=count, migrations=ran)
+        return _execute(conn, client, planned, ApplyRecord(catalog=catalog, summary=planned.summary()), on_op)
+
+
+def apply_saved(
+    settings: Settings, path: Path, *, confirm: Callable[[Plan], bool], on_op: OnOp = lambda op: None
+) -> ApplyOutcome:
+    """Apply exactly the saved plan in `path`, or refuse (exit 1, nothing written) if it is stale."""
+    saved = read_saved_plan(path)
+    with _connections(settings) as (conn, client), advisory_lock(conn, timeout=settings.lock_timeout):
+        if (when := read_plan_file_applied(conn, saved.id)) is not None:
+            raise KuployError(
+                f"{path}: this plan was already applied at {when:%Y-%m-%d %H:%M:%S %Z}; run plan again"
+            )
+        current = read_current(conn, client)
+        replanned = _plan(client, saved.catalog, current, adopt=saved.adopt)
+        check_fresh(saved, current, replanned)
+        if not replanned.has_changes:
+            return ApplyOutcome(plan=replanned, confirmed=True)
+        if not confirm(replanned):
+            return ApplyOutcome(plan=replanned, confirmed=False)
+        record = ApplyRecord(catalog=saved.catalog, summary=replanned.summary(), plan_file_id=saved.id)
+        return _execute(conn, client, replanned, record, on_op)
+
+
+def _execute(
+    conn: psycopg.Connection, client: stripe.StripeClient, planned: Plan, record: ApplyRecord, on_op: OnOp
+) -> ApplyOutcome:
+    ran = migrations.migrate(conn)
+    count = apply_plan(planned, record, client=client, conn=conn, on_op=on_op) if planned.changes else 0
+    if not planned.changes:
+        _remember_catalog(conn, record.catalog)
+    return ApplyOutcome(plan=planned, confirmed=True, operations=count, migrations=ran)
+
+
+def _remember_catalog(conn: psycopg.Connection, catalog: Catalog) -> None:
+    """Record a catalog that needed no change if it is not the last one recorded (for `drift`).
+    The same catalog applied twice writes nothing the second time."""
+    if migrations.pending(conn):
+        return
+    last = read_last_applied(conn)
+    if last is None or last[1] != fingerprint(catalog.as_dict()):
+        record_catalog(conn, ApplyRecord(catalog=catalog, summary={}))
+
+
+def drift(settings: Settings, catalog: Catalog | None = None) -> DriftReport:
+    """Out-of-band changes against `catalog`, or against the last catalog successfully applied."""
+    with _connections(settings) as (conn, client):
+        current = read_current(conn, client)
+        if catalog is not None:
+            baseline = "the catalog given"
+        else:
+            last = read_last_applied(conn)
+            if last is None:
+                raise KuployError("no catalog has been applied yet: run drift with a CATALOG argument")
+            catalog, baseline = last[0], "the last applied catalog"
+    planned = diff(catalog, replace(current, pending_migrations=()))
+    return drift_report(planned, baseline=baseline)
+
+
+def export(settings: Settings) -> Catalog:
+    """The current `cloud_plans` as a catalog (every plan, inactive ones marked so)."""
+    with _connections(settings) as (conn, _client):
+        migrations.check_cloud_plans(conn)
+        rows = read_rows(conn)
+    if not rows:
+        raise KuployError("cloud_plans is empty or missing: nothing to export (run seed or apply first)")
+    ordered = sorted(rows.values(), key=lambda r: (not r.spec.is_default, not r.spec.is_active, r.spec.slug))
+    return Catalog(plans=tuple(r.spec for r in ordered), sources=("cloud_plans",))
 
 
 def migrate(settings: Settings) -> tuple[str, ...]:
@@ -99,6 +180,4 @@ def seed(settings: Settings, *, on_op: OnOp = lambda op: None) -> ApplyOutcome:
                 "(use apply to change existing plans)"
             )
         planned = diff(catalog, current)
-        ran = migrations.migrate(conn)
-        count = apply_plan(planned, catalog, client=client, conn=conn, on_op=on_op)
-        return ApplyOutcome(plan=planned, confirmed=True, operations=count, migrations=ran)
+        return _execute(conn, client, planned, ApplyRecord(catalog=catalog, summary=planned.summary()), on_op)

@@ -31,7 +31,15 @@ import yaml
 
 from reconciler import errors, model
 
-__all__ = ["MAX_FILE_BYTES", "PRESETS", "STRIPE_CURRENCIES", "load_catalog", "parse_size"]
+__all__ = [
+    "MAX_FILE_BYTES",
+    "PRESETS",
+    "STRIPE_CURRENCIES",
+    "dump_catalog",
+    "format_size",
+    "load_catalog",
+    "parse_size",
+]
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 """Files larger than this are refused before parsing."""
@@ -811,3 +819,47 @@ def load_catalog(path: Path) -> model.Catalog:
     if problems:
         raise errors.CatalogError(problems)
     return model.Catalog(plans=tuple(plan for _, plan in resolved), sources=tuple(d.file for d in docs))
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+
+def format_size(size: int) -> int | str:
+    """`10737418240` → `10GiB`; sizes that are not a whole number of KiB..TiB stay plain bytes."""
+    for unit, power in (("TiB", 4), ("GiB", 3), ("MiB", 2), ("KiB", 1)):
+        if size > 0 and size % 1024**power == 0:
+            return f"{size // 1024**power}{unit}"
+    return size
+
+
+def dump_catalog(catalog: model.Catalog, *, comment: str = "") -> str:
+    """A YAML catalog that `load_catalog` reads back into the same plans (used by `export`).
+
+    Every value is explicit (no preset, no copy_from): an export is the state as it is.
+    """
+    plans = []
+    for plan in catalog.plans:
+        entry: dict[str, Any] = {"slug": plan.slug, "name": plan.name}
+        if plan.description:
+            entry["description"] = plan.description
+        for key, value in (
+            ("priceCents", plan.price_cents),
+            ("currency", plan.currency),
+            ("billingCycle", plan.billing_cycle.value if plan.billing_cycle else None),
+        ):
+            if value is not None:
+                entry[key] = value
+        entry["isDefault"] = plan.is_default
+        entry["isActive"] = plan.is_active
+        entry["limits"] = {
+            column: "unlimited"
+            if value == model.UNLIMITED
+            else (format_size(value) if column == "maxStorageBytes" else value)
+            for column, value in plan.limits.as_columns().items()
+        }
+        entry["features"] = plan.features.as_json()
+        plans.append(entry)
+    header = "".join(f"# {line}\n" for line in comment.splitlines())
+    return header + yaml.safe_dump(
+        {"version": 1, "plans": plans}, sort_keys=False, allow_unicode=True, width=100
+    )

@@ -1,38 +1,45 @@
 """`kuploy-reconciler`: click commands, exit codes and streams. No logic, SQL or Stripe calls here.
 
 Exit codes: 0 ok · 1 any error (user, usage, failed apply) · 2 only for "changes present" with
-`plan --detailed-exitcode`, as Terraform does.
+`plan --detailed-exitcode` and for "drift found", as Terraform does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from reconciler import api
-from reconciler.catalog import load_catalog
+from reconciler.catalog import dump_catalog, load_catalog
+from reconciler.doctor import run_checks
 from reconciler.errors import ConfigError, KuployError
 from reconciler.plan import Op, Plan
+from reconciler.render.drift import render_drift_json, render_drift_text
 from reconciler.render.json import render_json
+from reconciler.render.markdown import render_markdown
 from reconciler.render.text import render_text, summary_line
-from reconciler.settings import SANDBOX_STRIPE_KEY, Environment, Settings
-
-log = logging.getLogger("reconciler")
+from reconciler.savedplan import is_saved_plan
+from reconciler.settings import SANDBOX_STRIPE_KEY, Environment, Secret, Settings
 
 
 def _color(stream: Any) -> bool:
     return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
 
 
-def _settings(ctx: click.Context, *, live: bool = False, lock_timeout: float = 60.0) -> Settings:
+def _settings(
+    ctx: click.Context, *, live: bool = False, lock_timeout: float = 60.0, strict: bool = True
+) -> Settings:
     """Settings from the environment; with neither DATABASE_URL nor STRIPE_SECRET_KEY, the sandbox."""
-    env = Environment.read(live=live)
+    env = Environment.read(live=live, strict=strict)
     if not env.wants_sandbox:
         assert env.database_url is not None and env.stripe_secret_key is not None
         return Settings(
@@ -48,7 +55,6 @@ def _settings(ctx: click.Context, *, live: bool = False, lock_timeout: float = 6
         )
     from reconciler.sandbox.emulator import start_in_thread
     from reconciler.sandbox.postgres import start_embedded_postgres
-    from reconciler.settings import Secret
 
     state = env.state_dir
     database_url = start_embedded_postgres(state / "postgres")
@@ -72,10 +78,34 @@ def _print_op(op: Op) -> None:
     click.echo(f"  done: {op.describe()} [plan {op.slug}]", err=True)
 
 
+@contextlib.contextmanager
+def _progress(ctx: click.Context) -> Iterator[Callable[[Op], None]]:
+    """One line per operation in logs and CI; a progress bar on a terminal (stderr), unless --debug."""
+    if not sys.stderr.isatty() or ctx.find_root().params.get("debug"):
+        yield _print_op
+        return
+    with click.progressbar(length=1, label="applying", file=sys.stderr, show_pos=True) as bar:
+
+        def tick(op: Op) -> None:
+            bar.label = f"{op.describe()[:48]:<48}"
+            bar.update(1)
+
+        yield tick
+
+
 catalog_argument = click.argument("catalog", type=click.Path(path_type=Path))
 live_option = click.option("--live", is_flag=True, help="Allow a live Stripe key (sk_live_…): real money.")
+adopt_option = click.option(
+    "--adopt",
+    is_flag=True,
+    help="Take over a plan's existing Stripe Product/Prices that carry no ownership metadata "
+    "(the Product its cloud_plans row names, else the only active one with the plan's name).",
+)
 lock_option = click.option(
     "--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for another apply."
+)
+output_option = click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 
 
@@ -85,7 +115,6 @@ lock_option = click.option(
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Reconcile the kuploy-cloud plan catalog with cloud_plans and Stripe."""
-    ctx.obj = {"debug": debug}
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr)
 
 
@@ -100,47 +129,74 @@ def validate(catalog: Path) -> int:
 
 @cli.command("plan")
 @catalog_argument
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="markdown: a pull-request comment.",
+)
+@click.option("--out", type=click.Path(path_type=Path), help="Save the plan for a later `apply FILE`.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on error.")
+@adopt_option
 @live_option
 @click.pass_context
-def plan_command(ctx: click.Context, catalog: Path, output: str, detailed_exitcode: bool, live: bool) -> int:
-    """Show what apply would change. Writes nothing."""
+def plan_command(
+    ctx: click.Context,
+    catalog: Path,
+    output: str,
+    out: Path | None,
+    detailed_exitcode: bool,
+    adopt: bool,
+    live: bool,
+) -> int:
+    """Show what apply would change. Writes nothing but the --out file."""
     desired = load_catalog(catalog)
-    planned = api.plan(_settings(ctx, live=live), desired)
-    click.echo(_render(planned, output), nl=False)
+    planned = api.plan(_settings(ctx, live=live), desired, adopt=adopt, out=out)
+    if output == "json":
+        click.echo(render_json(planned), nl=False)
+    elif output == "markdown":
+        click.echo(render_markdown(planned), nl=False)
+    else:
+        click.echo(render_text(planned, color=_color(sys.stdout)), nl=False)
+    if out is not None:
+        click.echo(f"Plan saved to {out}: apply it with `kuploy-reconciler apply {out}`.", err=True)
     return 2 if detailed_exitcode and planned.has_changes else 0
 
 
-def _render(planned: Plan, output: str) -> str:
-    if output == "json":
-        return render_json(planned)
-    return render_text(planned, color=_color(sys.stdout))
-
-
 @cli.command("apply")
-@catalog_argument
+@click.argument("target", metavar="CATALOG|PLANFILE", type=click.Path(path_type=Path))
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (CI).")
+@adopt_option
 @live_option
 @lock_option
 @click.pass_context
 def apply_command(
-    ctx: click.Context, catalog: Path, auto_approve: bool, live: bool, lock_timeout: float
+    ctx: click.Context, target: Path, auto_approve: bool, adopt: bool, live: bool, lock_timeout: float
 ) -> int:
-    """Make cloud_plans and Stripe match the catalog, after showing the plan."""
-    desired = load_catalog(catalog)
-    if not auto_approve and not sys.stdin.isatty():
+    """Make cloud_plans and Stripe match CATALOG, after showing the plan; or apply a saved PLANFILE
+    exactly (no prompt; refused, with nothing written, if the state changed since it was made)."""
+    saved = is_saved_plan(target)
+    desired = None if saved else load_catalog(target)
+    if saved and adopt:
+        raise ConfigError("--adopt is decided at plan time: run plan --adopt --out FILE, then apply FILE")
+    if not saved and not auto_approve and not sys.stdin.isatty():
         raise ConfigError("apply needs confirmation: run it on a terminal, or pass --auto-approve")
     settings = _settings(ctx, live=live, lock_timeout=lock_timeout)
 
     def confirm(planned: Plan) -> bool:
         click.echo(render_text(planned, color=_color(sys.stdout)), nl=False)
-        if auto_approve:
+        if auto_approve or saved:
             return True
         answer = click.prompt("Apply these changes? Only 'yes' is accepted", default="", show_default=False)
         return bool(answer.strip() == "yes")
 
-    outcome = api.apply(settings, desired, confirm=confirm, on_op=_print_op)
+    with _progress(ctx) as on_op:
+        if desired is None:
+            outcome = api.apply_saved(settings, target, confirm=confirm, on_op=on_op)
+        else:
+            outcome = api.apply(settings, desired, confirm=confirm, on_op=on_op, adopt=adopt)
     if not outcome.plan.has_changes:
         click.echo(render_text(outcome.plan), nl=False)
         return 0
@@ -150,6 +206,63 @@ def apply_command(
         click.echo(f"Migrations applied: {', '.join(outcome.migrations)}")
     click.echo(f"Apply complete: {outcome.operations} operation(s). {summary_line(outcome.plan)}")
     return 0
+
+
+@cli.command("drift")
+@click.argument("catalog", required=False, type=click.Path(path_type=Path))
+@output_option
+@live_option
+@click.pass_context
+def drift_command(ctx: click.Context, catalog: Path | None, output: str, live: bool) -> int:
+    """Report changes made by hand in Stripe or cloud_plans, against CATALOG or else the last
+    applied catalog. Exit 0 no drift, 2 drift, 1 error."""
+    desired = load_catalog(catalog) if catalog is not None else None
+    report = api.drift(_settings(ctx, live=live), desired)
+    click.echo(render_drift_json(report) if output == "json" else render_drift_text(report), nl=False)
+    return 2 if report.has_drift else 0
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), help="Write the catalog here instead of stdout.")
+@live_option
+@click.pass_context
+def export(ctx: click.Context, out: Path | None, live: bool) -> int:
+    """Write the current cloud_plans as a YAML catalog (to adopt an existing instance into Git)."""
+    catalog = api.export(_settings(ctx, live=live))
+    text = dump_catalog(
+        catalog,
+        comment="Exported from cloud_plans by `kuploy-reconciler export`: review it, commit it, plan it.",
+    )
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"Exported {len(catalog.plans)} plan(s) to {out}", err=True)
+    return 0
+
+
+@cli.command()
+@output_option
+@live_option
+@click.pass_context
+def doctor(ctx: click.Context, output: str, live: bool) -> int:
+    """The billing guide's troubleshooting list as checks, each with its fix. Exit 0 healthy, 1 not."""
+    settings: Settings | None
+    try:
+        settings, error = _settings(ctx, live=live, strict=False), None
+    except ConfigError as e:
+        settings, error = None, str(e)
+    checks = run_checks(settings, os.environ, error)
+    healthy = all(c.ok for c in checks)
+    if output == "json":
+        payload = {"healthy": healthy, "checks": [dataclasses.asdict(c) for c in checks]}
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        for c in checks:
+            click.echo(f"{'ok  ' if c.ok else 'FAIL'}  {c.name}: {c.detail}")
+            if not c.ok and c.fix:
+                click.echo(f"      fix: {c.fix}")
+    return 0 if healthy else 1
 
 
 @cli.command()
@@ -212,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # the one broad except: never a traceback unless asked
         if debug:
             raise
-        click.echo(f"Error: unexpected {type(e).__name__}: {e} (re-run with --debug for details)", err=True)
+        click.echo(f"Error: unexpected {type(e).__name__} (re-run with --debug for details)", err=True)
         code = 1
     with contextlib.suppress(Exception):
         sys.stdout.flush()

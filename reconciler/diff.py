@@ -24,9 +24,12 @@ from reconciler.model import (
     StripeProduct,
     lookup_key,
     owned_slug,
+    ownership_metadata,
 )
 from reconciler.plan import (
     Action,
+    AdoptPrice,
+    AdoptProduct,
     ArchivePrice,
     ArchiveProduct,
     Created,
@@ -45,7 +48,9 @@ from reconciler.plan import (
 )
 
 
-def diff(desired: Catalog, current: CurrentState) -> Plan:
+def diff(desired: Catalog, current: CurrentState, *, adopt: bool = False) -> Plan:
+    """The plan that makes `current` match `desired`. With `adopt`, existing Products and Prices
+    without ownership metadata that belong to a plan are taken over instead of duplicated."""
     wanted = desired.by_slug()
     products: dict[str, list[StripeProduct]] = defaultdict(list)
     prices: dict[str, list[StripePrice]] = defaultdict(list)
@@ -55,15 +60,58 @@ def diff(desired: Catalog, current: CurrentState) -> Plan:
     for price in current.stripe.prices:
         if (slug := owned_slug(price.metadata)) is not None:
             prices[slug].append(price)
+    adoptions = _adopt(desired, current, products, prices) if adopt else {}
 
     unknown = (set(current.rows) | set(products) | set(prices)) - set(wanted)
     slugs = [plan.slug for plan in desired.plans] + sorted(unknown)
     changes = []
     for slug in slugs:
-        change = _diff_plan(slug, wanted.get(slug), current.rows.get(slug), products[slug], prices[slug])
+        change = _diff_plan(
+            slug,
+            wanted.get(slug),
+            current.rows.get(slug),
+            products[slug],
+            prices[slug],
+            adoptions.get(slug, []),
+        )
         if change is not None:
             changes.append(change)
     return Plan(changes=tuple(changes), pending_migrations=current.pending_migrations)
+
+
+def _adopt(
+    desired: Catalog,
+    current: CurrentState,
+    products: dict[str, list[StripeProduct]],
+    prices: dict[str, list[StripePrice]],
+) -> dict[str, list[Op]]:
+    """Pick, per paid plan without an owned Product, the unowned Product that is clearly its own:
+    the one its `cloud_plans` row names, else the only active one with exactly the plan's name.
+    The picked objects are treated as owned from here on (the adopt ops mark them so in Stripe)."""
+    claimed: set[str] = set()
+    ops: dict[str, list[Op]] = {}
+    for spec in desired.plans:
+        if not spec.is_paid or products[spec.slug]:
+            continue
+        row = current.rows.get(spec.slug)
+        named = [
+            p for p in current.stripe.unowned_products if row is not None and p.id == row.stripe_product_id
+        ]
+        if not named:
+            same_name = [p for p in current.stripe.unowned_products if p.active and p.name == spec.name]
+            named = same_name if len(same_name) == 1 else []
+        if not named or named[0].id in claimed:
+            continue
+        product = named[0]
+        claimed.add(product.id)
+        marked = ownership_metadata(spec.slug)
+        products[spec.slug].append(replace(product, metadata={**product.metadata, **marked}))
+        ops[spec.slug] = [AdoptProduct(slug=spec.slug, product_id=product.id, name=product.name)]
+        for price in current.stripe.unowned_prices:
+            if price.product == product.id:
+                prices[spec.slug].append(replace(price, metadata={**price.metadata, **marked}))
+                ops[spec.slug].append(AdoptPrice(slug=spec.slug, price_id=price.id))
+    return ops
 
 
 def _target(spec: PlanSpec | None, row: PlanRow | None) -> PlanSpec | None:
@@ -81,10 +129,11 @@ def _diff_plan(
     row: PlanRow | None,
     products: list[StripeProduct],
     prices: list[StripePrice],
+    adoptions: list[Op],
 ) -> PlanChange | None:
     target = _target(spec, row)
     product = _pick_product(products, row)
-    ops: list[Op] = []
+    ops: list[Op] = list(adoptions)
     fields: list[FieldChange] = []
     product_ref: Ref | None
     price_ref: Ref | None

@@ -7,6 +7,8 @@ the convention kuploy-cloud reads in `cloud_plans`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -109,6 +111,25 @@ class PlanSpec:
         }
 
 
+def plan_from_dict(slug: str, values: Mapping[str, Any]) -> PlanSpec:
+    """The inverse of `PlanSpec.as_dict`, for plans the tool wrote itself (saved plans, apply records)."""
+    cycle = values["billingCycle"]
+    limits = values["limits"]
+    features = values["features"]
+    return PlanSpec(
+        slug=slug,
+        name=values["name"],
+        description=values["description"],
+        price_cents=values["priceCents"],
+        currency=values["currency"],
+        billing_cycle=BillingCycle(cycle) if cycle else None,
+        limits=Limits(**{attr: int(limits[column]) for attr, column in LIMIT_COLUMNS.items()}),
+        features=Features(**{attr: bool(features.get(key, False)) for attr, key in FEATURE_KEYS.items()}),
+        is_default=bool(values["isDefault"]),
+        is_active=bool(values["isActive"]),
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Catalog:
     """The desired state: every plan, fully explicit, in catalog order."""
@@ -118,6 +139,15 @@ class Catalog:
 
     def by_slug(self) -> dict[str, PlanSpec]:
         return {p.slug: p for p in self.plans}
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready and lossless: what saved plans and apply records store."""
+        return {"sources": list(self.sources), "plans": [{"slug": p.slug, **p.as_dict()} for p in self.plans]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Catalog:
+        plans = tuple(plan_from_dict(p["slug"], p) for p in data["plans"])
+        return cls(plans=plans, sources=tuple(data.get("sources", ())))
 
 
 # --- current state -------------------------------------------------------------------------------
@@ -162,6 +192,9 @@ class StripeState:
 
     products: tuple[StripeProduct, ...] = ()
     prices: tuple[StripePrice, ...] = ()
+    unowned_products: tuple[StripeProduct, ...] = ()
+    unowned_prices: tuple[StripePrice, ...] = ()
+    """Objects without ownership metadata: never touched, only candidates for `apply --adopt`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,6 +202,48 @@ class CurrentState:
     rows: Mapping[str, PlanRow]
     stripe: StripeState
     pending_migrations: tuple[str, ...] = ()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a plan was computed from, JSON-ready and in a stable order (no secrets in it)."""
+        return {
+            "cloud_plans": {
+                slug: {
+                    "stripeProductId": row.stripe_product_id,
+                    "stripePriceId": row.stripe_price_id,
+                    **row.spec.as_dict(),
+                }
+                for slug, row in sorted(self.rows.items())
+            },
+            "stripe_products": {
+                p.id: {
+                    "name": p.name,
+                    "description": p.description,
+                    "active": p.active,
+                    "default_price": p.default_price,
+                    "metadata": dict(sorted(p.metadata.items())),
+                }
+                for p in sorted(self.stripe.products, key=lambda p: p.id)
+            },
+            "stripe_prices": {
+                p.id: {
+                    "product": p.product,
+                    "active": p.active,
+                    "unit_amount": p.unit_amount,
+                    "currency": p.currency,
+                    "interval": p.interval,
+                    "lookup_key": p.lookup_key,
+                    "metadata": dict(sorted(p.metadata.items())),
+                }
+                for p in sorted(self.stripe.prices, key=lambda p: p.id)
+            },
+            "pending_migrations": list(self.pending_migrations),
+        }
+
+
+def fingerprint(document: Any) -> str:
+    """A stable digest of a JSON-ready document."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 # --- ownership -----------------------------------------------------------------------------------

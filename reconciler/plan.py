@@ -63,6 +63,27 @@ class Op:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AdoptProduct(Op):
+    """Marks an existing Product that carries no ownership metadata as this plan's (`apply --adopt`)."""
+
+    phase: ClassVar[Phase] = Phase.PREPARE
+    product_id: str
+    name: str
+
+    def describe(self) -> str:
+        return f"adopt Stripe Product {self.product_id} {self.name!r} (it had no ownership metadata)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdoptPrice(Op):
+    phase: ClassVar[Phase] = Phase.PREPARE
+    price_id: str
+
+    def describe(self) -> str:
+        return f"adopt Stripe Price {self.price_id} (it had no ownership metadata)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CreateProduct(Op):
     phase: ClassVar[Phase] = Phase.PREPARE
     name: str
@@ -192,7 +213,9 @@ class Plan:
     """Active subscriptions per Price this plan archives (they stay on it), where Stripe reported them."""
 
     def archived_price_ids(self) -> tuple[str, ...]:
-        return tuple(op.price_id for change in self.changes for op in change.ops if isinstance(op, ArchivePrice))
+        return tuple(
+            op.price_id for change in self.changes for op in change.ops if isinstance(op, ArchivePrice)
+        )
 
     def subscriptions_staying(self, change: PlanChange) -> int | None:
         """How many active subscriptions stay on the Prices `change` archives; None if not known."""

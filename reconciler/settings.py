@@ -82,7 +82,10 @@ class Environment:
         return self.database_url is None and self.stripe_secret_key is None
 
     @classmethod
-    def read(cls, env: Mapping[str, str] | None = None, *, live: bool = False) -> Environment:
+    def read(
+        cls, env: Mapping[str, str] | None = None, *, live: bool = False, strict: bool = True
+    ) -> Environment:
+        """The environment as configured; `strict=False` skips the key-pair check (`doctor` reports it)."""
         env = os.environ if env is None else env
         database_url = env.get("DATABASE_URL") or None
         key = env.get("STRIPE_SECRET_KEY") or None
@@ -101,6 +104,8 @@ class Environment:
             )
         if key is not None:
             check_stripe_key(key, live=live)
+            if strict and (publishable := env.get("STRIPE_PUBLISHABLE_KEY")):
+                check_key_pair(key, publishable)
         return cls(
             database_url=Secret(database_url) if database_url else None,
             stripe_secret_key=Secret(key) if key else None,
@@ -115,8 +120,29 @@ def check_stripe_key(key: str, *, live: bool) -> None:
     prefixes = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
     if not key.startswith(prefixes) or len(key) < 12:
         raise ConfigError("STRIPE_SECRET_KEY does not look like a Stripe secret key (sk_test_… or sk_live_…)")
-    is_live = "_live_" in key[:8]
+    is_live = key_mode(key) == "live"
     if is_live and not live:
         raise ConfigError("STRIPE_SECRET_KEY is a live key: pass --live to change real billing")
     if live and not is_live:
         raise ConfigError("--live was given but STRIPE_SECRET_KEY is a test-mode key: refusing the mismatch")
+
+
+def key_mode(key: str) -> str | None:
+    """ "test" or "live" for a Stripe key (sk_, rk_, pk_), None when it is not one."""
+    for mode in ("test", "live"):
+        if key.startswith((f"sk_{mode}_", f"rk_{mode}_", f"pk_{mode}_")):
+            return mode
+    return None
+
+
+def check_key_pair(secret: str, publishable: str) -> None:
+    """Refuse a live secret key with a test publishable key, or the reverse."""
+    if not publishable.startswith(("pk_test_", "pk_live_")):
+        raise ConfigError(
+            "STRIPE_PUBLISHABLE_KEY does not look like a publishable key (pk_test_… or pk_live_…)"
+        )
+    if key_mode(secret) != key_mode(publishable):
+        raise ConfigError(
+            f"STRIPE_SECRET_KEY is a {key_mode(secret)} key but STRIPE_PUBLISHABLE_KEY is a "
+            f"{key_mode(publishable)} key: use keys of the same mode"
+        )

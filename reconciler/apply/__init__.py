@@ -11,10 +11,9 @@ from collections.abc import Callable
 import psycopg
 import stripe
 
-from reconciler.apply.to_postgres import write_rows
+from reconciler.apply.to_postgres import ApplyRecord, write_rows
 from reconciler.apply.to_stripe import Ids, resolve, run_stripe_op
 from reconciler.errors import ApplyError
-from reconciler.model import Catalog
 from reconciler.plan import Op, Phase, Plan, WriteRow
 
 OnOp = Callable[[Op], None]
@@ -22,7 +21,7 @@ OnOp = Callable[[Op], None]
 
 def apply_plan(
     plan: Plan,
-    catalog: Catalog,
+    record: ApplyRecord,
     *,
     client: stripe.StripeClient,
     conn: psycopg.Connection,
@@ -55,7 +54,7 @@ def apply_plan(
             run_stripe(op)
 
     rows = [op for op in ops if isinstance(op, WriteRow)]
-    if rows:
+    if ops:
         resolved = [
             (
                 op,
@@ -65,10 +64,12 @@ def apply_plan(
             for op in rows
         ]
         try:
-            write_rows(conn, resolved, catalog)
+            write_rows(conn, resolved, record)
         except psycopg.Error as e:
             first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise fail(rows[0], f"Postgres error, no row was written: {first_line}") from e
+            raise fail(
+                rows[0] if rows else ops[0], f"Postgres error, no row was written: {first_line}"
+            ) from e
         for op in rows:
             done += 1
             on_op(op)

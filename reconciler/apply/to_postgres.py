@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -10,7 +11,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from reconciler.model import Catalog, PlanSpec
+from reconciler.model import Catalog, PlanSpec, fingerprint
 from reconciler.plan import WriteRow
 
 COLUMNS = (
@@ -68,26 +69,41 @@ def row_values(spec: PlanSpec, product_id: str | None, price_id: str | None) -> 
     return tuple(values[c] for c in COLUMNS)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplyRecord:
+    """What `cloud_reconciler_applies` keeps of an apply: the catalog (for `drift`), the saved plan id."""
+
+    catalog: Catalog
+    summary: dict[str, int]
+    plan_file_id: str | None = None
+
+
 def write_rows(
-    conn: psycopg.Connection, rows: Sequence[tuple[WriteRow, str | None, str | None]], catalog: Catalog
+    conn: psycopg.Connection, rows: Sequence[tuple[WriteRow, str | None, str | None]], record: ApplyRecord
 ) -> None:
     """Upsert every row and record the apply, atomically (a default switch is one commit)."""
     with conn.transaction(), conn.cursor() as cur:
         if rows:
             cur.executemany(_UPSERT, [row_values(op.after, product, price) for op, product, price in rows])
-        cur.execute(
-            'INSERT INTO cloud_reconciler_applies (catalog, summary, "toolVersion") VALUES (%s, %s, %s)',
-            (
-                Jsonb(
-                    {"plans": {p.slug: p.as_dict() for p in catalog.plans}, "sources": list(catalog.sources)}
-                ),
-                Jsonb({"rows": [op.slug for op, _, _ in rows]}),
-                _tool_version(),
-            ),
-        )
+        _insert_record(cur, record)
 
 
-def _tool_version() -> str:
+def record_catalog(conn: psycopg.Connection, record: ApplyRecord) -> None:
+    """Record a catalog that needed no change (so `drift` compares with it), in its own transaction."""
+    with conn.transaction(), conn.cursor() as cur:
+        _insert_record(cur, record)
+
+
+def _insert_record(cur: psycopg.Cursor[Any], record: ApplyRecord) -> None:
+    catalog = record.catalog.as_dict()
+    cur.execute(
+        "INSERT INTO cloud_reconciler_applies "
+        '(catalog, "catalogFingerprint", summary, "planFileId", "toolVersion") VALUES (%s, %s, %s, %s, %s)',
+        (Jsonb(catalog), fingerprint(catalog), Jsonb(record.summary), record.plan_file_id, tool_version()),
+    )
+
+
+def tool_version() -> str:
     try:
         return version("kuploy-reconciler")
     except PackageNotFoundError:

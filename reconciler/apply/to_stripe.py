@@ -16,6 +16,8 @@ import stripe
 
 from reconciler.model import ownership_metadata
 from reconciler.plan import (
+    AdoptPrice,
+    AdoptProduct,
     ArchivePrice,
     ArchiveProduct,
     Created,
@@ -44,6 +46,16 @@ def resolve(ref: Ref, slug: str, ids: Ids) -> str:
 @singledispatch
 def run_stripe_op(op: Op, client: stripe.StripeClient, ids: Ids) -> None:
     raise TypeError(f"no Stripe handler for {type(op).__name__}")
+
+
+@run_stripe_op.register
+def _(op: AdoptProduct, client: stripe.StripeClient, ids: Ids) -> None:
+    client.v1.products.update(op.product_id, params={"metadata": ownership_metadata(op.slug)})
+
+
+@run_stripe_op.register
+def _(op: AdoptPrice, client: stripe.StripeClient, ids: Ids) -> None:
+    client.v1.prices.update(op.price_id, params={"metadata": ownership_metadata(op.slug)})
 
 
 @run_stripe_op.register

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
-from reconciler.model import FEATURE_KEYS, LIMIT_COLUMNS, BillingCycle, Features, Limits, PlanRow, PlanSpec
+from reconciler.model import (
+    FEATURE_KEYS,
+    LIMIT_COLUMNS,
+    BillingCycle,
+    Catalog,
+    Features,
+    Limits,
+    PlanRow,
+    PlanSpec,
+)
 
 
 def read_rows(conn: psycopg.Connection) -> dict[str, PlanRow]:
@@ -35,3 +45,34 @@ def row_to_plan(row: dict[str, Any]) -> PlanRow:
         is_active=bool(row["isActive"]),
     )
     return PlanRow(spec=spec, stripe_product_id=row["stripeProductId"], stripe_price_id=row["stripePriceId"])
+
+
+def _has_column(conn: psycopg.Connection, table: str, column: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = %s AND column_name = %s",
+        (table, column),
+    ).fetchone()
+    return row is not None
+
+
+def read_last_applied(conn: psycopg.Connection) -> tuple[Catalog, str | None] | None:
+    """The catalog of the newest apply record and its fingerprint, or None before the first apply."""
+    if not _has_column(conn, "cloud_reconciler_applies", "catalogFingerprint"):
+        return None
+    row = conn.execute(
+        'SELECT catalog, "catalogFingerprint" FROM cloud_reconciler_applies ORDER BY id DESC LIMIT 1'
+    ).fetchone()
+    if row is None:
+        return None
+    return Catalog.from_dict(row[0]), row[1]
+
+
+def read_plan_file_applied(conn: psycopg.Connection, plan_file_id: str) -> datetime | None:
+    """When a saved plan file was applied, or None if it never was."""
+    if not _has_column(conn, "cloud_reconciler_applies", "planFileId"):
+        return None
+    row = conn.execute(
+        'SELECT "appliedAt" FROM cloud_reconciler_applies WHERE "planFileId" = %s', (plan_file_id,)
+    ).fetchone()
+    return row[0] if row else None

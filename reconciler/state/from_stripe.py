@@ -17,26 +17,43 @@ PAGE = 100
 
 
 def read_stripe(client: stripe.StripeClient) -> StripeState:
+    """Owned objects, and the unowned ones apart (never touched; candidates for `--adopt`)."""
     try:
-        products = [
-            _product(p)
-            for p in client.v1.products.list(params={"limit": PAGE}).auto_paging_iter()
-            if owned_slug(_metadata(p)) is not None
-        ]
-        prices = [
-            _price(p)
-            for p in client.v1.prices.list(params={"limit": PAGE}).auto_paging_iter()
-            if owned_slug(_metadata(p)) is not None
-        ]
+        products = [_product(p) for p in client.v1.products.list(params={"limit": PAGE}).auto_paging_iter()]
+        prices = [_price(p) for p in client.v1.prices.list(params={"limit": PAGE}).auto_paging_iter()]
     except stripe.AuthenticationError as e:
         raise StateReadError(
             f"Stripe rejected STRIPE_SECRET_KEY: {e.user_message or 'authentication failed'}"
         ) from e
     except stripe.StripeError as e:
-        raise StateReadError(
-            f"cannot read Products/Prices from Stripe: {e.user_message or type(e).__name__}"
-        ) from e
-    return StripeState(products=tuple(products), prices=tuple(prices))
+        raise StateReadError(f"cannot read Products/Prices from Stripe: {_reason(e)}") from e
+    return StripeState(
+        products=tuple(p for p in products if owned_slug(p.metadata) is not None),
+        prices=tuple(p for p in prices if owned_slug(p.metadata) is not None),
+        unowned_products=tuple(p for p in products if owned_slug(p.metadata) is None),
+        unowned_prices=tuple(p for p in prices if owned_slug(p.metadata) is None),
+    )
+
+
+def count_active_subscriptions(client: stripe.StripeClient, price_ids: tuple[str, ...]) -> dict[str, int]:
+    """Active subscriptions per Price, for the Prices a plan archives; a Price Stripe won't answer for
+    (a restricted key, an error) is left out, so the plan says "unknown" rather than a wrong 0."""
+    counts: dict[str, int] = {}
+    for price_id in price_ids:
+        try:
+            listing = client.v1.subscriptions.list(
+                params={"price": price_id, "status": "active", "limit": PAGE}
+            )
+            counts[price_id] = sum(1 for _ in listing.auto_paging_iter())
+        except stripe.StripeError:
+            continue
+    return counts
+
+
+def _reason(e: stripe.StripeError) -> str:
+    if isinstance(e, stripe.APIConnectionError):
+        return "Stripe is unreachable (network error); nothing was changed"
+    return e.user_message or type(e).__name__
 
 
 def _metadata(obj: Any) -> dict[str, str]:

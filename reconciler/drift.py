@@ -1,0 +1,128 @@
+"""Drift: out-of-band changes, read off the plan that would heal them. Pure; no I/O.
+
+The plan from the last applied catalog to the current state lists exactly what someone changed by
+hand: a field of a row (Postgres), a Product field, an extra or archived Price, a moved default, a
+deleted object (Stripe). Each becomes one `DriftItem` with where it is and expected vs actual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.plan import (
+    ArchivePrice,
+    ArchiveProduct,
+    CreatePrice,
+    CreateProduct,
+    Op,
+    Plan,
+    PlanChange,
+    ReactivatePrice,
+    SetDefaultPrice,
+    UpdateProduct,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriftItem:
+    plan: str
+    where: str  # "postgres" | "stripe"
+    field: str
+    expected: Any
+    actual: Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriftReport:
+    items: tuple[DriftItem, ...]
+    baseline: str  # what state was compared with: "the catalog given" / "the last applied catalog"
+
+    @property
+    def has_drift(self) -> bool:
+        return bool(self.items)
+
+    def plans(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(item.plan for item in self.items))
+
+
+def drift_report(plan: Plan, *, baseline: str) -> DriftReport:
+    items: list[DriftItem] = []
+    for change in plan.changes:
+        items.extend(_items(change))
+    return DriftReport(items=tuple(items), baseline=baseline)
+
+
+def _items(change: PlanChange) -> list[DriftItem]:
+    slug = change.slug
+    items = []
+    if change.before is None and change.after is not None:
+        items.append(
+            DriftItem(
+                plan=slug, where="postgres", field="cloud_plans row", expected="present", actual="missing"
+            )
+        )
+    for f in change.fields:
+        if f.path.startswith("stripe."):
+            items.append(
+                DriftItem(
+                    plan=slug,
+                    where="stripe",
+                    field=f.path[len("stripe.") :],
+                    expected=f.after,
+                    actual=f.before,
+                )
+            )
+        else:
+            items.append(
+                DriftItem(
+                    plan=slug,
+                    where="postgres",
+                    field=f"cloud_plans.{f.path}",
+                    expected=f.after,
+                    actual=f.before,
+                )
+            )
+    has_field = {f.path for f in change.fields}
+    for op in change.ops:
+        item = _op_item(op, has_field)
+        if item is not None:
+            items.append(item)
+    return items
+
+
+def _op_item(op: Op, has_field: set[str]) -> DriftItem | None:
+    """Stripe drift that shows up only as an operation (objects missing, extra, archived)."""
+    slug = op.slug
+    if isinstance(op, CreateProduct):
+        return DriftItem(
+            plan=slug, where="stripe", field="product", expected="active Product", actual="missing"
+        )
+    if isinstance(op, CreatePrice):
+        expected = f"active Price {op.unit_amount} {op.currency}/{op.interval}"
+        return DriftItem(plan=slug, where="stripe", field="price", expected=expected, actual="missing")
+    if isinstance(op, ReactivatePrice):
+        return DriftItem(
+            plan=slug,
+            where="stripe",
+            field=f"price {op.price_id}",
+            expected="active with the plan's lookup key",
+            actual="archived or lookup key moved",
+        )
+    if isinstance(op, UpdateProduct) and dict(op.before).get("active") is False:
+        return DriftItem(
+            plan=slug, where="stripe", field=f"product {op.product_id}.active", expected=True, actual=False
+        )
+    if isinstance(op, SetDefaultPrice) and "stripe.product.default_price" not in has_field:
+        return DriftItem(
+            plan=slug, where="stripe", field="product.default_price", expected=str(op.after), actual=op.before
+        )
+    if isinstance(op, ArchivePrice):
+        return DriftItem(
+            plan=slug, where="stripe", field=f"price {op.price_id}", expected="archived", actual="active"
+        )
+    if isinstance(op, ArchiveProduct):
+        return DriftItem(
+            plan=slug, where="stripe", field=f"product {op.product_id}", expected="archived", actual="active"
+        )
+    return None  # row writes, product updates and adoptions are covered by the field changes

@@ -1,0 +1,147 @@
+"""The plan as a GitHub pull-request comment: summary first, billing changes next, details folded.
+
+Every plan's block is whole or absent: the comment is cut only between blocks, never inside a
+`<details>` block, and ends with a note of what was left out. Text from the catalog (slugs, names,
+descriptions) goes through `_escape`, so it cannot close a `<details>` block, split a table row or
+open a code span; values are shown as JSON, as `render_text` shows them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.plan import Action, ArchivePrice, Plan, PlanChange
+from reconciler.render.text import MARKERS, _flatten, _show, summary_line
+
+GITHUB_COMMENT_LIMIT = 65_536
+"""GitHub rejects a comment body longer than this many characters (characters, not bytes)."""
+
+BILLING_ORDER = (Action.REPLACE_PRICE, Action.ARCHIVE)
+"""Changes that move what customers pay, shown first (and so kept first when the comment is cut)."""
+OTHER_ORDER = (Action.CREATE, Action.REACTIVATE, Action.UPDATE)
+_ORDER = BILLING_ORDER + OTHER_ORDER
+
+MAX_VALUE_CHARS = 500
+"""A longer value is shortened in the comment; `plan -o json` has it whole."""
+
+_FULL_PLAN_HINT = "run `kuploy-reconciler plan -o json` for the full plan"
+
+# Entities, not backslashes: `<summary>` sits in a raw HTML block where backslash escapes are not
+# processed, and CommonMark treats an entity as literal text, never as markup.
+_ESCAPES = str.maketrans(
+    {char: f"&#{ord(char)};" for char in "&<>|`\\*_~[]#!\n\r"},
+)
+
+
+def render_markdown(plan: Plan, *, limit: int = GITHUB_COMMENT_LIMIT) -> str:
+    """Render `plan` as Markdown shorter than `limit` characters, counted as `len()` counts them.
+
+    GitHub counts characters, as `len()` does; a 1/16 margin stays unused for what may count
+    differently on the way (line endings sent as CRLF, astral characters counted as two).
+    """
+    budget = limit - limit // 16
+    head = _head(plan, budget // 4)
+    ordered = sorted(plan.changes, key=lambda change: _ORDER.index(change.action))
+    pieces = [_section_heading(ordered, index) + _block(plan, change) for index, change in enumerate(ordered)]
+
+    if len(head) + sum(map(len, pieces)) <= budget:
+        return head + "".join(pieces)
+
+    reserve = len(_left_out(ordered, 0))  # the longest note: every change left out
+    used = len(head) + reserve
+    shown = 0
+    for piece in pieces:
+        if used + len(piece) > budget:
+            break
+        used += len(piece)
+        shown += 1
+    return head + "".join(pieces[:shown]) + _left_out(ordered, shown)
+
+
+def _head(plan: Plan, room: int) -> str:
+    title = "### kuploy-reconciler · "
+    if plan.changes:
+        title += summary_line(plan)
+    elif plan.pending_migrations:
+        title += "No plan changes."
+    else:
+        return title + "No changes\n\ncloud_plans and Stripe match the catalog.\n"
+    if not plan.pending_migrations:
+        return title + "\n"
+
+    count = len(plan.pending_migrations)
+    title += f" {count} pending migration{'s' if count != 1 else ''}."
+    names: list[str] = []
+    for name in plan.pending_migrations:
+        if sum(len(n) + 2 for n in names) + len(name) > room:
+            names.append(f"… and {count - len(names)} more")
+            break
+        names.append(_escape(name))
+    return f"{title}\n\n**Pending migrations** (apply runs them first): {', '.join(names)}\n"
+
+
+def _section_heading(ordered: list[PlanChange], index: int) -> str:
+    billing = ordered[index].action in BILLING_ORDER
+    if index > 0 and (ordered[index - 1].action in BILLING_ORDER) == billing:
+        return ""
+    return "\n#### Billing changes\n" if billing else "\n#### Other changes\n"
+
+
+def _block(plan: Plan, change: PlanChange) -> str:
+    marker, _ = MARKERS[change.action]
+    values = change.after or change.before or {}
+    name = f" ({_escape(_shorten(str(values['name'])))})" if "name" in values else ""
+    lines = [
+        "",
+        f"<details><summary>{marker} <b>{_escape(change.address)}</b>{name}: "
+        f"{change.action.value.replace('-', ' ')}</summary>",
+        "",
+    ]
+    if change.before is None and change.after is not None:
+        lines += ["| field | value |", "| --- | --- |"]
+        lines += [f"| {_escape(path)} | {_cell(value)} |" for path, value in _flatten(change.after)]
+        lines.append("")
+    elif change.fields:
+        lines += ["| field | before | after |", "| --- | --- | --- |"]
+        lines += [f"| {_escape(f.path)} | {_cell(f.before)} | {_cell(f.after)} |" for f in change.fields]
+        lines.append("")
+    lines += [f"1. {_escape(_shorten(op.describe()))}" for op in change.ops]
+    lines += ["", "</details>"]
+    warning = _subscriptions(plan, change)
+    if warning:
+        lines += ["", warning]
+    return "\n".join(lines) + "\n"
+
+
+def _subscriptions(plan: Plan, change: PlanChange) -> str:
+    """Who stays on the Prices this change archives: they keep paying the old amount."""
+    if not any(isinstance(op, ArchivePrice) for op in change.ops):
+        return ""
+    staying = plan.subscriptions_staying(change)
+    if staying is None:
+        return "Active subscriptions on the archived price: not known."
+    if staying == 0:
+        return "No active subscriptions on the archived price."
+    who = f"{staying} active subscriptions stay" if staying != 1 else "1 active subscription stays"
+    if change.action is Action.REPLACE_PRICE:
+        return f"⚠ {who} on the old price; only new checkouts use the new one."
+    return f"⚠ {who} on the archived price, still billed; no new checkout can use it."
+
+
+def _left_out(ordered: list[PlanChange], shown: int) -> str:
+    rest = ordered[shown:]
+    billing = sum(1 for change in rest if change.action in BILLING_ORDER)
+    of_which = f" ({billing} of them billing changes)" if billing else ""
+    return f"\n… and {len(rest)} more changes not shown{of_which}: {_FULL_PLAN_HINT}.\n"
+
+
+def _cell(value: Any) -> str:
+    return _escape(_shorten(_show(value)))
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
+
+
+def _escape(text: str) -> str:
+    return text.translate(_ESCAPES)

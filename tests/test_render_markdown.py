@@ -1,0 +1,219 @@
+"""The pull-request comment renderer on hand-built plans: structure, order, escaping, size."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from functools import cache
+
+import pytest
+
+from reconciler.diff import diff
+from reconciler.model import Catalog, CurrentState, PlanRow, StripeState
+from reconciler.plan import Plan
+from reconciler.render.markdown import GITHUB_COMMENT_LIMIT, render_markdown
+
+from test_diff import FREE, PRO, converged
+
+HOSTILE = "a|b </details> ``` <script>alert(1)</script>\n# heading *x* [l](u) \\"
+LEFT_OUT = re.compile(
+    r"\n… and (\d+) more changes not shown(?: \((\d+) of them billing changes\))?: "
+    r"run `kuploy-reconciler plan -o json` for the full plan\.\n$"
+)
+
+
+def small_plan(subscriptions: dict[str, int] | None = None) -> Plan:
+    """One of each: free updated, pro re-priced, team created, gone archived (catalog order)."""
+    gone = replace(PRO, slug="gone", name="Gone")
+    desired = Catalog(
+        plans=(
+            replace(FREE, description="Free forever"),
+            replace(PRO, price_cents=2500),
+            replace(PRO, slug="team", name="Team", price_cents=9900),
+        )
+    )
+    plan = diff(desired, converged(FREE, PRO, gone))
+    return replace(plan, subscriptions=subscriptions or {})
+
+
+@cache
+def big_plan(n: int) -> Plan:
+    """`n` changes, a quarter each: re-priced, archived, created, renamed — interleaved in the catalog."""
+    specs = [replace(PRO, slug=f"plan-{i:05}", name=f"Plan {i}") for i in range(n)]
+    kinds = [i % 4 for i in range(n)]
+    current = converged(*(spec for spec, kind in zip(specs, kinds, strict=True) if kind != 2))
+    desired = Catalog(
+        plans=tuple(
+            replace(spec, price_cents=2500) if kind == 0 else replace(spec, name=spec.name + "+")
+            for spec, kind in zip(specs, kinds, strict=True)
+            if kind != 1
+        )
+    )
+    plan = diff(desired, current)
+    assert len(plan.changes) == n
+    archived = {f"price_{spec.slug}": 3 for spec, kind in zip(specs, kinds, strict=True) if kind < 2}
+    return replace(plan, subscriptions=archived)
+
+
+def assert_well_formed(markdown: str) -> None:
+    """Every `<details>` closed before the next opens, summaries closed, fences paired."""
+    tags = re.findall(r"</?details>", markdown)
+    assert tags == ["<details>", "</details>"] * (len(tags) // 2)
+    assert markdown.count("<summary>") == markdown.count("</summary>") == len(tags) // 2
+    assert markdown.count("```") % 2 == 0
+    for line in markdown.splitlines():
+        if line.startswith("| "):
+            assert line.endswith(" |") and line.count("|") in (3, 4), line
+        if line.startswith("#"):
+            assert line.startswith("### kuploy-reconciler · ") or line in (
+                "#### Billing changes",
+                "#### Other changes",
+            ), line
+
+
+def test_first_line_counts_every_action() -> None:
+    first = render_markdown(small_plan()).splitlines()[0]
+    assert (
+        first == "### kuploy-reconciler · Plan: 1 to create, 1 to replace price, 1 to update, 1 to archive."
+    )
+
+
+def test_pending_migrations_are_named_in_the_heading_and_listed() -> None:
+    markdown = render_markdown(replace(small_plan(), pending_migrations=("0004_a", "0005_b")))
+    assert markdown.splitlines()[0].endswith("1 to archive. 2 pending migrations.")
+    assert "**Pending migrations** (apply runs them first): 0004&#95;a, 0005&#95;b\n" in markdown
+
+
+def test_billing_changes_come_first_replacements_then_archives() -> None:
+    markdown = render_markdown(small_plan())
+    order = [
+        markdown.index(marker)
+        for marker in (
+            "#### Billing changes",
+            "<b>plan.pro</b> (Pro): replace price",
+            "<b>plan.gone</b> (Gone): archive",
+            "#### Other changes",
+            "<b>plan.team</b> (Team): create",
+            "<b>plan.free</b> (Free): update",
+        )
+    ]
+    assert order == sorted(order)
+    assert_well_formed(markdown)
+
+
+def test_details_hold_before_after_and_the_operations() -> None:
+    markdown = render_markdown(small_plan())
+    pro = markdown[markdown.index("<b>plan.pro</b>") : markdown.index("<b>plan.gone</b>")]
+    assert "| field | before | after |\n| --- | --- | --- |\n| priceCents | 2000 | 2500 |\n" in pro
+    assert (
+        "1. create Stripe Price 2500 cad/month\n"
+        "1. set default Price of prod&#95;pro: price&#95;pro → (new price)\n"
+        "1. update cloud&#95;plans row 'pro'\n"
+        "1. archive Stripe Price price&#95;pro\n\n</details>\n"
+    ) in pro
+    team = markdown[markdown.index("<b>plan.team</b>") : markdown.index("<b>plan.free</b>")]
+    assert "| field | value |" in team and '| name | "Team" |' in team
+    assert "| limits.maxStorageBytes | 10737418240 |" in team
+    assert "1. create Stripe Product 'Team'" in team
+
+
+def test_subscriptions_staying_on_archived_prices_are_counted() -> None:
+    markdown = render_markdown(small_plan({"price_pro": 12, "price_gone": 1}))
+    assert (
+        "</details>\n\n⚠ 12 active subscriptions stay on the old price; only new checkouts use the new one.\n"
+    ) in markdown
+    assert "⚠ 1 active subscription stays on the archived price, still billed" in markdown
+
+
+def test_unknown_and_zero_subscriptions_say_so() -> None:
+    assert "Active subscriptions on the archived price: not known." in render_markdown(small_plan())
+    markdown = render_markdown(small_plan({"price_pro": 0, "price_gone": 0}))
+    assert markdown.count("No active subscriptions on the archived price.") == 2
+    assert "⚠" not in markdown
+
+
+def test_hostile_names_stay_inside_their_cell_and_block() -> None:
+    current = CurrentState(
+        rows={"free": PlanRow(spec=FREE, stripe_product_id=None, stripe_price_id=None)},
+        stripe=StripeState(),
+    )
+    desired = Catalog(
+        plans=(
+            replace(FREE, description=HOSTILE),
+            replace(PRO, slug="x|y<z>`", name=HOSTILE, description="|"),
+        )
+    )
+    markdown = render_markdown(diff(desired, current))
+    assert_well_formed(markdown)
+    assert markdown.count("<details>") == 2
+    assert "<script>" not in markdown and "```" not in markdown and "\n# heading" not in markdown
+    assert (
+        "<b>plan.x&#124;y&#60;z&#62;&#96;</b> (a&#124;b &#60;/details&#62; &#96;&#96;&#96; &#60;script"
+        in (markdown)
+    )
+    assert '| description | "&#124;" |' in markdown
+    assert "1. create Stripe Product 'a&#124;b &#60;/details&#62;" in markdown
+
+
+def test_long_values_are_shortened() -> None:
+    plan = diff(Catalog(plans=(replace(FREE, description="x" * 5000),)), converged(FREE))
+    markdown = render_markdown(plan)
+    assert f'| description | "" | "{"x" * 498}… |' in markdown
+    assert len(markdown) < 1000
+
+
+@pytest.mark.parametrize("n", [1000, 5000])
+def test_big_plans_are_cut_between_whole_plans_billing_kept(n: int) -> None:
+    markdown = render_markdown(big_plan(n))
+    assert len(markdown) < GITHUB_COMMENT_LIMIT
+    assert_well_formed(markdown)
+    shown = markdown.count("<details>")
+    note = LEFT_OUT.search(markdown)
+    assert note is not None and shown > 20
+    assert int(note[1]) == n - shown
+    assert int(note[2]) == n // 2 - shown  # only billing changes made it
+    assert "#### Other changes" not in markdown
+    assert markdown.count(": replace price</summary>") == min(shown, n // 4)
+    assert markdown.count("⚠ 3 active subscriptions stay") == shown
+
+
+@pytest.mark.parametrize("limit", range(1500, 40_000, 2_711))
+def test_any_limit_is_respected(limit: int) -> None:
+    markdown = render_markdown(big_plan(1000), limit=limit)
+    assert len(markdown) < limit
+    assert_well_formed(markdown)
+    note = LEFT_OUT.search(markdown)
+    assert note is not None and int(note[1]) + markdown.count("<details>") == 1000
+
+
+def test_a_plan_too_big_for_the_limit_is_left_out_whole() -> None:
+    markdown = render_markdown(small_plan(), limit=600)
+    assert len(markdown) < 600
+    assert "<details>" not in markdown
+    assert LEFT_OUT.search(markdown) is not None
+    assert markdown.endswith(
+        "… and 4 more changes not shown (2 of them billing changes): "
+        "run `kuploy-reconciler plan -o json` for the full plan.\n"
+    )
+
+
+def test_a_plan_that_fits_has_no_note() -> None:
+    markdown = render_markdown(small_plan())
+    assert "more changes not shown" not in markdown
+    assert markdown.count("<details>") == 4
+
+
+def test_no_changes() -> None:
+    assert render_markdown(Plan()) == (
+        "### kuploy-reconciler · No changes\n\ncloud_plans and Stripe match the catalog.\n"
+    )
+    markdown = render_markdown(Plan(pending_migrations=("0001_cloud_plans",)))
+    assert markdown.startswith("### kuploy-reconciler · No plan changes. 1 pending migration.\n")
+    assert "<details>" not in markdown
+
+
+def test_many_pending_migrations_do_not_blow_the_limit() -> None:
+    migrations = tuple(f"{i:04}_migration" for i in range(10_000))
+    markdown = render_markdown(Plan(pending_migrations=migrations))
+    assert len(markdown) < GITHUB_COMMENT_LIMIT
+    assert re.search(r"… and \d+ more\n$", markdown)
