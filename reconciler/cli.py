@@ -267,20 +267,22 @@ def doctor(ctx: click.Context, output: str, live: bool) -> int:
 
 @cli.command()
 @lock_option
+@live_option
 @click.pass_context
-def migrate(ctx: click.Context, lock_timeout: float) -> int:
+def migrate(ctx: click.Context, lock_timeout: float, live: bool) -> int:
     """Create or upgrade the tool's own cloud_* tables."""
-    ran = api.migrate(_settings(ctx, lock_timeout=lock_timeout))
+    ran = api.migrate(_settings(ctx, live=live, lock_timeout=lock_timeout))
     click.echo(f"Migrations applied: {', '.join(ran)}" if ran else "Database is up to date.")
     return 0
 
 
 @cli.command()
 @lock_option
+@live_option
 @click.pass_context
-def seed(ctx: click.Context, lock_timeout: float) -> int:
+def seed(ctx: click.Context, lock_timeout: float, live: bool) -> int:
     """Write the bootstrap plans, only into an empty cloud_plans (first boot)."""
-    outcome = api.seed(_settings(ctx, lock_timeout=lock_timeout), on_op=_print_op)
+    outcome = api.seed(_settings(ctx, live=live, lock_timeout=lock_timeout), on_op=_print_op)
     click.echo(f"Seeded {len(outcome.plan.changes)} bootstrap plan(s).")
     return 0
 
@@ -296,7 +298,7 @@ def sandbox() -> None:
 @click.option("--latency-ms", type=int, default=0, show_default=True, help="Delay every answer.")
 @click.option("--state-file", type=click.Path(path_type=Path), default=None, help="Persist objects here.")
 def sandbox_serve(host: str, port: int, latency_ms: int, state_file: Path | None) -> int:
-    """Serve the Stripe emulator (Stripe's REST API for Products and Prices) until Ctrl-C."""
+    """Serve the Stripe emulator (Products, Prices, Customers, Subscriptions, Webhooks) until Ctrl-C."""
     from reconciler.sandbox.emulator import serve
 
     click.echo(f"Stripe emulator on http://{host}:{port} (STRIPE_API_BASE); Ctrl-C stops it", err=True)

@@ -7,13 +7,20 @@ import json
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
 import stripe
 
-from reconciler.sandbox.emulator import PARAM_SPECS, RunningEmulator, start_in_thread
+from reconciler.sandbox.emulator import (
+    KUPLOY_EVENT_TYPES,
+    PARAM_SPECS,
+    WEBHOOK_EVENT_TYPES,
+    RunningEmulator,
+    _period_end,
+    start_in_thread,
+)
 
 KEY = "sk_test_emulator"
 
@@ -69,7 +76,7 @@ def product(client: stripe.StripeClient, **params: Any) -> stripe.Product:
 
 def price(client: stripe.StripeClient, product_id: str, **params: Any) -> stripe.Price:
     base: dict[str, Any] = {"product": product_id, "currency": "usd", "unit_amount": 1000}
-    return client.v1.prices.create(params={**base, **params})  # type: ignore[arg-type]
+    return client.v1.prices.create(params=cast(Any, {**base, **params}))
 
 
 # --------------------------------------------------------------------------- objects
@@ -651,3 +658,598 @@ def test_concurrent_writes_are_serialised(running: RunningEmulator) -> None:
     assert len(holders) == 1 and holders[0].id in ids
     assert len(list(c.v1.prices.list(params={"limit": 100}).auto_paging_iter())) == 40
     assert len([r for r in running.emulator.requests if r["method"] == "POST"]) == 80
+
+
+# ------------------------------------------------------------------------------ customers
+
+
+def customer(client: stripe.StripeClient, **params: Any) -> stripe.Customer:
+    return client.v1.customers.create(params=cast(Any, {"email": "ada@example.com", **params}))
+
+
+def test_customer_create_retrieve_update(client: stripe.StripeClient) -> None:
+    created = customer(client, name="Ada", description="First", metadata={"kuploy_org": "o1"})
+    assert created.id.startswith("cus_") and len(created.id) == len("cus_") + 14
+    assert created.object == "customer" and created.livemode is False
+    assert (created.email, created.name, created.description) == ("ada@example.com", "Ada", "First")
+    assert created.metadata is not None and created.metadata.to_dict() == {"kuploy_org": "o1"}
+    assert created.balance == 0 and created.currency is None and created.delinquent is False
+    assert created.address is None and created.phone is None and created.tax_exempt == "none"
+    assert created.invoice_prefix is not None and len(created.invoice_prefix) == 8
+    assert created.next_invoice_sequence == 1 and created.preferred_locales == []
+    assert isinstance(created.created, int)
+    assert client.v1.customers.retrieve(created.id).to_dict() == created.to_dict()
+
+    updated = client.v1.customers.update(
+        created.id,
+        params={
+            "email": "ada@kuploy.dev",
+            "description": "Second",
+            "metadata": {"kuploy_org": "", "plan": "pro"},
+            "address": {"country": "CA", "city": "Montreal"},
+        },
+    )
+    assert updated.email == "ada@kuploy.dev" and updated.description == "Second" and updated.name == "Ada"
+    assert updated.metadata is not None and updated.metadata.to_dict() == {"plan": "pro"}
+    assert updated.address is not None
+    assert updated.address.to_dict() == {
+        "city": "Montreal",
+        "country": "CA",
+        "line1": None,
+        "line2": None,
+        "postal_code": None,
+        "state": None,
+    }
+    assert client.v1.customers.update(created.id, params={"address": ""}).address is None
+    with pytest.raises(stripe.InvalidRequestError) as not_unsettable:  # the SDK types it non-emptyable
+        client.v1.customers.update(created.id, params={"description": ""})
+    assert error_of(not_unsettable.value)["code"] == "parameter_invalid_empty"
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.customers.retrieve("cus_nope")
+    assert missing.value.http_status == 404
+    assert error_of(missing.value)["message"] == "No such customer: 'cus_nope'"
+
+
+def test_customer_params_are_checked(client: stripe.StripeClient) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as bad_email:
+        customer(client, email="not-an-email")
+    assert error_of(bad_email.value)["param"] == "email"
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        client.raw_request("post", "/v1/customers", email="a@b.co", plan="pro")
+    assert error_of(unknown.value)["code"] == "parameter_unknown"
+    # Valid for Stripe, not modelled here: refused rather than silently ignored.
+    with pytest.raises(stripe.InvalidRequestError) as unmodelled:
+        customer(client, source="tok_visa")
+    assert error_of(unmodelled.value)["param"] == "source"
+    assert "does not model" in error_of(unmodelled.value)["message"]
+    with pytest.raises(stripe.InvalidRequestError, match="invoice_prefix"):
+        customer(client, invoice_prefix="lower")
+    assert client.v1.customers.list().data == []
+
+
+def test_customer_list_email_filter_and_pagination(client: stripe.StripeClient) -> None:
+    ids = [customer(client, email=f"u{i % 3}@example.com").id for i in range(24)]
+    seen = [c.id for c in client.v1.customers.list(params={"limit": 5}).auto_paging_iter()]
+    assert seen == list(reversed(ids))
+    page = client.v1.customers.list(params={"limit": 3, "starting_after": ids[10]})
+    assert [c.id for c in page.data] == [ids[9], ids[8], ids[7]] and page.has_more
+    assert page.url == "/v1/customers"
+    u1 = client.v1.customers.list(params={"email": "u1@example.com", "limit": 100}).data
+    assert [c.id for c in u1] == [ids[i] for i in range(23, -1, -1) if i % 3 == 1]
+    assert client.v1.customers.list(params={"email": "U1@example.com"}).data == []  # case-sensitive
+    with pytest.raises(stripe.InvalidRequestError) as cursor:
+        client.v1.customers.list(params={"ending_before": "cus_missing"})
+    assert error_of(cursor.value)["param"] == "ending_before"
+
+
+# -------------------------------------------------------------------------- subscriptions
+
+
+def recurring_price(client: stripe.StripeClient, **params: Any) -> stripe.Price:
+    prod = product(client)
+    return price(client, prod.id, recurring={"interval": "month"}, **params)
+
+
+def subscribe(
+    client: stripe.StripeClient, customer_id: str, price_id: str, **params: Any
+) -> stripe.Subscription:
+    base: dict[str, Any] = {"customer": customer_id, "items": [{"price": price_id}]}
+    return client.v1.subscriptions.create(params={**base, **params})  # type: ignore[arg-type]
+
+
+def test_subscription_create_shape(client: stripe.StripeClient) -> None:
+    cus = customer(client)
+    pr = recurring_price(client)
+    sub = subscribe(client, cus.id, pr.id, metadata={"kuploy_plan": "pro"})
+    assert sub.id.startswith("sub_") and len(sub.id) == len("sub_") + 24
+    assert sub.object == "subscription" and sub.status == "active" and sub.livemode is False
+    assert sub.customer == cus.id and sub.currency == "usd" and sub.latest_invoice is None
+    assert sub.cancel_at_period_end is False and sub.cancel_at is None and sub.canceled_at is None
+    assert sub.metadata.to_dict() == {"kuploy_plan": "pro"}
+    assert sub.start_date == sub.created == sub.billing_cycle_anchor
+    assert sub.collection_method == "charge_automatically" and sub.billing_mode.type == "flexible"
+    items = sub["items"]  # `.items` is the dict method on StripeObject
+    assert items.object == "list" and items.has_more is False and len(items.data) == 1
+    item = items.data[0]
+    assert isinstance(item, stripe.SubscriptionItem)
+    assert item.id.startswith("si_") and item.subscription == sub.id and item.quantity == 1
+    assert isinstance(item.price, stripe.Price) and item.price.to_dict() == pr.to_dict()
+    assert item.plan.id == pr.id and item.plan.amount == 1000 and item.plan.interval == "month"
+    # Periods live on the items in the current API version.
+    assert item.current_period_start == sub.created
+    assert item.current_period_end == _period_end(sub.created, {"interval": "month", "interval_count": 1})
+    assert "current_period_end" not in sub.to_dict()
+    assert client.v1.subscriptions.retrieve(sub.id).to_dict() == sub.to_dict()
+    assert client.v1.customers.retrieve(cus.id).currency == "usd"  # set by its first subscription
+
+    at_end = subscribe(client, cus.id, pr.id, cancel_at_period_end=True)
+    assert at_end.status == "active" and at_end.cancel_at_period_end is True
+    assert at_end.cancel_at == at_end["items"].data[0].current_period_end
+
+
+def test_period_end_arithmetic() -> None:
+    jan31 = 1706659200  # 2024-01-31T00:00:00Z
+    assert _period_end(jan31, {"interval": "month", "interval_count": 1}) == 1709164800  # 2024-02-29
+    assert _period_end(jan31, {"interval": "year", "interval_count": 1}) == 1738281600  # 2025-01-31
+    assert _period_end(jan31, {"interval": "week", "interval_count": 2}) == jan31 + 14 * 86400
+    assert _period_end(jan31, {"interval": "month", "interval_count": 13}) == 1740700800  # 2025-02-28
+
+
+def test_subscription_create_rules(client: stripe.StripeClient) -> None:
+    cus = customer(client)
+    pr = recurring_price(client)
+    prod = product(client, name="Other")
+    one_time = price(client, prod.id)
+    archived = price(client, prod.id, recurring={"interval": "month"})
+    client.v1.prices.update(archived.id, params={"active": False})
+    eur = price(client, prod.id, recurring={"interval": "month"}, currency="eur")
+    cases: list[tuple[dict[str, Any], int, str, str | None, str]] = [
+        ({"items": [{"price": pr.id}]}, 400, "customer", "parameter_missing", "Missing required param"),
+        (
+            {"customer": "cus_nope", "items": [{"price": pr.id}]},
+            400,
+            "customer",
+            "resource_missing",
+            "No such customer: 'cus_nope'",
+        ),
+        ({"customer": cus.id}, 400, "items", "parameter_missing", "Missing required param: items."),
+        (
+            {"customer": cus.id, "items": [{"price": "price_nope"}]},
+            400,
+            "items[0][price]",
+            "resource_missing",
+            "No such price: 'price_nope'",
+        ),
+        ({"customer": cus.id, "items": [{"price": archived.id}]}, 400, "items[0][price]", None, "inactive"),
+        (
+            {"customer": cus.id, "items": [{"price": one_time.id}]},
+            400,
+            "items[0][price]",
+            None,
+            "type=one_time",
+        ),
+        (
+            {"customer": cus.id, "items": [{"price": pr.id}, {"price": pr.id}]},
+            400,
+            "items",
+            None,
+            "same plan",
+        ),
+        (
+            {"customer": cus.id, "items": [{"price": pr.id}, {"price": eur.id}]},
+            400,
+            "items",
+            None,
+            "currency",
+        ),
+        (
+            {"customer": cus.id, "items": [{"price": pr.id}], "trial_period_days": 7},
+            400,
+            "trial_period_days",
+            None,
+            "does not model",
+        ),
+        (
+            {
+                "customer": cus.id,
+                "items": [
+                    {
+                        "price": pr.id,
+                        "price_data": {
+                            "currency": "usd",
+                            "product": prod.id,
+                            "recurring": {"interval": "month"},
+                        },
+                    }
+                ],
+            },
+            400,
+            "items[0][price_data]",
+            None,
+            "does not model",
+        ),
+        (
+            {"customer": cus.id, "items": [{"price": pr.id, "quantity": -1}]},
+            400,
+            "items[0][quantity]",
+            "parameter_invalid_integer",
+            "greater than",
+        ),
+    ]
+    for params, status, param, code, message in cases:
+        with pytest.raises(stripe.InvalidRequestError) as exc:
+            client.raw_request("post", "/v1/subscriptions", **params)
+        err = error_of(exc.value)
+        assert (exc.value.http_status, err["param"], err.get("code")) == (status, param, code), params
+        assert message in err["message"], (params, err["message"])
+    assert client.v1.subscriptions.list(params={"status": "all"}).data == []
+
+    client.v1.products.update(prod.id, params={"active": False})
+    live_price = price(client, prod.id, recurring={"interval": "month"})
+    with pytest.raises(stripe.InvalidRequestError, match="marked as inactive"):
+        subscribe(client, cus.id, live_price.id)
+    # One customer, one currency while a subscription is live.
+    subscribe(client, cus.id, pr.id)
+    client.v1.products.update(prod.id, params={"active": True})
+    with pytest.raises(stripe.InvalidRequestError, match="cannot combine currencies") as mixed:
+        subscribe(client, cus.id, eur.id)
+    assert error_of(mixed.value)["param"] == "currency"
+
+
+def test_subscriptions_on_an_archived_price_stay_and_are_counted(client: stripe.StripeClient) -> None:
+    prod = product(client)
+    old = price(client, prod.id, recurring={"interval": "month"}, lookup_key="pro_monthly")
+    new = price(client, prod.id, recurring={"interval": "month"}, unit_amount=1200)
+    subs = [subscribe(client, customer(client, email=f"c{i}@example.com").id, old.id) for i in range(3)]
+    on_new = subscribe(client, customer(client).id, new.id)
+    client.v1.subscriptions.cancel(subs[0].id)
+    client.v1.prices.update(old.id, params={"active": False})
+
+    kept = client.v1.subscriptions.retrieve(subs[1].id)
+    assert kept.status == "active" and kept["items"].data[0].price.active is False
+    count = client.v1.subscriptions.list(params={"price": old.id, "status": "active", "limit": 100})
+    assert [s.id for s in count.data] == [subs[2].id, subs[1].id]
+    assert [s.id for s in client.v1.subscriptions.list(params={"price": old.id}).data] == [
+        subs[2].id,
+        subs[1].id,
+    ]
+    every = client.v1.subscriptions.list(params={"price": old.id, "status": "all"}).data
+    assert [s.id for s in every] == [subs[2].id, subs[1].id, subs[0].id]
+    assert [s.id for s in client.v1.subscriptions.list(params={"status": "canceled"}).data] == [subs[0].id]
+    assert [s.id for s in client.v1.subscriptions.list(params={"status": "ended"}).data] == [subs[0].id]
+    assert [s.id for s in client.v1.subscriptions.list(params={"price": new.id}).data] == [on_new.id]
+    assert client.v1.subscriptions.list(params={"status": "past_due"}).data == []
+    # But no new subscription may start on the archived price.
+    with pytest.raises(stripe.InvalidRequestError, match="inactive"):
+        subscribe(client, customer(client).id, old.id)
+
+
+def test_subscription_update(client: stripe.StripeClient) -> None:
+    cus = customer(client)
+    prod = product(client)
+    monthly = price(client, prod.id, recurring={"interval": "month"})
+    other = price(client, prod.id, recurring={"interval": "month"}, unit_amount=3000)
+    yearly = price(client, prod.id, recurring={"interval": "year"}, unit_amount=9000)
+    sub = subscribe(client, cus.id, monthly.id, metadata={"a": "1"})
+    item = sub["items"].data[0]
+
+    ending = client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})
+    assert ending.status == "active" and ending.cancel_at_period_end is True
+    assert ending.cancel_at == item.current_period_end and ending.canceled_at is not None
+    assert ending.cancellation_details is not None
+    assert ending.cancellation_details.reason == "cancellation_requested"
+    resumed = client.v1.subscriptions.update(
+        sub.id, params={"cancel_at_period_end": False, "metadata": {"a": "", "b": "2"}}
+    )
+    assert resumed.cancel_at_period_end is False and resumed.cancel_at is None and resumed.canceled_at is None
+    assert resumed.metadata.to_dict() == {"b": "2"}
+
+    moved = client.v1.subscriptions.update(sub.id, params={"items": [{"id": item.id, "price": other.id}]})
+    moved_item = moved["items"].data[0]
+    assert moved_item.id == item.id and moved_item.price.id == other.id and moved_item.quantity == 1
+    assert moved_item.current_period_end == item.current_period_end  # same interval: same period
+    assert client.v1.subscriptions.list(params={"price": monthly.id}).data == []
+    assert [s.id for s in client.v1.subscriptions.list(params={"price": other.id}).data] == [sub.id]
+    yearly_sub = client.v1.subscriptions.update(
+        sub.id, params={"items": [{"id": item.id, "price": yearly.id, "quantity": 3}]}
+    )
+    y_item = yearly_sub["items"].data[0]
+    assert y_item.quantity == 3 and y_item.plan.interval == "year"
+    assert y_item.current_period_end == _period_end(
+        y_item.current_period_start, {"interval": "year", "interval_count": 1}
+    )
+
+    added = client.v1.subscriptions.update(sub.id, params={"items": [{"price": monthly.id}]})
+    assert [i.price.id for i in added["items"].data] == [yearly.id, monthly.id]  # mixed intervals (flexible)
+    second = added["items"].data[1].id
+    removed = client.v1.subscriptions.update(sub.id, params={"items": [{"id": second, "deleted": True}]})
+    assert [i.id for i in removed["items"].data] == [item.id]
+
+    client.v1.prices.update(other.id, params={"active": False})
+    for params, param in (
+        ({"items": [{"id": item.id, "price": other.id}]}, "items[0][price]"),
+        ({"items": [{"id": "si_nope", "price": monthly.id}]}, "items[0][id]"),
+        ({"items": [{"id": item.id, "deleted": True}]}, "items"),
+        ({"proration_date": 5}, "proration_date"),
+    ):
+        with pytest.raises(stripe.InvalidRequestError) as exc:
+            client.v1.subscriptions.update(sub.id, params=params)  # type: ignore[arg-type]
+        assert error_of(exc.value)["param"] == param, params
+    unchanged = client.v1.subscriptions.retrieve(sub.id)
+    assert [i.price.id for i in unchanged["items"].data] == [yearly.id]
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.subscriptions.update("sub_nope", params={"metadata": {"a": "b"}})
+    assert missing.value.http_status == 404
+    assert error_of(missing.value)["message"] == "No such subscription: 'sub_nope'"
+
+
+def test_subscription_cancel(client: stripe.StripeClient) -> None:
+    cus = customer(client)
+    pr = recurring_price(client)
+    sub = subscribe(client, cus.id, pr.id)
+    canceled = client.v1.subscriptions.cancel(sub.id, params={"cancellation_details": {"comment": "bye"}})
+    assert canceled.status == "canceled" and canceled.canceled_at is not None
+    assert canceled.ended_at == canceled.canceled_at
+    assert canceled.cancellation_details is not None and canceled.cancellation_details.comment == "bye"
+    assert client.v1.subscriptions.retrieve(sub.id).status == "canceled"
+    assert client.v1.subscriptions.list().data == []
+    with pytest.raises(stripe.InvalidRequestError, match="already been canceled"):
+        client.v1.subscriptions.cancel(sub.id)
+    with pytest.raises(stripe.InvalidRequestError, match="can only update its cancellation_details"):
+        client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})
+    relabeled = client.v1.subscriptions.update(sub.id, params={"metadata": {"note": "x"}})
+    assert relabeled.metadata.to_dict() == {"note": "x"}
+    with pytest.raises(stripe.InvalidRequestError) as unmodelled:
+        client.v1.subscriptions.cancel(subscribe(client, cus.id, pr.id).id, params={"invoice_now": True})
+    assert error_of(unmodelled.value)["param"] == "invoice_now"
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.subscriptions.cancel("sub_nope")
+    assert missing.value.http_status == 404
+
+
+def test_subscription_list_filters_pagination_and_expand(client: stripe.StripeClient) -> None:
+    a, b = customer(client, email="a@example.com"), customer(client, email="b@example.com")
+    pr = recurring_price(client)
+    ids = [subscribe(client, (a if i % 2 else b).id, pr.id).id for i in range(13)]
+    seen = [s.id for s in client.v1.subscriptions.list(params={"limit": 4}).auto_paging_iter()]
+    assert seen == list(reversed(ids))
+    back = client.v1.subscriptions.list(params={"limit": 2, "ending_before": ids[5]})
+    assert [s.id for s in back.data] == [ids[7], ids[6]] and back.has_more
+    of_a = client.v1.subscriptions.list(params={"customer": a.id, "limit": 100}).data
+    assert [s.id for s in of_a] == [ids[i] for i in range(12, -1, -1) if i % 2]
+    assert client.v1.subscriptions.list(params={"customer": "cus_nope"}).data == []
+
+    listed = client.v1.subscriptions.list(
+        params={"limit": 1, "expand": ["data.customer", "data.items.data.price.product"]}
+    ).data[0]
+    assert isinstance(listed.customer, stripe.Customer) and listed.customer.id == b.id
+    assert isinstance(listed["items"].data[0].price.product, stripe.Product)
+    with pytest.raises(stripe.InvalidRequestError, match="cannot be expanded"):
+        client.v1.subscriptions.retrieve(ids[0], params={"expand": ["status"]})
+    with pytest.raises(stripe.InvalidRequestError) as bad_status:
+        client.raw_request("get", "/v1/subscriptions", status="sleeping")
+    assert error_of(bad_status.value)["param"] == "status"
+
+
+# ---------------------------------------------------------------------- webhook endpoints
+
+
+def endpoint(
+    client: stripe.StripeClient, options: dict[str, Any] | None = None, **params: Any
+) -> stripe.WebhookEndpoint:
+    base: dict[str, Any] = {
+        "url": "https://kuploy.example/stripe/webhook",
+        "enabled_events": ["invoice.paid"],
+    }
+    return client.v1.webhook_endpoints.create(
+        params=cast(Any, {**base, **params}), options=cast(Any, options or {})
+    )
+
+
+def admin_secrets(url: str) -> dict[str, dict[str, str]]:
+    status, _, body = raw(url, "GET", "/_emulator/webhook_secrets", headers={"Authorization": ""})
+    assert status == 200
+    return body  # type: ignore[no-any-return]
+
+
+def test_kuploy_event_types_are_accepted() -> None:
+    assert set(WEBHOOK_EVENT_TYPES) >= KUPLOY_EVENT_TYPES
+    assert {"*", "charge.succeeded", "customer.subscription.trial_will_end"} <= set(WEBHOOK_EVENT_TYPES)
+
+
+def test_webhook_endpoint_secret_only_on_create(
+    client: stripe.StripeClient, running: RunningEmulator
+) -> None:
+    created = endpoint(
+        client,
+        enabled_events=sorted(KUPLOY_EVENT_TYPES),
+        description="kuploy billing",
+        metadata={"owner": "billing"},
+        api_version=stripe.api_version,
+        options={"idempotency_key": "we-1"},
+    )
+    assert created.id.startswith("we_") and created.object == "webhook_endpoint"
+    assert created.status == "enabled" and created.livemode is False and created.application is None
+    assert created.enabled_events == sorted(KUPLOY_EVENT_TYPES) and created.api_version == stripe.api_version
+    assert created.description == "kuploy billing" and created.metadata.to_dict() == {"owner": "billing"}
+    secret = created.secret
+    assert secret is not None and secret.startswith("whsec_") and len(secret) > 30
+
+    fetched = client.v1.webhook_endpoints.retrieve(created.id)
+    listed = client.v1.webhook_endpoints.list().data[0]
+    updated = client.v1.webhook_endpoints.update(created.id, params={"description": "renamed"})
+    for view in (fetched, listed, updated):
+        assert "secret" not in view.to_dict()
+    assert updated.description == "renamed"
+    assert admin_secrets(running.url) == {"test": {created.id: secret}, "live": {}}
+    assert running.emulator.webhook_secrets()["test"][created.id] == secret
+    # An idempotent replay is the original response, secret included (as Stripe replays it).
+    replay = client.v1.webhook_endpoints.create(
+        params={
+            "url": "https://kuploy.example/stripe/webhook",
+            "enabled_events": cast(Any, sorted(KUPLOY_EVENT_TYPES)),
+            "description": "kuploy billing",
+            "metadata": {"owner": "billing"},
+            "api_version": stripe.api_version,  # type: ignore[typeddict-item]
+        },
+        options={"idempotency_key": "we-1"},
+    )
+    assert replay.id == created.id and replay.secret == secret
+    assert len(client.v1.webhook_endpoints.list().data) == 1
+
+
+def test_webhook_endpoint_rules(client: stripe.StripeClient, running: RunningEmulator) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        endpoint(client, enabled_events=["invoice.paid", "invoice.teleported"])
+    err = error_of(unknown.value)
+    assert unknown.value.http_status == 400 and err["param"] == "enabled_events[1]"
+    assert err["message"].startswith("Invalid enabled_events[1]: must be one of *, ")
+    for params, param, code in (
+        ({"enabled_events": ["*"]}, "url", "parameter_missing"),
+        ({"url": "https://x.example/h"}, "enabled_events", "parameter_missing"),
+        ({"url": "ftp://x.example/h", "enabled_events": ["*"]}, "url", "url_invalid"),
+        ({"url": "not a url", "enabled_events": ["*"]}, "url", "url_invalid"),
+        ({"url": "https://x.example/h", "enabled_events": ["*"], "connect": True}, "connect", None),
+    ):
+        with pytest.raises(stripe.InvalidRequestError) as exc:
+            client.raw_request("post", "/v1/webhook_endpoints", **params)
+        assert (error_of(exc.value)["param"], error_of(exc.value).get("code")) == (param, code), params
+    assert endpoint(client, enabled_events=["*"]).enabled_events == ["*"]
+    live = make_client(running.url, "sk_live_abc")
+    with pytest.raises(stripe.InvalidRequestError, match="https"):
+        endpoint(live, url="http://kuploy.example/hook")
+    assert endpoint(live).livemode is True
+    for _ in range(15):
+        endpoint(client)
+    with pytest.raises(stripe.InvalidRequestError, match="maximum of 16"):
+        endpoint(client)
+    assert len(client.v1.webhook_endpoints.list(params={"limit": 100}).data) == 16
+    assert len(live.v1.webhook_endpoints.list().data) == 1
+
+
+def test_webhook_endpoint_update_list_delete(client: stripe.StripeClient, running: RunningEmulator) -> None:
+    ids = [endpoint(client, url=f"https://kuploy.example/h{i}").id for i in range(7)]
+    seen = [w.id for w in client.v1.webhook_endpoints.list(params={"limit": 3}).auto_paging_iter()]
+    assert seen == list(reversed(ids))
+    page = client.v1.webhook_endpoints.list(params={"limit": 2, "starting_after": ids[4]})
+    assert [w.id for w in page.data] == [ids[3], ids[2]] and page.url == "/v1/webhook_endpoints"
+
+    we = ids[0]
+    changed = client.v1.webhook_endpoints.update(
+        we,
+        params={
+            "url": "https://kuploy.example/new",
+            "enabled_events": ["customer.subscription.updated", "price.updated"],
+            "disabled": True,
+            "metadata": {"k": "v"},
+        },
+    )
+    assert changed.url == "https://kuploy.example/new" and changed.status == "disabled"
+    assert changed.enabled_events == ["customer.subscription.updated", "price.updated"]
+    assert client.v1.webhook_endpoints.update(we, params={"disabled": False}).status == "enabled"
+    with pytest.raises(stripe.InvalidRequestError) as bad:
+        client.v1.webhook_endpoints.update(we, params=cast(Any, {"enabled_events": ["nope.nope"]}))
+    assert error_of(bad.value)["param"] == "enabled_events[0]"
+    assert client.v1.webhook_endpoints.retrieve(we).enabled_events == [
+        "customer.subscription.updated",
+        "price.updated",
+    ]
+
+    deleted = client.v1.webhook_endpoints.delete(we)
+    assert deleted.to_dict() == {"id": we, "object": "webhook_endpoint", "deleted": True}
+    with pytest.raises(stripe.InvalidRequestError) as gone:
+        client.v1.webhook_endpoints.retrieve(we)
+    assert gone.value.http_status == 404
+    assert error_of(gone.value)["message"] == f"No such webhook endpoint: '{we}'"
+    assert we not in admin_secrets(running.url)["test"] and len(admin_secrets(running.url)["test"]) == 6
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.webhook_endpoints.delete(we)
+
+
+# --------------------------------------------------------- billing objects: modes and persistence
+
+
+def test_billing_objects_are_per_mode(running: RunningEmulator) -> None:
+    live, test = make_client(running.url, "sk_live_abc"), make_client(running.url)
+    cus = customer(live)
+    assert cus.livemode is True and test.v1.customers.list().data == []
+    pr = recurring_price(test)
+    with pytest.raises(stripe.InvalidRequestError, match="No such customer"):
+        subscribe(test, cus.id, pr.id)
+    with pytest.raises(stripe.InvalidRequestError, match="No such price"):
+        subscribe(live, cus.id, pr.id)
+
+
+def test_billing_objects_persist(tmp_path: Path) -> None:
+    state = tmp_path / "stripe.json"
+    with start_in_thread(state_file=state) as first:
+        c = make_client(first.url)
+        cus = customer(c, name="Kept")
+        pr = recurring_price(c)
+        sub = subscribe(c, cus.id, pr.id, metadata={"k": "v"})
+        c.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})
+        we = endpoint(c)
+        secret = we.secret
+    with start_in_thread(state_file=state) as second:
+        c = make_client(second.url)
+        assert c.v1.customers.retrieve(cus.id).name == "Kept"
+        again = c.v1.subscriptions.retrieve(sub.id)
+        assert again.cancel_at_period_end is True and again.metadata.to_dict() == {"k": "v"}
+        assert again["items"].data[0].price.id == pr.id
+        assert [s.id for s in c.v1.subscriptions.list(params={"price": pr.id}).data] == [sub.id]
+        assert "secret" not in c.v1.webhook_endpoints.retrieve(we.id).to_dict()
+        assert admin_secrets(second.url)["test"] == {we.id: secret}
+
+
+def test_state_files_without_billing_objects_still_load(tmp_path: Path) -> None:
+    state = tmp_path / "old.json"
+    with start_in_thread(state_file=state) as first:
+        prod = product(make_client(first.url))
+    data = json.loads(state.read_text())
+    for acct in data["accounts"].values():
+        for key in ("customers", "subscriptions", "webhook_endpoints"):
+            del acct[key]
+    state.write_text(json.dumps(data))
+    with start_in_thread(state_file=state) as second:
+        c = make_client(second.url)
+        assert c.v1.products.retrieve(prod.id).id == prod.id
+        assert c.v1.customers.list().data == []
+        assert customer(c).id.startswith("cus_")
+
+
+def test_billing_shapes_match_the_sdk_models(client: stripe.StripeClient) -> None:
+    """No invented fields, none of the SDK's non-optional fields missing; omissions are listed."""
+    cus = customer(client)
+    sub = subscribe(client, cus.id, recurring_price(client).id)
+    item = sub["items"].data[0]
+    we = endpoint(client)
+    omitted: dict[type, set[str]] = {
+        # Includable (`expand`-only) fields, absent unless asked for, as in Stripe.
+        stripe.Customer: {
+            "cash_balance",
+            "invoice_credit_balance",
+            "sources",
+            "subscriptions",
+            "tax",
+            "tax_ids",
+        },
+        # Conditional fields of features the emulator does not model.
+        stripe.Subscription: {"managed_payments", "presentment_details", "status_details"},
+        stripe.SubscriptionItem: {"billed_until", "current_trial"},
+        stripe.WebhookEndpoint: set(),
+        stripe.Plan: {"tiers"},
+    }
+    views: list[tuple[type, Any]] = [
+        (stripe.Customer, cus),
+        (stripe.Subscription, sub),
+        (stripe.SubscriptionItem, item),
+        (stripe.WebhookEndpoint, we),
+        (stripe.Plan, item.plan),
+    ]
+    for cls, obj in views:
+        declared = {k for k in cls.__annotations__ if not k.startswith("_") and k != "OBJECT_NAME"} - {
+            "deleted"
+        }
+        keys = set(obj.to_dict())
+        assert keys - declared == set(), cls
+        assert declared - keys == omitted[cls], cls

@@ -10,12 +10,13 @@ import jsonschema
 import psycopg
 import stripe
 import yaml
+from test_cli import ROOT, assert_clean_failure, run
 
-from conftest import TEST_KEY, kuploy_plan, standard_plans, stripe_writes, write_catalog
 from reconciler.catalog import load_catalog
 from reconciler.model import ownership_metadata
 from reconciler.sandbox.emulator import RunningEmulator
-from test_cli import ROOT, assert_clean_failure, run
+
+from conftest import TEST_KEY, kuploy_plan, standard_plans, stripe_writes, write_catalog
 
 
 def rows(db: psycopg.Connection) -> list[tuple[Any, ...]]:
@@ -30,7 +31,9 @@ def applied(cli_env: dict[str, str], catalog: Path) -> None:
 # --- saved plans -------------------------------------------------------------------------------------
 
 
-def test_saved_plan_applies_exactly_once(cli_env: dict[str, str], tmp_path: Path, db: psycopg.Connection) -> None:
+def test_saved_plan_applies_exactly_once(
+    cli_env: dict[str, str], tmp_path: Path, db: psycopg.Connection
+) -> None:
     catalog = write_catalog(tmp_path, standard_plans())
     plan_file = tmp_path / "plan.json"
     planned = run("plan", "--out", str(plan_file), str(catalog), env=cli_env)
@@ -70,7 +73,10 @@ def test_saved_plan_made_stale_by_a_row_edit_is_refused(
 
 
 def test_saved_plan_made_stale_by_a_product_edit_is_refused(
-    cli_env: dict[str, str], tmp_path: Path, db: psycopg.Connection, emulator: RunningEmulator,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    db: psycopg.Connection,
+    emulator: RunningEmulator,
     stripe_client: stripe.StripeClient,
 ) -> None:
     catalog = write_catalog(tmp_path, standard_plans())
@@ -81,7 +87,9 @@ def test_saved_plan_made_stale_by_a_product_edit_is_refused(
     plan_file = tmp_path / "plan.json"
     assert run("plan", "--out", str(plan_file), str(catalog), env=cli_env).returncode == 0
 
-    product_id = db.execute("SELECT \"stripeProductId\" FROM cloud_plans WHERE \"planId\" = 'pro'").fetchone()[0]
+    product_id = db.execute('SELECT "stripeProductId" FROM cloud_plans WHERE "planId" = \'pro\'').fetchone()[
+        0
+    ]
     stripe_client.v1.products.update(product_id, params={"description": "edited in the Dashboard"})
     before_rows, before_writes = rows(db), len(stripe_writes(emulator))
     result = run("apply", str(plan_file), env=cli_env)
@@ -114,7 +122,9 @@ def test_drift_after_hand_edits_and_healed_by_apply(
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "No drift" in clean.stdout
 
-    product_id = db.execute("SELECT \"stripeProductId\" FROM cloud_plans WHERE \"planId\" = 'pro'").fetchone()[0]
+    product_id = db.execute('SELECT "stripeProductId" FROM cloud_plans WHERE "planId" = \'pro\'').fetchone()[
+        0
+    ]
     stripe_client.v1.products.update(product_id, params={"name": "Pro (renamed by hand)"})
     db.execute('UPDATE cloud_plans SET "maxApps" = 42 WHERE "planId" = \'team\'')
 
@@ -140,10 +150,15 @@ def test_drift_sees_extra_price_and_archived_product(
 ) -> None:
     catalog = write_catalog(tmp_path, standard_plans())
     applied(cli_env, catalog)
-    product_id = db.execute("SELECT \"stripeProductId\" FROM cloud_plans WHERE \"planId\" = 'team'").fetchone()[0]
+    product_id = db.execute('SELECT "stripeProductId" FROM cloud_plans WHERE "planId" = \'team\'').fetchone()[
+        0
+    ]
     extra = stripe_client.v1.prices.create(
         params={
-            "product": product_id, "unit_amount": 100, "currency": "usd", "recurring": {"interval": "month"},
+            "product": product_id,
+            "unit_amount": 100,
+            "currency": "usd",
+            "recurring": {"interval": "month"},
             "metadata": ownership_metadata("team"),
         }
     )
@@ -178,8 +193,13 @@ def test_export_round_trips_the_examples(cli_env: dict[str, str], tmp_path: Path
 
 def test_export_round_trips_200_plans(cli_env: dict[str, str], tmp_path: Path) -> None:
     plans = [kuploy_plan("free", None)] + [
-        kuploy_plan(f"plan-{i:03d}", 100 + i, currency=("usd", "eur", "cad")[i % 3],
-                    billingCycle=("monthly", "annual")[i % 2], isActive=i % 17 != 0)
+        kuploy_plan(
+            f"plan-{i:03d}",
+            100 + i,
+            currency=("usd", "eur", "cad")[i % 3],
+            billingCycle=("monthly", "annual")[i % 2],
+            isActive=i % 17 != 0,
+        )
         for i in range(199)
     ]
     plans[5]["limits"]["maxStorageBytes"] = 5 * 1024**4 + 1  # not a whole unit: stays bytes
@@ -197,13 +217,21 @@ def test_export_round_trips_200_plans(cli_env: dict[str, str], tmp_path: Path) -
 
 
 def test_adopt_takes_over_unowned_objects_instead_of_duplicating(
-    cli_env: dict[str, str], tmp_path: Path, db: psycopg.Connection, stripe_client: stripe.StripeClient,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    db: psycopg.Connection,
+    stripe_client: stripe.StripeClient,
     emulator: RunningEmulator,
 ) -> None:
     """An instance whose Products were made by hand (or by kuploy-cloud) without ownership metadata."""
     product = stripe_client.v1.products.create(params={"name": "Pro"})
     price = stripe_client.v1.prices.create(
-        params={"product": product.id, "unit_amount": 2000, "currency": "cad", "recurring": {"interval": "month"}}
+        params={
+            "product": product.id,
+            "unit_amount": 2000,
+            "currency": "cad",
+            "recurring": {"interval": "month"},
+        }
     )
     stripe_client.v1.products.update(product.id, params={"default_price": price.id})
     catalog = write_catalog(tmp_path, standard_plans())
@@ -212,9 +240,13 @@ def test_adopt_takes_over_unowned_objects_instead_of_duplicating(
     assert f"adopt Stripe Product {product.id} 'Pro'" in shown.stdout
     applied_adopt = run("apply", "--adopt", "--auto-approve", str(catalog), env=cli_env)
     assert applied_adopt.returncode == 0, applied_adopt.stderr
-    pro = db.execute("SELECT \"stripeProductId\", \"stripePriceId\" FROM cloud_plans WHERE \"planId\" = 'pro'").fetchone()
+    pro = db.execute(
+        'SELECT "stripeProductId", "stripePriceId" FROM cloud_plans WHERE "planId" = \'pro\''
+    ).fetchone()
     assert pro == (product.id, price.id)
-    products = [p for p in stripe_client.v1.products.list(params={"limit": 100}).auto_paging_iter() if p.name == "Pro"]
+    products = [
+        p for p in stripe_client.v1.products.list(params={"limit": 100}).auto_paging_iter() if p.name == "Pro"
+    ]
     assert len(products) == 1
     assert stripe_client.v1.products.retrieve(product.id).metadata.to_dict() == ownership_metadata("pro")
     writes = len(stripe_writes(emulator))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import stripe
@@ -89,6 +90,154 @@ def _drive(url: str) -> None:
     for call in failing:
         with contextlib.suppress(stripe.StripeError):
             call()
+    _drive_billing(url)
+
+
+def _drive_billing(url: str) -> None:
+    """Customers, subscriptions (one left on an archived price) and webhook endpoints, errors included."""
+    c = _client(url)
+    prod = c.v1.products.create(params={"name": "Team", "metadata": {"kuploy_plan": "team"}})
+    old = c.v1.prices.create(
+        params={
+            "product": prod.id,
+            "currency": "usd",
+            "unit_amount": 4900,
+            "recurring": {"interval": "month"},
+            "lookup_key": "kuploy_team_monthly",
+        }
+    )
+    new = c.v1.prices.create(
+        params={
+            "product": prod.id,
+            "currency": "usd",
+            "unit_amount": 5900,
+            "recurring": {"interval": "month"},
+        }
+    )
+    yearly = c.v1.prices.create(
+        params={
+            "product": prod.id,
+            "currency": "usd",
+            "unit_amount": 59000,
+            "recurring": {"interval": "year"},
+        }
+    )
+    customers = [
+        c.v1.customers.create(
+            params={
+                "email": f"owner{i}@example.com",
+                "name": f"Org {i}",
+                "description": "kuploy org",
+                "metadata": {"kuploy_org": f"org_{i}"},
+                "address": {"country": "CA", "postal_code": "H2X 1Y4"},
+                "preferred_locales": ["en", "fr"],
+            }
+        )
+        for i in range(4)
+    ]
+    c.v1.customers.update(
+        customers[0].id,
+        params={
+            "phone": "+15145550000",
+            "metadata": {"tier": "gold"},
+            "shipping": {"name": "Org 0", "address": {"line1": "1 Rue", "country": "CA"}},
+            "tax_exempt": "none",
+        },
+    )
+    c.v1.customers.retrieve(customers[1].id)
+    list(c.v1.customers.list(params={"limit": 2}).auto_paging_iter())
+    c.v1.customers.list(params={"email": "owner2@example.com", "created": {"gte": 0}})
+
+    subs = [
+        c.v1.subscriptions.create(
+            params={
+                "customer": cus.id,
+                "items": [{"price": old.id, "quantity": 1, "metadata": {"seat": "base"}}],
+                "metadata": {"kuploy_org": f"org_{i}"},
+                "cancel_at_period_end": i == 3,
+            }
+        )
+        for i, cus in enumerate(customers)
+    ]
+    c.v1.subscriptions.update(subs[0].id, params={"cancel_at_period_end": True, "metadata": {"n": "1"}})
+    item = subs[1]["items"].data[0].id
+    c.v1.subscriptions.update(
+        subs[1].id, params={"items": [{"id": item, "price": yearly.id}], "proration_behavior": "none"}
+    )
+    c.v1.subscriptions.update(subs[1].id, params={"items": [{"price": new.id, "quantity": 2}]})
+    c.v1.subscriptions.cancel(subs[2].id, params={"cancellation_details": {"comment": "moving on"}})
+    c.v1.prices.create(
+        params={
+            "product": prod.id,
+            "currency": "usd",
+            "unit_amount": 5400,
+            "recurring": {"interval": "month"},
+            "lookup_key": "kuploy_team_monthly",
+            "transfer_lookup_key": True,
+        }
+    )
+    c.v1.prices.update(old.id, params={"active": False})
+    c.v1.subscriptions.retrieve(subs[3].id, params={"expand": ["customer", "items.data.price.product"]})
+    c.v1.subscriptions.list(params={"price": old.id, "status": "active", "limit": 100})
+    c.v1.subscriptions.list(params={"status": "all", "customer": customers[2].id})
+    list(c.v1.subscriptions.list(params={"limit": 2, "expand": ["data.customer"]}).auto_paging_iter())
+
+    endpoint = c.v1.webhook_endpoints.create(
+        params={
+            "url": "https://kuploy.example/stripe/webhook",
+            "enabled_events": [
+                "checkout.session.completed",
+                "customer.subscription.created",
+                "customer.subscription.updated",
+                "customer.subscription.deleted",
+                "invoice.paid",
+                "invoice.payment_failed",
+                "price.updated",
+                "product.updated",
+            ],
+            "description": "kuploy billing",
+            "metadata": {"owner": "billing"},
+            "api_version": cast(Any, stripe.api_version),
+        }
+    )
+    spare = c.v1.webhook_endpoints.create(
+        params={"url": "https://kuploy.example/all", "enabled_events": ["*"]}
+    )
+    c.v1.webhook_endpoints.update(
+        endpoint.id,
+        params={
+            "enabled_events": ["invoice.paid"],
+            "disabled": True,
+            "description": "",
+            "metadata": {"v": "2"},
+        },
+    )
+    c.v1.webhook_endpoints.retrieve(endpoint.id)
+    list(c.v1.webhook_endpoints.list(params={"limit": 1}).auto_paging_iter())
+    c.v1.webhook_endpoints.delete(spare.id)
+
+    failing: list[Any] = [
+        lambda: c.v1.customers.create(params={"email": "nope"}),
+        lambda: c.v1.customers.retrieve("cus_missing"),
+        lambda: c.raw_request("post", "/v1/customers", plan="pro"),
+        lambda: c.v1.subscriptions.create(params={"customer": "cus_missing", "items": [{"price": new.id}]}),
+        lambda: c.v1.subscriptions.create(params={"customer": customers[0].id, "items": [{"price": old.id}]}),
+        lambda: c.v1.subscriptions.create(params={"items": [{"price": new.id}]}),
+        lambda: c.raw_request(
+            "post", "/v1/subscriptions", customer=customers[0].id, items=[{"price": new.id}], coupon_code="X"
+        ),
+        lambda: c.v1.subscriptions.update(subs[2].id, params={"cancel_at_period_end": True}),
+        lambda: c.v1.subscriptions.cancel(subs[2].id),
+        lambda: c.v1.subscriptions.retrieve("sub_missing"),
+        lambda: c.raw_request(
+            "post", "/v1/webhook_endpoints", url="https://x.example", enabled_events=["bogus.event"]
+        ),
+        lambda: c.v1.webhook_endpoints.retrieve(spare.id),
+        lambda: c.v1.webhook_endpoints.delete(spare.id),
+    ]
+    for call in failing:
+        with contextlib.suppress(stripe.StripeError):
+            call()
 
 
 def test_every_logged_request_and_response_fits_the_contract(running: RunningEmulator) -> None:
@@ -108,10 +257,22 @@ def test_every_logged_request_and_response_fits_the_contract(running: RunningEmu
             # What the emulator calls unknown, the contract must reject too.
             assert contract.validate_request(entry["method"], entry["path"], params), entry
     assert problems == []
+    exercised = {
+        (r["method"], re.sub(r"/(cus|sub|we)_[A-Za-z0-9]+$", r"/{\1}", r["path"]), r["status"]) for r in log
+    }
+    for resource, key in (("customers", "cus"), ("subscriptions", "sub"), ("webhook_endpoints", "we")):
+        base = f"/v1/{resource}"
+        assert {("GET", base, 200), ("POST", base, 200), ("POST", base, 400)} <= exercised, resource
+        assert {("GET", f"{base}/{{{key}}}", 200), ("POST", f"{base}/{{{key}}}", 200)} <= exercised, resource
+        assert ("GET", f"{base}/{{{key}}}", 404) in exercised, resource
+    assert {
+        ("DELETE", "/v1/subscriptions/{sub}", 200),
+        ("DELETE", "/v1/webhook_endpoints/{we}", 200),
+    } <= exercised
 
 
 def test_stripe_fixtures_validate() -> None:
-    for name in ("product", "price"):
+    for name in ("product", "price", "customer", "subscription", "webhook_endpoint"):
         assert contract.validate_object(name, contract.fixture(name)) == []
     assert contract.validate_response("GET", "/v1/products/prod_x", 200, contract.fixture("product")) == []
     assert contract.validate_response("GET", "/v1/prices/price_x", 200, contract.fixture("price")) == []

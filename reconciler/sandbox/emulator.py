@@ -13,6 +13,7 @@ solely to introspect its parameter TypedDicts.
 from __future__ import annotations
 
 import base64
+import calendar
 import contextlib
 import fcntl
 import hashlib
@@ -29,6 +30,7 @@ import types
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -405,6 +407,129 @@ _PRODUCT_UPDATE_FIELDS["default_price"] = Spec("str", emptyable=True)
 PARAM_SPECS["product.update"] = Spec(
     "object", fields=_PRODUCT_UPDATE_FIELDS, required=PARAM_SPECS["product.update"].required
 )
+PARAM_SPECS.update(
+    {
+        "customer.create": _typeddict_spec(_P.CustomerCreateParams),
+        "customer.update": _typeddict_spec(_P.CustomerUpdateParams),
+        "customer.list": _typeddict_spec(_P.CustomerListParams),
+        "customer.retrieve": _typeddict_spec(_P.CustomerRetrieveParams),
+        "subscription.create": _typeddict_spec(_P.SubscriptionCreateParams),
+        "subscription.update": _typeddict_spec(_P.SubscriptionUpdateParams),
+        "subscription.list": _typeddict_spec(_P.SubscriptionListParams),
+        "subscription.retrieve": _typeddict_spec(_P.SubscriptionRetrieveParams),
+        "subscription.cancel": _typeddict_spec(_P.SubscriptionCancelParams),
+        "webhook_endpoint.create": _typeddict_spec(_P.WebhookEndpointCreateParams),
+        "webhook_endpoint.update": _typeddict_spec(_P.WebhookEndpointUpdateParams),
+        "webhook_endpoint.list": _typeddict_spec(_P.WebhookEndpointListParams),
+        "webhook_endpoint.retrieve": _typeddict_spec(_P.WebhookEndpointRetrieveParams),
+        "webhook_endpoint.delete": _typeddict_spec(_P.WebhookEndpointDeleteParams),
+    }
+)
+
+# The event types kuploy subscribes to. They are in the SDK's own list too; embedding them means a newer
+# SDK that drops one cannot silently make the emulator reject what kuploy sends.
+KUPLOY_EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        "checkout.session.completed",
+        "checkout.session.expired",
+        "customer.created",
+        "customer.updated",
+        "customer.deleted",
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.paid",
+        "invoice.payment_failed",
+        "invoice.payment_succeeded",
+        "payment_intent.succeeded",
+        "payment_intent.payment_failed",
+        "price.created",
+        "price.updated",
+        "price.deleted",
+        "product.created",
+        "product.updated",
+        "product.deleted",
+    }
+)
+_SDK_EVENT_ENUM = PARAM_SPECS["webhook_endpoint.create"].fields["enabled_events"].item
+assert _SDK_EVENT_ENUM is not None and _SDK_EVENT_ENUM.kind == "enum"
+# Every event type Stripe documents (the SDK's typed list, "*" included) plus the embedded ones above.
+WEBHOOK_EVENT_TYPES: tuple[str, ...] = _SDK_EVENT_ENUM.enum + tuple(
+    sorted(KUPLOY_EVENT_TYPES - set(_SDK_EVENT_ENUM.enum))
+)
+for _route in ("webhook_endpoint.create", "webhook_endpoint.update"):
+    _fields = dict(PARAM_SPECS[_route].fields)
+    _fields["enabled_events"] = Spec("list", item=Spec("enum", enum=WEBHOOK_EVENT_TYPES))
+    PARAM_SPECS[_route] = Spec("object", fields=_fields, required=PARAM_SPECS[_route].required)
+
+# Parameters Stripe accepts (the SDK types them) whose behaviour this emulator models, per route; the
+# others are refused with a clear 400 rather than silently ignored (accepting and ignoring them would make
+# a test pass against behaviour that does not exist here). Product and Price routes model everything.
+_CUSTOMER_FIELDS = frozenset(
+    {
+        "address",
+        "balance",
+        "business_name",
+        "description",
+        "email",
+        "expand",
+        "individual_name",
+        "invoice_prefix",
+        "metadata",
+        "name",
+        "next_invoice_sequence",
+        "phone",
+        "preferred_locales",
+        "shipping",
+        "tax_exempt",
+    }
+)
+_PAGING = frozenset({"created", "ending_before", "expand", "limit", "starting_after"})
+MODELLED_PARAMS: dict[str, frozenset[str]] = {
+    "customer.create": _CUSTOMER_FIELDS,
+    "customer.update": _CUSTOMER_FIELDS,
+    "customer.list": _PAGING | {"email"},
+    "subscription.create": frozenset(
+        {
+            "customer",
+            "items",
+            "metadata",
+            "cancel_at_period_end",
+            "description",
+            "expand",
+            "proration_behavior",
+        }
+    ),
+    "subscription.update": frozenset(
+        {"items", "metadata", "cancel_at_period_end", "description", "expand", "proration_behavior"}
+    ),
+    "subscription.list": _PAGING | {"customer", "price", "status"},
+    "subscription.cancel": frozenset({"cancellation_details", "expand", "prorate"}),
+    "webhook_endpoint.create": frozenset(
+        {"url", "enabled_events", "description", "metadata", "api_version", "expand"}
+    ),
+    "webhook_endpoint.update": frozenset(
+        {"url", "enabled_events", "disabled", "description", "metadata", "expand"}
+    ),
+}
+_MODELLED_ITEM_PARAMS = {
+    "subscription.create": frozenset({"price", "quantity", "metadata"}),
+    "subscription.update": frozenset({"id", "price", "quantity", "metadata", "deleted"}),
+}
+MAX_SUBSCRIPTION_ITEMS = 20
+MAX_WEBHOOK_ENDPOINTS = 16
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_INVOICE_PREFIX_RE = re.compile(r"^[A-Z0-9]{3,12}$")
+
+
+def _unmodelled(param: str) -> StripeError:
+    return _param_error(
+        f"The parameter `{param}` is valid for Stripe, but this Stripe emulator does not model its "
+        "behaviour. Remove it, or extend the emulator.",
+        param,
+    )
 
 
 # ------------------------------------------------------------------------------- form decoding
@@ -534,6 +659,8 @@ def _coerce(spec: Spec, value: Any, name: str, *, in_map: bool = False) -> Any:
     if kind == "enum":
         if value not in spec.enum:
             last = re.findall(r"([^\[\]]+)\]?$", name)[-1]
+            if last.isdigit():  # an item of a list: name the whole path (`enabled_events[0]`)
+                last = name
             raise _param_error(f"Invalid {last}: must be one of {_one_of(spec.enum)}", name)
         return value
     if len(value) > 40000:
@@ -550,7 +677,14 @@ class _Account:
 
     products: dict[str, JSON] = field(default_factory=dict)
     prices: dict[str, JSON] = field(default_factory=dict)
+    customers: dict[str, JSON] = field(default_factory=dict)
+    subscriptions: dict[str, JSON] = field(default_factory=dict)
+    # Stored with their signing `secret`, which only the create response (and the admin route) shows.
+    webhook_endpoints: dict[str, JSON] = field(default_factory=dict)
     order: dict[str, int] = field(default_factory=dict)  # creation sequence, breaks `created` ties
+
+    def store(self, kind: str) -> dict[str, JSON]:
+        return cast(dict[str, JSON], getattr(self, _OBJECT_KINDS[kind]))
 
 
 @dataclass
@@ -562,14 +696,77 @@ class Reply:
     close: bool = False
 
 
-_OBJECT_KINDS = {"product": "products", "price": "prices"}
-_EXPANDABLE = {"product": {"default_price": "price", "tax_code": ""}, "price": {"product": "product"}}
+_OBJECT_KINDS = {
+    "product": "products",
+    "price": "prices",
+    "customer": "customers",
+    "subscription": "subscriptions",
+    "webhook_endpoint": "webhook_endpoints",
+}
+# DELETE on a resource path, per kind (kinds not listed have no DELETE route here).
+_DELETE_ACTIONS = {"product": "delete", "subscription": "cancel", "webhook_endpoint": "delete"}
+_KIND_NAMES = {"webhook_endpoint": "webhook endpoint"}  # as Stripe's "No such ..." messages say it
+# Kind an expandable field points to; "" marks a field that is always null here (expanding it is a no-op).
+_EXPANDABLE = {
+    "product": {"default_price": "price", "tax_code": ""},
+    "price": {"product": "product"},
+    "customer": {"default_source": "", "test_clock": ""},
+    "subscription": {
+        "customer": "customer",
+        "application": "",
+        "default_payment_method": "",
+        "default_source": "",
+        "latest_invoice": "",
+        "on_behalf_of": "",
+        "pending_setup_intent": "",
+        "schedule": "",
+        "test_clock": "",
+    },
+}
 _PRICE_INCLUDABLE = ("currency_options", "tiers")
 
 
 def _ordered(obj: JSON) -> JSON:
     head = {k: obj[k] for k in ("id", "object") if k in obj}
     return head | {k: obj[k] for k in sorted(obj) if k not in head}
+
+
+def _period_end(start: int, recurring: JSON) -> int:
+    """End of a billing period that starts at `start` (UTC; month ends clamp, as Stripe's do)."""
+    interval, count = recurring["interval"], int(recurring["interval_count"])
+    if interval in ("day", "week"):
+        return start + count * (86400 if interval == "day" else 7 * 86400)
+    begin = datetime.fromtimestamp(start, tz=UTC)
+    months = begin.month - 1 + count * (12 if interval == "year" else 1)
+    year, month = begin.year + months // 12, months % 12 + 1
+    day = min(begin.day, calendar.monthrange(year, month)[1])
+    return int(begin.replace(year=year, month=month, day=day).timestamp())
+
+
+def _plan_of(price: JSON) -> JSON:
+    """The legacy `plan` view of a recurring price, which subscription items still carry."""
+    recurring = price["recurring"]
+    return {
+        "id": price["id"],
+        "object": "plan",
+        "active": price["active"],
+        "amount": price["unit_amount"],
+        "amount_decimal": price["unit_amount_decimal"],
+        "billing_scheme": price["billing_scheme"],
+        "created": price["created"],
+        "currency": price["currency"],
+        "interval": recurring["interval"],
+        "interval_count": recurring["interval_count"],
+        "livemode": price["livemode"],
+        "metadata": price["metadata"],
+        "meter": recurring["meter"],
+        "nickname": price["nickname"],
+        "product": price["product"],
+        "tiers_mode": price["tiers_mode"],
+        "transform_usage": price["transform_quantity"],
+        "trial_period_days": recurring["trial_period_days"],
+        "usage_type": recurring["usage_type"],
+    }
 
 
 def _key_digest(api_key: str) -> str:
@@ -614,7 +811,13 @@ class Emulator:
             for mode in ("test", "live"):
                 acct = raw["accounts"][mode]
                 self._accounts[mode] = _Account(
-                    products=dict(acct["products"]), prices=dict(acct["prices"]), order=dict(acct["order"])
+                    products=dict(acct["products"]),
+                    prices=dict(acct["prices"]),
+                    # Absent from state files written before these resources existed.
+                    customers=dict(acct.get("customers", {})),
+                    subscriptions=dict(acct.get("subscriptions", {})),
+                    webhook_endpoints=dict(acct.get("webhook_endpoints", {})),
+                    order=dict(acct["order"]),
                 )
             self._idempotency = {k: dict(v) for k, v in raw["idempotency"].items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -627,7 +830,14 @@ class Emulator:
             "format": STATE_FORMAT,
             "seq": self._seq,
             "accounts": {
-                mode: {"products": a.products, "prices": a.prices, "order": a.order}
+                mode: {
+                    "products": a.products,
+                    "prices": a.prices,
+                    "customers": a.customers,
+                    "subscriptions": a.subscriptions,
+                    "webhook_endpoints": a.webhook_endpoints,
+                    "order": a.order,
+                }
                 for mode, a in self._accounts.items()
             },
             "idempotency": self._idempotency,
@@ -687,9 +897,21 @@ class Emulator:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def webhook_secrets(self) -> dict[str, dict[str, str]]:
+        """Signing secrets of the existing webhook endpoints, per mode: {"test": {we_id: whsec}, ...}.
+
+        Stripe shows a secret only in the create response; tests that sign payloads get it here."""
+        with self._lock, self._shared_state():
+            return {
+                mode: {we_id: str(we["secret"]) for we_id, we in acct.webhook_endpoints.items()}
+                for mode, acct in self._accounts.items()
+            }
+
     def _admin(self, method: str, path: str) -> Reply:
         if method == "GET" and path == "/_emulator/requests":
             return Reply(200, self.request_log())
+        if method == "GET" and path == "/_emulator/webhook_secrets":
+            return Reply(200, self.webhook_secrets())
         if method == "POST" and path == "/_emulator/reset-log":
             self.reset_log()
             return Reply(200, {"ok": True})
@@ -834,18 +1056,25 @@ class Emulator:
                         return f"{kind}.retrieve", obj_id
                     if method == "POST":
                         return f"{kind}.update", obj_id
-                    if method == "DELETE" and kind == "product":
-                        return f"{kind}.delete", obj_id
+                    if method == "DELETE" and kind in _DELETE_ACTIONS:
+                        return f"{kind}.{_DELETE_ACTIONS[kind]}", obj_id
         raise self._unrecognized(method, path)
 
     # ------------------------------------------------------------------ execution
 
     def _execute(self, route: str, obj_id: str | None, raw: JSON, acct: _Account, mode: str) -> JSON:
         params = validate_params(PARAM_SPECS[route], raw)
+        modelled = MODELLED_PARAMS.get(route)
+        if modelled is not None:
+            for name in params:
+                if name not in modelled:
+                    raise _unmodelled(name)
         expand = [str(e) for e in params.pop("expand", None) or []]
         kind, action = route.split(".")
         if action == "list":
             return self._list(kind, params, expand, acct)
+        if kind not in ("product", "price"):
+            return self._execute_billing(kind, action, obj_id, params, expand, acct, mode)
         if action == "create":
             created = (
                 self._create_product(params, acct, mode)
@@ -1020,7 +1249,9 @@ class Emulator:
     def _fresh_id(self, acct: _Account, prefix: str, length: int) -> str:
         while True:
             candidate = _random_id(prefix, length)
-            if candidate not in acct.products and candidate not in acct.prices:
+            if not any(candidate in acct.store(kind) for kind in _OBJECT_KINDS) and not any(
+                item["id"] == candidate for sub in acct.subscriptions.values() for item in sub["items"]
+            ):
                 return candidate
 
     def _build_price(self, p: JSON, acct: _Account, product_id: str, mode: str, prefix: str) -> JSON:
@@ -1288,10 +1519,566 @@ class Emulator:
             )
         return merged
 
+    # customers, subscriptions, webhook endpoints -----------------------------------
+
+    def _execute_billing(
+        self,
+        kind: str,
+        action: str,
+        obj_id: str | None,
+        p: JSON,
+        expand: list[str],
+        acct: _Account,
+        mode: str,
+    ) -> JSON:
+        if action == "create":
+            if kind == "customer":
+                created = self._create_customer(p, acct, mode)
+            elif kind == "subscription":
+                created = self._create_subscription(p, acct, mode)
+            else:
+                created = self._create_webhook_endpoint(p, acct, mode)
+            return self._render(kind, created, expand, acct, show_secret=True)
+        assert obj_id is not None
+        obj = acct.store(kind).get(obj_id)
+        if obj is None:
+            raise _no_such(_KIND_NAMES.get(kind, kind), obj_id, "id")
+        if action == "retrieve":
+            return self._render(kind, obj, expand, acct)
+        if action == "delete":  # webhook endpoints
+            del acct.webhook_endpoints[obj_id]
+            acct.order.pop(obj_id, None)
+            return {"id": obj_id, "object": kind, "deleted": True}
+        if action == "cancel":
+            self._cancel_subscription(obj, p)
+        elif kind == "customer":
+            self._apply_customer(obj, p)
+        elif kind == "subscription":
+            self._update_subscription(obj, p, acct)
+        else:
+            self._update_webhook_endpoint(obj, p, mode)
+        return self._render(kind, obj, expand, acct)
+
+    def _store_new(self, kind: str, obj: JSON, acct: _Account) -> None:
+        acct.store(kind)[obj["id"]] = obj
+        acct.order[obj["id"]] = self._next_seq()
+
+    # customers -------------------------------------------------------------------
+
+    def _create_customer(self, p: JSON, acct: _Account, mode: str) -> JSON:
+        customer: JSON = {
+            "id": self._fresh_id(acct, "cus_", 14),
+            "object": "customer",
+            "address": None,
+            "balance": 0,
+            "business_name": None,
+            "created": int(time.time()),
+            "currency": None,
+            "customer_account": None,
+            "default_source": None,
+            "delinquent": False,
+            "description": None,
+            "discount": None,
+            "email": None,
+            "individual_name": None,
+            "invoice_prefix": "".join(
+                secrets.choice(string.ascii_uppercase + string.digits) for _ in range(8)
+            ),
+            "invoice_settings": {
+                "custom_fields": None,
+                "default_payment_method": None,
+                "footer": None,
+                "rendering_options": None,
+            },
+            "livemode": mode == "live",
+            "metadata": {},
+            "name": None,
+            "next_invoice_sequence": 1,
+            "phone": None,
+            "preferred_locales": [],
+            "shipping": None,
+            "tax_exempt": "none",
+            "test_clock": None,
+        }
+        self._apply_customer(customer, p)
+        self._store_new("customer", customer, acct)
+        return customer
+
+    def _apply_customer(self, customer: JSON, p: JSON) -> None:
+        """Check every change first, then apply them all (a rejected update changes nothing)."""
+        changes: JSON = {}
+        for key in ("business_name", "description", "individual_name", "name", "phone"):
+            if key in p:
+                changes[key] = p[key] or None
+        if "email" in p:
+            email = p["email"] or None
+            if email is not None and (len(email) > 512 or not _EMAIL_RE.match(email)):
+                raise _param_error(f"Invalid email address: {email}", "email", "email_invalid")
+            changes["email"] = email
+        if "balance" in p:
+            changes["balance"] = p["balance"]
+        if "invoice_prefix" in p:
+            prefix = p["invoice_prefix"]
+            if not _INVOICE_PREFIX_RE.match(prefix):
+                raise _param_error(
+                    "Invalid invoice_prefix: it must be 3 to 12 uppercase letters or numbers.",
+                    "invoice_prefix",
+                )
+            changes["invoice_prefix"] = prefix
+        if "next_invoice_sequence" in p:
+            if p["next_invoice_sequence"] < 1:
+                raise _param_error(
+                    "This value must be greater than or equal to 1.",
+                    "next_invoice_sequence",
+                    "parameter_invalid_integer",
+                )
+            changes["next_invoice_sequence"] = p["next_invoice_sequence"]
+        if "preferred_locales" in p:
+            changes["preferred_locales"] = list(p["preferred_locales"] or [])
+        if "tax_exempt" in p:
+            changes["tax_exempt"] = p["tax_exempt"] or "none"
+        if "address" in p:
+            changes["address"] = self._address(p["address"]) if p["address"] else None
+        if "shipping" in p:
+            ship = p["shipping"]
+            changes["shipping"] = (
+                {
+                    "address": self._address(ship["address"]),
+                    "carrier": None,
+                    "name": ship["name"],
+                    "phone": ship.get("phone") or None,
+                    "tracking_number": None,
+                }
+                if ship
+                else None
+            )
+        if "metadata" in p:
+            changes["metadata"] = self._merge_metadata(customer["metadata"], p["metadata"], "metadata")
+        customer.update(changes)
+
+    @staticmethod
+    def _address(given: JSON) -> JSON:
+        keys = ("city", "country", "line1", "line2", "postal_code", "state")
+        return {k: given.get(k) or None for k in keys}
+
+    # subscriptions ---------------------------------------------------------------
+
+    def _create_subscription(self, p: JSON, acct: _Account, mode: str) -> JSON:
+        if "customer" not in p:
+            raise _missing("customer")
+        customer = acct.customers.get(p["customer"])
+        if customer is None:
+            raise _no_such("customer", p["customer"], "customer", status=400)
+        if not p.get("items"):
+            raise _missing("items")
+        now = int(time.time())
+        sub_id = self._fresh_id(acct, "sub_", 24)
+        items: list[JSON] = []
+        for i, given in enumerate(p["items"]):
+            self._check_item_params(given, "subscription.create", i)
+            if "price" not in given:
+                raise _missing(f"items[{i}][price]")
+            price = self._subscribable_price(acct, given["price"], f"items[{i}][price]")
+            item = self._new_item(acct, sub_id, price, now)
+            self._apply_item(item, given, price, f"items[{i}]")
+            items.append(item)
+        currency = self._check_items(items, acct, customer, None)
+        at_period_end = bool(p.get("cancel_at_period_end", False))
+        sub: JSON = {
+            "id": sub_id,
+            "object": "subscription",
+            "application": None,
+            "application_fee_percent": None,
+            "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+            "billing_cycle_anchor": now,
+            "billing_cycle_anchor_config": None,
+            # Flexible is the default billing mode of subscriptions created since API 2025-09-30.clover.
+            "billing_mode": {
+                "flexible": {"proration_discounts": "included"},
+                "type": "flexible",
+                "updated_at": now,
+            },
+            "billing_schedules": [],
+            "billing_thresholds": None,
+            "cancel_at": None,
+            "cancel_at_period_end": False,
+            "canceled_at": None,
+            "cancellation_details": {"comment": None, "feedback": None, "reason": None},
+            "collection_method": "charge_automatically",
+            "created": now,
+            "currency": currency,
+            "customer": customer["id"],
+            "customer_account": None,
+            "days_until_due": None,
+            "default_payment_method": None,
+            "default_source": None,
+            "default_tax_rates": [],
+            "description": p.get("description"),
+            "discounts": [],
+            "ended_at": None,
+            "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
+            "items": items,  # stored with price ids; rendered as a list object with full prices
+            "latest_invoice": None,
+            "livemode": mode == "live",
+            "metadata": self._merge_metadata({}, p.get("metadata"), "metadata"),
+            "next_pending_invoice_item_invoice": None,
+            "on_behalf_of": None,
+            "pause_collection": None,
+            "payment_settings": {
+                "payment_method_options": None,
+                "payment_method_types": None,
+                "save_default_payment_method": "off",
+            },
+            "pending_invoice_item_interval": None,
+            "pending_setup_intent": None,
+            "pending_update": None,
+            "schedule": None,
+            "start_date": now,
+            "status": "active",  # no payment flow is modelled: every subscription starts active
+            "test_clock": None,
+            "transfer_data": None,
+            "trial_end": None,
+            "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+            "trial_start": None,
+        }
+        self._set_cancel_at_period_end(sub, at_period_end, now)
+        customer["currency"] = customer["currency"] or currency
+        self._store_new("subscription", sub, acct)
+        return sub
+
+    @staticmethod
+    def _check_item_params(given: JSON, route: str, i: int) -> None:
+        for key in given:
+            if key not in _MODELLED_ITEM_PARAMS[route]:
+                raise _unmodelled(f"items[{i}][{key}]")
+
+    @staticmethod
+    def _subscribable_price(acct: _Account, price_id: str, param: str) -> JSON:
+        price = acct.prices.get(price_id)
+        if price is None:
+            raise _no_such("price", price_id, param, status=400)
+        if not price["active"]:
+            raise StripeError(
+                400, "The price specified is inactive. This field only accepts active prices.", param=param
+            )
+        if price["type"] != "recurring":
+            raise StripeError(
+                400,
+                "The price specified is set to `type=one_time` but this field only accepts prices with "
+                "`type=recurring`.",
+                param=param,
+            )
+        product = acct.products.get(price["product"])
+        if product is not None and not product["active"]:
+            raise StripeError(
+                400,
+                f"The product `{product['id']}` is marked as inactive, and thus no new subscriptions can be "
+                f"created with any of its prices. You provided the price `{price_id}`.",
+                param=param,
+            )
+        return price
+
+    def _new_item(self, acct: _Account, sub_id: str, price: JSON, now: int) -> JSON:
+        return {
+            "id": self._fresh_id(acct, "si_", 14),
+            "object": "subscription_item",
+            "billing_thresholds": None,
+            "created": now,
+            "current_period_end": _period_end(now, price["recurring"]),
+            "current_period_start": now,
+            "discounts": [],
+            "metadata": {},
+            "price": price["id"],
+            "quantity": 1,
+            "subscription": sub_id,
+            "tax_rates": [],
+        }
+
+    def _apply_item(self, item: JSON, given: JSON, price: JSON, prefix: str) -> None:
+        """Set an item's price, quantity and metadata from its request entry (already checked)."""
+        metered = price["recurring"]["usage_type"] == "metered"
+        if metered and "quantity" in given:
+            raise _param_error(
+                f"Quantity should not be specified where usage_type is `metered`. Remove quantity from "
+                f"`{prefix}`.",
+                f"{prefix}[quantity]",
+            )
+        quantity = given.get("quantity", item["quantity"] if item["price"] == price["id"] else 1)
+        if quantity is not None and quantity < 0:
+            raise _param_error(
+                "This value must be greater than or equal to 0.",
+                f"{prefix}[quantity]",
+                "parameter_invalid_integer",
+            )
+        item["quantity"] = None if metered else quantity
+        item["metadata"] = self._merge_metadata(
+            item["metadata"], given.get("metadata"), f"{prefix}[metadata]"
+        )
+
+    def _check_items(
+        self, items: list[JSON], acct: _Account, customer: JSON | None, sub_id: str | None
+    ) -> str:
+        """Stripe's rules over a subscription's whole item set; returns its currency."""
+        if len(items) > MAX_SUBSCRIPTION_ITEMS:
+            raise _param_error(f"A subscription can have at most {MAX_SUBSCRIPTION_ITEMS} items.", "items")
+        seen: set[str] = set()
+        currencies: set[str] = set()
+        for item in items:
+            if item["price"] in seen:
+                raise _param_error(
+                    f"Cannot add multiple subscription items with the same plan: {item['price']}", "items"
+                )
+            seen.add(item["price"])
+            currencies.add(acct.prices[item["price"]]["currency"])
+        if len(currencies) > 1:
+            raise _param_error(
+                "All prices on a subscription must have the same currency; got "
+                f"{', '.join(sorted(currencies))}.",
+                "items",
+            )
+        currency = currencies.pop()
+        if customer is not None:
+            others = {
+                s["currency"]
+                for s in acct.subscriptions.values()
+                if s["customer"] == customer["id"]
+                and s["id"] != sub_id
+                and s["status"] not in ("canceled", "incomplete_expired")
+            }
+            held = next(iter(others - {currency}), None)
+            if held is not None:
+                raise _param_error(
+                    "You cannot combine currencies on a single customer. This customer has an active "
+                    f"subscription, subscription schedule, discount, quote, or invoice item with currency "
+                    f"{held}.",
+                    "currency",
+                )
+        return currency
+
+    @staticmethod
+    def _set_cancel_at_period_end(sub: JSON, flag: bool, now: int) -> None:
+        sub["cancel_at_period_end"] = flag
+        if flag:
+            sub["cancel_at"] = max(int(i["current_period_end"]) for i in sub["items"])
+            sub["canceled_at"] = now
+            sub["cancellation_details"] = {**sub["cancellation_details"], "reason": "cancellation_requested"}
+        else:
+            sub["cancel_at"] = None
+            sub["canceled_at"] = None
+            sub["cancellation_details"] = {"comment": None, "feedback": None, "reason": None}
+
+    def _update_subscription(self, sub: JSON, p: JSON, acct: _Account) -> None:
+        if sub["status"] == "canceled" and set(p) - {"metadata"}:
+            raise StripeError(
+                400, "A canceled subscription can only update its cancellation_details and metadata."
+            )
+        now = int(time.time())
+        items = [dict(i) for i in sub["items"]]
+        if "items" in p:
+            by_id = {i["id"]: i for i in items}
+            for n, given in enumerate(p["items"]):
+                prefix = f"items[{n}]"
+                self._check_item_params(given, "subscription.update", n)
+                if "id" in given:
+                    item = by_id.get(given["id"])
+                    if item is None:
+                        raise _no_such("subscription item", given["id"], f"{prefix}[id]", status=400)
+                    if given.get("deleted"):
+                        items.remove(item)
+                        del by_id[item["id"]]
+                        continue
+                    price = (
+                        self._subscribable_price(acct, given["price"], f"{prefix}[price]")
+                        if "price" in given and given["price"] != item["price"]
+                        else acct.prices[item["price"]]
+                    )
+                    old = acct.prices[item["price"]]["recurring"]
+                    if price["recurring"]["interval"] != old["interval"] or (
+                        price["recurring"]["interval_count"] != old["interval_count"]
+                    ):  # a new billing interval starts a new period now
+                        item["current_period_start"] = now
+                        item["current_period_end"] = _period_end(now, price["recurring"])
+                    self._apply_item(item, given, price, prefix)
+                    item["price"] = price["id"]
+                else:
+                    if given.get("deleted"):
+                        raise _missing(f"{prefix}[id]")
+                    if "price" not in given:
+                        raise _missing(f"{prefix}[price]")
+                    price = self._subscribable_price(acct, given["price"], f"{prefix}[price]")
+                    item = self._new_item(acct, sub["id"], price, now)
+                    self._apply_item(item, given, price, prefix)
+                    items.append(item)
+            if not items:
+                raise _param_error("A subscription must have at least one item.", "items")
+        currency = self._check_items(items, acct, acct.customers.get(sub["customer"]), sub["id"])
+        metadata = (
+            self._merge_metadata(sub["metadata"], p["metadata"], "metadata")
+            if "metadata" in p
+            else sub["metadata"]
+        )
+        # All checked: apply.
+        sub["items"] = items
+        sub["currency"] = currency
+        sub["metadata"] = metadata
+        if "description" in p:
+            sub["description"] = p["description"] or None
+        if "cancel_at_period_end" in p:
+            self._set_cancel_at_period_end(sub, p["cancel_at_period_end"], now)
+        elif sub["cancel_at_period_end"]:
+            sub["cancel_at"] = max(int(i["current_period_end"]) for i in items)
+
+    @staticmethod
+    def _cancel_subscription(sub: JSON, p: JSON) -> None:
+        if sub["status"] == "canceled":
+            raise StripeError(
+                400,
+                f"The subscription `{sub['id']}` has already been canceled; a canceled subscription can "
+                "only update its cancellation_details and metadata.",
+            )
+        now = int(time.time())
+        details = p.get("cancellation_details") or {}
+        sub["status"] = "canceled"
+        sub["canceled_at"] = now
+        sub["ended_at"] = now
+        sub["cancellation_details"] = {
+            "comment": details.get("comment") or None,
+            "feedback": details.get("feedback") or None,
+            "reason": "cancellation_requested",
+        }
+
+    # webhook endpoints -----------------------------------------------------------
+
+    @staticmethod
+    def _check_webhook_url(url: str, mode: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _param_error(
+                f"Invalid URL: {url}. The URL must be absolute and start with https:// (or http:// in test "
+                "mode).",
+                "url",
+                "url_invalid",
+            )
+        if mode == "live" and parts.scheme != "https":
+            raise _param_error(
+                f"Invalid URL: {url}. Webhook endpoints in live mode must use https://.", "url", "url_invalid"
+            )
+
+    def _create_webhook_endpoint(self, p: JSON, acct: _Account, mode: str) -> JSON:
+        if len(acct.webhook_endpoints) >= MAX_WEBHOOK_ENDPOINTS:
+            raise StripeError(
+                400,
+                f"You have reached the maximum of {MAX_WEBHOOK_ENDPOINTS} webhook endpoints for this "
+                f"account in {mode} mode.",
+            )
+        self._check_webhook_url(p["url"], mode)
+        if not p["enabled_events"]:
+            raise _missing("enabled_events")
+        endpoint: JSON = {
+            "id": self._fresh_id(acct, "we_", 24),
+            "object": "webhook_endpoint",
+            "api_version": p.get("api_version"),
+            "application": None,
+            "created": int(time.time()),
+            "description": p.get("description") or None,
+            "enabled_events": list(dict.fromkeys(p["enabled_events"])),
+            "livemode": mode == "live",
+            "metadata": self._merge_metadata({}, p.get("metadata"), "metadata"),
+            "secret": _random_id("whsec_", 32),
+            "status": "enabled",
+            "url": p["url"],
+        }
+        self._store_new("webhook_endpoint", endpoint, acct)
+        return endpoint
+
+    def _update_webhook_endpoint(self, endpoint: JSON, p: JSON, mode: str) -> None:
+        changes: JSON = {}
+        if "url" in p:
+            self._check_webhook_url(p["url"], mode)
+            changes["url"] = p["url"]
+        if "enabled_events" in p:
+            if not p["enabled_events"]:
+                raise _empty("enabled_events")
+            changes["enabled_events"] = list(dict.fromkeys(p["enabled_events"]))
+        if "disabled" in p:
+            changes["status"] = "disabled" if p["disabled"] else "enabled"
+        if "description" in p:
+            changes["description"] = p["description"] or None
+        if "metadata" in p:
+            changes["metadata"] = self._merge_metadata(endpoint["metadata"], p["metadata"], "metadata")
+        endpoint.update(changes)
+
+    # rendering of the billing objects ----------------------------------------------
+
+    def _render_billing(
+        self,
+        kind: str,
+        obj: JSON,
+        expand: list[str],
+        acct: _Account,
+        depth: int,
+        *,
+        show_secret: bool = False,
+    ) -> JSON:
+        out = dict(obj)
+        if kind == "webhook_endpoint" and not show_secret:
+            out.pop("secret", None)  # Stripe returns the signing secret only when creating the endpoint
+        item_expand: list[str] = []
+        groups: dict[str, list[str]] = {}
+        for path in expand:
+            head, _, rest = path.partition(".")
+            groups.setdefault(head, [])
+            if rest:
+                groups[head].append(rest)
+        for head, rests in groups.items():
+            if kind == "subscription" and head == "items":
+                for rest in rests:
+                    if not rest.startswith("data."):
+                        raise _param_error(
+                            f"This property cannot be expanded (items.{rest}). You may want to try "
+                            f"expanding 'items.data.{rest}' instead.",
+                            "expand",
+                        )
+                    item_expand.append(rest[len("data.") :])
+                continue
+            target_kind = _EXPANDABLE.get(kind, {}).get(head)
+            if target_kind is None:
+                raise _param_error(f"This property cannot be expanded ({head}).", "expand")
+            if depth + 1 >= MAX_EXPAND_DEPTH and rests:
+                raise _param_error(
+                    f"You cannot expand more than {MAX_EXPAND_DEPTH} levels of a property.", "expand"
+                )
+            ref = obj.get(head)
+            target = acct.store(target_kind).get(ref) if ref is not None and target_kind else None
+            if target is not None:
+                out[head] = self._render(target_kind, target, rests, acct, depth + 1)
+        if kind == "subscription":
+            out["items"] = {
+                "object": "list",
+                "data": [self._render_item(i, item_expand, acct, depth + 1) for i in obj["items"]],
+                "has_more": False,
+                "total_count": len(obj["items"]),
+                "url": f"/v1/subscription_items?subscription={obj['id']}",
+            }
+        return _ordered(out)
+
+    def _render_item(self, item: JSON, expand: list[str], acct: _Account, depth: int) -> JSON:
+        out = dict(item)
+        price_expand: list[str] = []
+        for path in expand:
+            head, _, rest = path.partition(".")
+            if head != "price" or not rest:  # the price is always a full object, never expandable
+                raise _param_error(f"This property cannot be expanded ({path}).", "expand")
+            price_expand.append(rest)
+        price = acct.prices[item["price"]]
+        out["price"] = self._render("price", price, price_expand, acct, depth + 1)
+        out["plan"] = _plan_of(price)
+        return _ordered(out)
+
     # lists --------------------------------------------------------------------------
 
     def _list(self, kind: str, p: JSON, expand: list[str], acct: _Account) -> JSON:
-        store = acct.products if kind == "product" else acct.prices
+        store = acct.store(kind)
         limit = p.get("limit", 10)
         if not 1 <= limit <= 100:
             raise _param_error("Invalid limit: must be between 1 and 100", "limit")
@@ -1310,7 +2097,7 @@ class Emulator:
             if cursor_param in p:
                 cursor = store.get(p[cursor_param])
                 if cursor is None:
-                    raise _no_such(kind, p[cursor_param], cursor_param, status=400)
+                    raise _no_such(_KIND_NAMES.get(kind, kind), p[cursor_param], cursor_param, status=400)
                 cursor_rank = rank(cursor)
         items = sorted((o for o in store.values() if self._matches(kind, o, p)), key=rank, reverse=True)
         if "starting_after" in p:
@@ -1361,6 +2148,21 @@ class Emulator:
             if "ids" in p and obj["id"] not in p["ids"]:
                 return False
             return all(obj[key] == p[key] for key in ("shippable", "url", "type") if key in p)
+        if kind == "customer":
+            return "email" not in p or obj["email"] == p["email"]  # case-sensitive, as Stripe documents
+        if kind == "subscription":
+            status = p.get("status")
+            if status is None and obj["status"] in ("canceled", "incomplete_expired"):
+                return False
+            if status == "ended" and obj["status"] not in ("canceled", "incomplete_expired"):
+                return False
+            if status not in (None, "all", "ended") and obj["status"] != status:
+                return False
+            if "customer" in p and obj["customer"] != p["customer"]:
+                return False
+            return "price" not in p or any(item["price"] == p["price"] for item in obj["items"])
+        if kind == "webhook_endpoint":
+            return True
         if "product" in p and obj["product"] != p["product"]:
             return False
         if "currency" in p and obj["currency"] != str(p["currency"]).lower():
@@ -1380,7 +2182,18 @@ class Emulator:
 
     # rendering and expansion --------------------------------------------------------
 
-    def _render(self, kind: str, obj: JSON, expand: list[str], acct: _Account, depth: int = 0) -> JSON:
+    def _render(
+        self,
+        kind: str,
+        obj: JSON,
+        expand: list[str],
+        acct: _Account,
+        depth: int = 0,
+        *,
+        show_secret: bool = False,
+    ) -> JSON:
+        if kind not in ("product", "price"):
+            return self._render_billing(kind, obj, expand, acct, depth, show_secret=show_secret)
         out = dict(obj)
         if kind == "price":
             for hidden in _PRICE_INCLUDABLE:
