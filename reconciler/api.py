@@ -6,6 +6,7 @@ Each opens its connections, holds the advisory lock where it writes, and hands p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -13,7 +14,6 @@ from importlib import resources
 from pathlib import Path
 
 import psycopg
-import stripe
 
 from reconciler import migrations
 from reconciler.apply import OnOp, apply_plan
@@ -22,7 +22,7 @@ from reconciler.catalog import load_catalog
 from reconciler.connections import connect_postgres, stripe_client
 from reconciler.diff import diff
 from reconciler.drift import DriftReport, drift_report
-from reconciler.errors import KuployError
+from reconciler.errors import ApplyError, KuployError
 from reconciler.lock import advisory_lock
 from reconciler.model import Catalog, CurrentState, fingerprint
 from reconciler.plan import Plan
@@ -30,6 +30,12 @@ from reconciler.savedplan import check_fresh, read_saved_plan, write_saved_plan
 from reconciler.settings import Settings
 from reconciler.state.from_postgres import read_last_applied, read_plan_file_applied, read_rows
 from reconciler.state.from_stripe import count_active_subscriptions, read_stripe
+from reconciler.throttle import CallStats, StripeCalls
+
+log = logging.getLogger(__name__)
+
+ROUNDS = 3
+"""An apply that stops on a transient Stripe failure re-reads the state and goes on, this often."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,10 +44,12 @@ class ApplyOutcome:
     confirmed: bool
     operations: int = 0
     migrations: tuple[str, ...] = ()
+    rounds: int = 0
+    stats: CallStats | None = None
 
 
 @contextmanager
-def _connections(settings: Settings) -> Iterator[tuple[psycopg.Connection, stripe.StripeClient]]:
+def _connections(settings: Settings) -> Iterator[tuple[psycopg.Connection, StripeCalls]]:
     conn = connect_postgres(settings)
     try:
         yield conn, stripe_client(settings)
@@ -49,24 +57,24 @@ def _connections(settings: Settings) -> Iterator[tuple[psycopg.Connection, strip
         conn.close()
 
 
-def read_current(conn: psycopg.Connection, client: stripe.StripeClient) -> CurrentState:
+def read_current(conn: psycopg.Connection, calls: StripeCalls) -> CurrentState:
     migrations.check_cloud_plans(conn)
     pending = tuple(m.label for m in migrations.pending(conn))
-    return CurrentState(rows=read_rows(conn), stripe=read_stripe(client), pending_migrations=pending)
+    return CurrentState(rows=read_rows(conn), stripe=read_stripe(calls), pending_migrations=pending)
 
 
-def _plan(client: stripe.StripeClient, catalog: Catalog, current: CurrentState, *, adopt: bool) -> Plan:
+def _plan(calls: StripeCalls, catalog: Catalog, current: CurrentState, *, adopt: bool) -> Plan:
     planned = diff(catalog, current, adopt=adopt)
     if not planned.archived_price_ids():
         return planned
-    return replace(planned, subscriptions=count_active_subscriptions(client, planned.archived_price_ids()))
+    return replace(planned, subscriptions=count_active_subscriptions(calls, planned.archived_price_ids()))
 
 
 def plan(settings: Settings, catalog: Catalog, *, adopt: bool = False, out: Path | None = None) -> Plan:
     """What `apply` would do now. Reads only; with `out`, also saves the plan file there."""
-    with _connections(settings) as (conn, client):
-        current = read_current(conn, client)
-        planned = _plan(client, catalog, current, adopt=adopt)
+    with _connections(settings) as (conn, calls):
+        current = read_current(conn, calls)
+        planned = _plan(calls, catalog, current, adopt=adopt)
     if out is not None:
         write_saved_plan(out, planned, catalog, current, adopt=adopt, tool_version=tool_version())
     return planned
@@ -81,15 +89,16 @@ def apply(
     adopt: bool = False,
 ) -> ApplyOutcome:
     """Lock, read, plan, ask, migrate, execute. The plan is recomputed under the lock."""
-    with _connections(settings) as (conn, client), advisory_lock(conn, timeout=settings.lock_timeout):
-        current = read_current(conn, client)
-        planned = _plan(client, catalog, current, adopt=adopt)
+    with _connections(settings) as (conn, calls), advisory_lock(conn, timeout=settings.lock_timeout):
+        current = read_current(conn, calls)
+        planned = _plan(calls, catalog, current, adopt=adopt)
         if not planned.has_changes:
             _remember_catalog(conn, catalog)
             return ApplyOutcome(plan=planned, confirmed=True)
         if not confirm(planned):
             return ApplyOutcome(plan=planned, confirmed=False)
-        return _execute(conn, client, planned, ApplyRecord(catalog=catalog, summary=planned.summary()), on_op)
+        record = ApplyRecord(catalog=catalog, summary=planned.summary())
+        return _execute(conn, calls, planned, record, on_op, settings=settings, adopt=adopt)
 
 
 def apply_saved(
@@ -97,30 +106,70 @@ def apply_saved(
 ) -> ApplyOutcome:
     """Apply exactly the saved plan in `path`, or refuse (exit 1, nothing written) if it is stale."""
     saved = read_saved_plan(path)
-    with _connections(settings) as (conn, client), advisory_lock(conn, timeout=settings.lock_timeout):
+    with _connections(settings) as (conn, calls), advisory_lock(conn, timeout=settings.lock_timeout):
         if (when := read_plan_file_applied(conn, saved.id)) is not None:
             raise KuployError(
                 f"{path}: this plan was already applied at {when:%Y-%m-%d %H:%M:%S %Z}; run plan again"
             )
-        current = read_current(conn, client)
-        replanned = _plan(client, saved.catalog, current, adopt=saved.adopt)
+        current = read_current(conn, calls)
+        replanned = _plan(calls, saved.catalog, current, adopt=saved.adopt)
         check_fresh(saved, current, replanned)
         if not replanned.has_changes:
             return ApplyOutcome(plan=replanned, confirmed=True)
         if not confirm(replanned):
             return ApplyOutcome(plan=replanned, confirmed=False)
         record = ApplyRecord(catalog=saved.catalog, summary=replanned.summary(), plan_file_id=saved.id)
-        return _execute(conn, client, replanned, record, on_op)
+        return _execute(conn, calls, replanned, record, on_op, settings=settings, adopt=saved.adopt)
 
 
 def _execute(
-    conn: psycopg.Connection, client: stripe.StripeClient, planned: Plan, record: ApplyRecord, on_op: OnOp
+    conn: psycopg.Connection,
+    calls: StripeCalls,
+    planned: Plan,
+    record: ApplyRecord,
+    on_op: OnOp,
+    *,
+    settings: Settings,
+    adopt: bool = False,
 ) -> ApplyOutcome:
+    """Migrate, then apply; a round stopped by a transient Stripe failure (rate limit, outage, lost
+    answer) is followed by another that re-reads the state first, so what was done is adopted."""
     ran = migrations.migrate(conn)
-    count = apply_plan(planned, record, client=client, conn=conn, on_op=on_op) if planned.changes else 0
     if not planned.changes:
         _remember_catalog(conn, record.catalog)
-    return ApplyOutcome(plan=planned, confirmed=True, operations=count, migrations=ran)
+        return ApplyOutcome(plan=planned, confirmed=True, migrations=ran, stats=calls.stats)
+    count, todo = 0, planned
+    for round in range(ROUNDS):
+        try:
+            count += apply_plan(
+                todo,
+                record,
+                calls=calls,
+                conn=conn,
+                on_op=on_op,
+                concurrency=settings.concurrency,
+                round=round,
+            )
+            return ApplyOutcome(
+                plan=planned,
+                confirmed=True,
+                operations=count,
+                migrations=ran,
+                rounds=round + 1,
+                stats=calls.stats,
+            )
+        except ApplyError as e:
+            if not e.transient or round == ROUNDS - 1:
+                raise
+            log.warning(
+                "apply round %d stopped on a transient error; re-reading state to finish: %s", round + 1, e
+            )
+        todo = _plan(calls, record.catalog, read_current(conn, calls), adopt=adopt)
+        if not todo.changes:
+            break
+    return ApplyOutcome(
+        plan=planned, confirmed=True, operations=count, migrations=ran, rounds=round + 1, stats=calls.stats
+    )
 
 
 def _remember_catalog(conn: psycopg.Connection, catalog: Catalog) -> None:
@@ -135,8 +184,8 @@ def _remember_catalog(conn: psycopg.Connection, catalog: Catalog) -> None:
 
 def drift(settings: Settings, catalog: Catalog | None = None) -> DriftReport:
     """Out-of-band changes against `catalog`, or against the last catalog successfully applied."""
-    with _connections(settings) as (conn, client):
-        current = read_current(conn, client)
+    with _connections(settings) as (conn, calls):
+        current = read_current(conn, calls)
         if catalog is not None:
             baseline = "the catalog given"
         else:
@@ -172,12 +221,13 @@ def bootstrap_catalog() -> Catalog:
 def seed(settings: Settings, *, on_op: OnOp = lambda op: None) -> ApplyOutcome:
     """Write the shipped bootstrap plans, only into an empty `cloud_plans`."""
     catalog = bootstrap_catalog()
-    with _connections(settings) as (conn, client), advisory_lock(conn, timeout=settings.lock_timeout):
-        current = read_current(conn, client)
+    with _connections(settings) as (conn, calls), advisory_lock(conn, timeout=settings.lock_timeout):
+        current = read_current(conn, calls)
         if current.rows:
             raise KuployError(
                 f"cloud_plans already has {len(current.rows)} plan(s); seed only writes into an empty table "
                 "(use apply to change existing plans)"
             )
         planned = diff(catalog, current)
-        return _execute(conn, client, planned, ApplyRecord(catalog=catalog, summary=planned.summary()), on_op)
+        record = ApplyRecord(catalog=catalog, summary=planned.summary())
+        return _execute(conn, calls, planned, record, on_op, settings=settings)

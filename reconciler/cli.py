@@ -36,10 +36,16 @@ def _color(stream: Any) -> bool:
 
 
 def _settings(
-    ctx: click.Context, *, live: bool = False, lock_timeout: float = 60.0, strict: bool = True
+    ctx: click.Context,
+    *,
+    live: bool = False,
+    lock_timeout: float = 60.0,
+    strict: bool = True,
+    max_rps: float | None = None,
 ) -> Settings:
     """Settings from the environment; with neither DATABASE_URL nor STRIPE_SECRET_KEY, the sandbox."""
     env = Environment.read(live=live, strict=strict)
+    max_rps = max_rps or env.max_rps
     if not env.wants_sandbox:
         assert env.database_url is not None and env.stripe_secret_key is not None
         return Settings(
@@ -48,6 +54,7 @@ def _settings(
             stripe_api_base=env.stripe_api_base,
             live=live,
             lock_timeout=lock_timeout,
+            max_rps=max_rps,
         )
     if live:
         raise ConfigError(
@@ -71,6 +78,7 @@ def _settings(
         sandbox=True,
         state_dir=state,
         lock_timeout=lock_timeout,
+        max_rps=max_rps,
     )
 
 
@@ -171,9 +179,21 @@ def plan_command(
 @adopt_option
 @live_option
 @lock_option
+@click.option(
+    "--max-rps",
+    type=click.FloatRange(min=0.1),
+    help="Stripe requests per second (default: 25 with a test key, 90 with a live key; "
+    "env KUPLOY_STRIPE_MAX_RPS).",
+)
 @click.pass_context
 def apply_command(
-    ctx: click.Context, target: Path, auto_approve: bool, adopt: bool, live: bool, lock_timeout: float
+    ctx: click.Context,
+    target: Path,
+    auto_approve: bool,
+    adopt: bool,
+    live: bool,
+    lock_timeout: float,
+    max_rps: float | None,
 ) -> int:
     """Make cloud_plans and Stripe match CATALOG, after showing the plan; or apply a saved PLANFILE
     exactly (no prompt; refused, with nothing written, if the state changed since it was made)."""
@@ -183,7 +203,7 @@ def apply_command(
         raise ConfigError("--adopt is decided at plan time: run plan --adopt --out FILE, then apply FILE")
     if not saved and not auto_approve and not sys.stdin.isatty():
         raise ConfigError("apply needs confirmation: run it on a terminal, or pass --auto-approve")
-    settings = _settings(ctx, live=live, lock_timeout=lock_timeout)
+    settings = _settings(ctx, live=live, lock_timeout=lock_timeout, max_rps=max_rps)
 
     def confirm(planned: Plan) -> bool:
         click.echo(render_text(planned, color=_color(sys.stdout)), nl=False)
@@ -205,6 +225,13 @@ def apply_command(
     if outcome.migrations:
         click.echo(f"Migrations applied: {', '.join(outcome.migrations)}")
     click.echo(f"Apply complete: {outcome.operations} operation(s). {summary_line(outcome.plan)}")
+    if outcome.stats is not None:
+        stats = outcome.stats
+        click.echo(
+            f"Stripe: {stats.reads} read(s), {stats.writes} write(s), {stats.retries} retried "
+            f"({stats.rate_limited} rate-limited); {outcome.rounds} round(s).",
+            err=True,
+        )
     return 0
 
 
@@ -287,6 +314,34 @@ def seed(ctx: click.Context, lock_timeout: float, live: bool) -> int:
     return 0
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 in a pod).")
+@click.option("--port", type=int, default=8080, show_default=True)
+@live_option
+@click.pass_context
+def listen(ctx: click.Context, host: str, port: int, live: bool) -> int:
+    """Serve the Stripe webhook listener: POST /api/webhooks/stripe, GET /healthz, GET /readyz.
+    Needs STRIPE_WEBHOOK_SECRET; run `migrate` (or an apply) first so /readyz reports ready."""
+    import uvicorn
+
+    from reconciler.listener import WEBHOOK_PATH, create_app
+
+    webhook_secret = os.environ.get("STRIPE_WEBHOOK_SECRET") or None
+    if webhook_secret is None:
+        raise ConfigError(
+            "listen needs STRIPE_WEBHOOK_SECRET: the signing secret (whsec_…) of the Stripe webhook "
+            "endpoint pointing at this listener (Stripe Dashboard → Developers → Webhooks)"
+        )
+    settings = _settings(ctx, live=live)
+    app = create_app(settings, webhook_secret=Secret(webhook_secret))
+    listener_log = logging.getLogger("reconciler.listener")
+    if listener_log.getEffectiveLevel() > logging.INFO:
+        listener_log.setLevel(logging.INFO)
+    click.echo(f"Webhook listener on http://{host}:{port}{WEBHOOK_PATH}; Ctrl-C stops it", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+    return 0
+
+
 @cli.group()
 def sandbox() -> None:
     """The local Stripe emulator (and embedded Postgres) for tests and local work."""
@@ -297,12 +352,56 @@ def sandbox() -> None:
 @click.option("--port", type=int, default=12111, show_default=True)
 @click.option("--latency-ms", type=int, default=0, show_default=True, help="Delay every answer.")
 @click.option("--state-file", type=click.Path(path_type=Path), default=None, help="Persist objects here.")
-def sandbox_serve(host: str, port: int, latency_ms: int, state_file: Path | None) -> int:
-    """Serve the Stripe emulator (Products, Prices, Customers, Subscriptions, Webhooks) until Ctrl-C."""
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Answer Stripe's 429 beyond N requests per second (default: no limit).",
+)
+@click.option(
+    "--error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of requests answered 500 api_error (half before, half after the write).",
+)
+@click.option(
+    "--timeout-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of requests whose connection hangs, then closes without an answer.",
+)
+@click.option("--hang-seconds", type=click.FloatRange(0, 600), default=30.0, show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed the faults for a reproducible run.")
+def sandbox_serve(
+    host: str,
+    port: int,
+    latency_ms: int,
+    state_file: Path | None,
+    rate_limit: float | None,
+    error_rate: float,
+    timeout_rate: float,
+    hang_seconds: float,
+    seed: int | None,
+) -> int:
+    """Serve the Stripe emulator (Products, Prices, Customers, Subscriptions, Webhooks) until Ctrl-C.
+
+    Faults can also be changed while it runs: POST /_emulator/faults (JSON), GET /_emulator/stats."""
     from reconciler.sandbox.emulator import serve
 
     click.echo(f"Stripe emulator on http://{host}:{port} (STRIPE_API_BASE); Ctrl-C stops it", err=True)
-    serve(host=host, port=port, state_file=state_file, latency_ms=latency_ms)
+    serve(
+        host=host,
+        port=port,
+        state_file=state_file,
+        latency_ms=latency_ms,
+        rate_limit=rate_limit,
+        error_rate=error_rate,
+        timeout_rate=timeout_rate,
+        seed=seed,
+        hang_seconds=hang_seconds,
+    )
     return 0
 
 

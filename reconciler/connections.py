@@ -7,6 +7,7 @@ import stripe
 
 from reconciler.errors import ConfigError
 from reconciler.settings import Settings
+from reconciler.throttle import StripeCalls, Throttle
 
 
 def connect_postgres(settings: Settings) -> psycopg.Connection:
@@ -18,10 +19,13 @@ def connect_postgres(settings: Settings) -> psycopg.Connection:
         raise ConfigError(f"cannot connect to DATABASE_URL ({settings.database_label}): {reason}") from e
 
 
-def stripe_client(settings: Settings) -> stripe.StripeClient:
+def stripe_client(settings: Settings) -> StripeCalls:
+    """The SDK client, with its own retries off: `throttle.StripeCalls` rate-limits and retries."""
     base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
-    return stripe.StripeClient(
+    client = stripe.StripeClient(
         settings.stripe_secret_key.reveal(),
         base_addresses=base,  # type: ignore[arg-type]
-        max_network_retries=settings.max_network_retries,
+        max_network_retries=0,
+        http_client=stripe.RequestsClient(timeout=settings.stripe_timeout),
     )
+    return StripeCalls(client=client, throttle=Throttle(settings.effective_max_rps))

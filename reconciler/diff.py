@@ -40,9 +40,11 @@ from reconciler.plan import (
     Phase,
     Plan,
     PlanChange,
+    PriceData,
     ReactivatePrice,
     Ref,
     SetDefaultPrice,
+    SetLookupKey,
     UpdateProduct,
     WriteRow,
 )
@@ -189,43 +191,47 @@ def _converge_paid(
     interval = target.billing_cycle.stripe_interval
     key = lookup_key(slug)
 
-    product_ref: Ref
     if product is None:
-        ops.append(CreateProduct(slug=slug, name=target.name, description=target.description))
-        product_ref = Created("product")
-    else:
-        product_ref = product.id
-        wanted = {"name": target.name, "description": target.description, "active": True}
-        observed = {"name": product.name, "description": product.description, "active": product.active}
-        changed = tuple(k for k in wanted if wanted[k] != observed[k])
-        if changed:
-            ops.append(
-                UpdateProduct(
-                    slug=slug,
-                    product_id=product.id,
-                    before=tuple((k, observed[k]) for k in changed),
-                    after=tuple((k, wanted[k]) for k in changed),
-                )
+        # One call makes the Product, its Price and the default; a second gives the Price its key.
+        first_price = PriceData(unit_amount=target.price_cents, currency=target.currency, interval=interval)
+        ops.append(
+            CreateProduct(slug=slug, name=target.name, description=target.description, price=first_price)
+        )
+        ops.append(SetLookupKey(slug=slug, price=Created("price"), lookup_key=key))
+        for price in prices:
+            if price.active:
+                ops.append(ArchivePrice(slug=slug, price_id=price.id))
+        return Created("product"), Created("price")
+    product_ref: Ref = product.id
+    wanted = {"name": target.name, "description": target.description, "active": True}
+    observed = {"name": product.name, "description": product.description, "active": product.active}
+    changed = tuple(k for k in wanted if wanted[k] != observed[k])
+    if changed:
+        ops.append(
+            UpdateProduct(
+                slug=slug,
+                product_id=product.id,
+                before=tuple((k, observed[k]) for k in changed),
+                after=tuple((k, wanted[k]) for k in changed),
             )
-            fields.extend(
-                FieldChange(path=f"stripe.product.{k}", before=observed[k], after=wanted[k])
-                for k in changed
-                if k != "active"
-            )
+        )
+        fields.extend(
+            FieldChange(path=f"stripe.product.{k}", before=observed[k], after=wanted[k])
+            for k in changed
+            if k != "active"
+        )
 
-    match = None
-    if product is not None:
-        candidates = [
-            p
-            for p in prices
-            if p.product == product.id
-            and p.unit_amount == target.price_cents
-            and p.currency == target.currency
-            and p.interval == interval
-        ]
-        # Prefer the current default, then an active one, then the newest.
-        candidates.sort(key=lambda p: (p.id == product.default_price, p.active, p.created), reverse=True)
-        match = candidates[0] if candidates else None
+    candidates = [
+        p
+        for p in prices
+        if p.product == product.id
+        and p.unit_amount == target.price_cents
+        and p.currency == target.currency
+        and p.interval == interval
+    ]
+    # Prefer the current default, then an active one, then the newest.
+    candidates.sort(key=lambda p: (p.id == product.default_price, p.active, p.created), reverse=True)
+    match = candidates[0] if candidates else None
 
     price_ref: Ref
     if match is None:
@@ -242,16 +248,20 @@ def _converge_paid(
         price_ref = Created("price")
     else:
         price_ref = match.id
-        if not match.active or match.lookup_key != key:
+        if not match.active:
             ops.append(ReactivatePrice(slug=slug, price_id=match.id, lookup_key=key))
+        elif match.lookup_key != key:
+            ops.append(SetLookupKey(slug=slug, price=match.id, lookup_key=key))
 
-    current_default = product.default_price if product else None
-    if current_default != price_ref:
-        ops.append(SetDefaultPrice(slug=slug, product=product_ref, before=current_default, after=price_ref))
-        if product is not None:
-            fields.append(
-                FieldChange(path="stripe.product.default_price", before=current_default, after=str(price_ref))
+    if product.default_price != price_ref:
+        ops.append(
+            SetDefaultPrice(slug=slug, product=product_ref, before=product.default_price, after=price_ref)
+        )
+        fields.append(
+            FieldChange(
+                path="stripe.product.default_price", before=product.default_price, after=str(price_ref)
             )
+        )
 
     # Anything else this plan owns that is still live goes: duplicates, superseded prices.
     for extra in products:

@@ -66,7 +66,7 @@ def _configuration(error: str | None) -> Check:
 
 def _stripe_checks(settings: Settings, env: Mapping[str, str]) -> Iterator[Check]:
     secret = settings.stripe_secret_key.reveal()
-    client = stripe_client(settings)
+    client = stripe_client(settings).client
     try:
         client.v1.products.list(params={"limit": 1})
         yield Check(name="stripe secret key", ok=True, detail=f"accepted by Stripe ({key_mode(secret)} mode)")
@@ -213,7 +213,7 @@ def _plan_checks(settings: Settings, conn: psycopg.Connection) -> Iterator[Check
         yield Check(name="plans", ok=True, detail=f"{len(active)} active plan(s), default {defaults[0]!r}")
 
     paid = [r for r in active if not r.spec.is_default]
-    client = stripe_client(settings)
+    client = stripe_client(settings).client
     try:
         prices = {p.id: p for p in client.v1.prices.list(params={"limit": 100}).auto_paging_iter()}
     except stripe.StripeError as e:

@@ -13,6 +13,7 @@ from typing import Any
 from reconciler.plan import (
     ArchivePrice,
     ArchiveProduct,
+    Created,
     CreatePrice,
     CreateProduct,
     Op,
@@ -20,6 +21,7 @@ from reconciler.plan import (
     PlanChange,
     ReactivatePrice,
     SetDefaultPrice,
+    SetLookupKey,
     UpdateProduct,
 )
 
@@ -108,6 +110,14 @@ def _op_item(op: Op, has_field: set[str]) -> DriftItem | None:
             field=f"price {op.price_id}",
             expected="active with the plan's lookup key",
             actual="archived or lookup key moved",
+        )
+    if isinstance(op, SetLookupKey) and not isinstance(op.price, Created):
+        return DriftItem(
+            plan=slug,
+            where="stripe",
+            field=f"price {op.price}.lookup_key",
+            expected=op.lookup_key,
+            actual="moved or unset",
         )
     if isinstance(op, UpdateProduct) and dict(op.before).get("active") is False:
         return DriftItem(

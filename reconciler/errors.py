@@ -30,7 +30,14 @@ class StateReadError(KuployError):
 
 
 class ApplyError(KuployError):
-    """An apply stopped part-way; the message says what was done and that re-running is safe."""
+    """An apply stopped part-way; the message says what was done and that re-running is safe.
+
+    `transient`: the cause may pass (rate limit, outage, a lost answer), so re-reading the state
+    and applying again can finish the job."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class LockTimeout(KuployError):

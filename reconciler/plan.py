@@ -84,13 +84,27 @@ class AdoptPrice(Op):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PriceData:
+    unit_amount: int
+    currency: str
+    interval: str
+
+    def __str__(self) -> str:
+        return f"{self.unit_amount} {self.currency}/{self.interval}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CreateProduct(Op):
+    """A new Product; with `price`, its first Price is created and made the default in the same call."""
+
     phase: ClassVar[Phase] = Phase.PREPARE
     name: str
     description: str
+    price: PriceData | None = None
 
     def describe(self) -> str:
-        return f"create Stripe Product {self.name!r}"
+        with_price = f" with default Price {self.price}" if self.price else ""
+        return f"create Stripe Product {self.name!r}{with_price}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,6 +146,18 @@ class ReactivatePrice(Op):
 
     def describe(self) -> str:
         return f"reactivate Stripe Price {self.price_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetLookupKey(Op):
+    """Gives an active Price (new or adopted) the plan's lookup key, taking it from any other Price."""
+
+    phase: ClassVar[Phase] = Phase.PREPARE
+    price: Ref
+    lookup_key: str
+
+    def describe(self) -> str:
+        return f"set lookup key {self.lookup_key!r} on Stripe Price {self.price}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

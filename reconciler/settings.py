@@ -59,7 +59,16 @@ class Settings:
     sandbox: bool = False
     state_dir: Path = DEFAULT_STATE_DIR
     lock_timeout: float = 60.0
-    max_network_retries: int = 2
+    max_rps: float | None = None
+    """Client-side Stripe request rate; None: Stripe's limit for the key's mode (25/s test, 90/s live)."""
+    stripe_timeout: float = 30.0
+    concurrency: int = 8
+
+    @property
+    def effective_max_rps(self) -> float:
+        if self.max_rps is not None:
+            return self.max_rps
+        return 90.0 if key_mode(self.stripe_secret_key.reveal()) == "live" else 25.0
 
     @property
     def database_label(self) -> str:
@@ -76,6 +85,7 @@ class Environment:
     stripe_api_base: str | None
     state_dir: Path
     live: bool
+    max_rps: float | None = None
 
     @property
     def wants_sandbox(self) -> bool:
@@ -112,6 +122,7 @@ class Environment:
             stripe_api_base=env.get("STRIPE_API_BASE") or None,
             state_dir=Path(env.get("KUPLOY_SANDBOX_DIR") or DEFAULT_STATE_DIR),
             live=live,
+            max_rps=_positive_float(env, "KUPLOY_STRIPE_MAX_RPS"),
         )
 
 
@@ -146,3 +157,16 @@ def check_key_pair(secret: str, publishable: str) -> None:
             f"STRIPE_SECRET_KEY is a {key_mode(secret)} key but STRIPE_PUBLISHABLE_KEY is a "
             f"{key_mode(publishable)} key: use keys of the same mode"
         )
+
+
+def _positive_float(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive number, not {raw!r}")
+    return value

@@ -81,6 +81,7 @@ def settings(database_url: str, emulator: RunningEmulator) -> Settings:
         stripe_secret_key=Secret(TEST_KEY),
         stripe_api_base=emulator.url,
         lock_timeout=5,
+        max_rps=1000,  # the emulator has no rate limit unless a test sets one
     )
 
 

@@ -116,7 +116,10 @@ def test_empty_state_creates_everything_in_crash_safe_order() -> None:
     plan = diff(Catalog(plans=(FREE, PRO)), CurrentState(rows={}, stripe=StripeState()))
     assert [(c.slug, c.action) for c in plan.changes] == [("free", Action.CREATE), ("pro", Action.CREATE)]
     assert types(plan.changes[0].ops) == ["WriteRow"]
-    assert types(plan.changes[1].ops) == ["CreateProduct", "CreatePrice", "SetDefaultPrice", "WriteRow"]
+    # The Product, its first Price and the default in one call; the lookup key in a second.
+    assert types(plan.changes[1].ops) == ["CreateProduct", "SetLookupKey", "WriteRow"]
+    create = plan.changes[1].ops[0]
+    assert isinstance(create, CreateProduct) and create.price is not None and create.price.unit_amount == 2000
     write = plan.changes[1].ops[-1]
     assert isinstance(write, WriteRow)
     assert write.stripe_product_id == Created("product") and write.stripe_price_id == Created("price")

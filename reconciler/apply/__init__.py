@@ -1,20 +1,26 @@
 """Executes a `Plan`: Stripe additive steps, then one Postgres transaction, then Stripe archives.
 
 Deciding what changes is `diff.py`'s job; this package only carries operations out, in the
-crash-safe order documented in `plan.py`, and reports each one as it completes.
+crash-safe order documented in `plan.py`, and reports each one as it completes. Within a phase,
+the operations of one billing plan run in order (create Price → move default → …) and different
+plans run concurrently, under the client-side rate limit of `throttle.StripeCalls`.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import psycopg
 import stripe
 
 from reconciler.apply.to_postgres import ApplyRecord, write_rows
-from reconciler.apply.to_stripe import Ids, resolve, run_stripe_op
+from reconciler.apply.to_stripe import StripeWriter, run_stripe_op
 from reconciler.errors import ApplyError
 from reconciler.plan import Op, Phase, Plan, WriteRow
+from reconciler.throttle import StripeCalls, retryable
 
 OnOp = Callable[[Op], None]
 
@@ -23,43 +29,68 @@ def apply_plan(
     plan: Plan,
     record: ApplyRecord,
     *,
-    client: stripe.StripeClient,
+    calls: StripeCalls,
     conn: psycopg.Connection,
     on_op: OnOp = lambda op: None,
+    concurrency: int = 8,
+    round: int = 0,
 ) -> int:
-    """Run every operation of `plan`; returns how many ran. Raises `ApplyError` naming the failed one."""
+    """Run every operation of `plan`; returns how many ran. Raises `ApplyError` naming the failed one
+    (`transient` when a later round, after re-reading the state, can finish the job)."""
     ops = plan.ops_in_order()
-    ids: Ids = {}
+    writer = StripeWriter(calls=calls, round=round)
     done = 0
+    lock = threading.Lock()
 
-    def fail(op: Op, reason: str) -> ApplyError:
+    def fail(op: Op, reason: str, *, transient: bool) -> ApplyError:
         before = f"{done} of {len(ops)} operations had completed" if done else "nothing had been changed"
         return ApplyError(
             f"apply stopped at: {op.describe()} (plan {op.slug!r}): {reason}. {before}. "
-            "Re-running apply is safe: it adopts what was done and finishes the rest."
+            "Re-running apply is safe: it adopts what was done and finishes the rest.",
+            transient=transient,
         )
 
-    def run_stripe(op: Op) -> None:
+    def completed(op: Op) -> None:
         nonlocal done
-        try:
-            run_stripe_op(op, client, ids)
-        except stripe.StripeError as e:
-            status = e.http_status or "no answer"
-            raise fail(op, f"Stripe error ({status}): {e.user_message or type(e).__name__}") from e
-        done += 1
-        on_op(op)
+        with lock:
+            done += 1
+            on_op(op)
 
-    for op in ops:
-        if op.phase is Phase.PREPARE:
-            run_stripe(op)
+    def run_chain(chain: list[Op]) -> None:
+        for op in chain:
+            try:
+                run_stripe_op(op, writer)
+            except stripe.StripeError as e:
+                status = e.http_status or "no answer"
+                reason = f"Stripe error ({status}): {e.user_message or type(e).__name__}"
+                raise fail(op, reason, transient=retryable(e)) from e
+            completed(op)
 
-    rows = [op for op in ops if isinstance(op, WriteRow)]
+    def run_phase(phase: Phase) -> None:
+        chains: dict[str, list[Op]] = defaultdict(list)
+        for op in ops:
+            if op.phase is phase:
+                chains[op.slug].append(op)
+        if not chains:
+            return
+        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="apply") as pool:
+            futures = [pool.submit(run_chain, chain) for chain in chains.values()]
+            _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in pending:
+                future.cancel()
+            wait(pending)
+        for future in futures:
+            if not future.cancelled() and (error := future.exception()) is not None:
+                raise error
+
+    run_phase(Phase.PREPARE)
     if ops:
+        rows = [op for op in ops if isinstance(op, WriteRow)]
         resolved = [
             (
                 op,
-                None if op.stripe_product_id is None else resolve(op.stripe_product_id, op.slug, ids),
-                None if op.stripe_price_id is None else resolve(op.stripe_price_id, op.slug, ids),
+                None if op.stripe_product_id is None else writer.resolve(op.stripe_product_id, op.slug),
+                None if op.stripe_price_id is None else writer.resolve(op.stripe_price_id, op.slug),
             )
             for op in rows
         ]
@@ -68,13 +99,11 @@ def apply_plan(
         except psycopg.Error as e:
             first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise fail(
-                rows[0] if rows else ops[0], f"Postgres error, no row was written: {first_line}"
+                rows[0] if rows else ops[0],
+                f"Postgres error, no row was written: {first_line}",
+                transient=False,
             ) from e
         for op in rows:
-            done += 1
-            on_op(op)
-
-    for op in ops:
-        if op.phase is Phase.RETIRE:
-            run_stripe(op)
+            completed(op)
+    run_phase(Phase.RETIRE)
     return done

@@ -98,7 +98,8 @@ def _insert_record(cur: psycopg.Cursor[Any], record: ApplyRecord) -> None:
     catalog = record.catalog.as_dict()
     cur.execute(
         "INSERT INTO cloud_reconciler_applies "
-        '(catalog, "catalogFingerprint", summary, "planFileId", "toolVersion") VALUES (%s, %s, %s, %s, %s)',
+        '(catalog, "catalogFingerprint", summary, "planFileId", "toolVersion") VALUES (%s, %s, %s, %s, %s) '
+        'ON CONFLICT ("planFileId") DO NOTHING',
         (Jsonb(catalog), fingerprint(catalog), Jsonb(record.summary), record.plan_file_id, tool_version()),
     )
 

@@ -1,18 +1,23 @@
-"""Where Stripe is written: one handler per Stripe operation.
+"""Where Stripe is written: one handler per Stripe operation, each call through `StripeCalls`
+(client-side rate limit, bounded retries).
 
-Creates carry an idempotency key derived from the request itself, so a retry, or a re-run after a
-crash that lost the answer, replays Stripe's first answer instead of creating a duplicate.
-Updates are naturally idempotent; the SDK reuses its own key across its retries.
+Idempotency keys:
+- A create carries a key derived from the request itself (and the apply round), so a retry, or a
+  re-run after a crash that lost the answer, replays Stripe's first answer instead of creating a
+  duplicate. Stripe replays a saved 5xx for the same key too, so a later round of the same apply
+  (after re-reading the state, which adopts anything that was in fact created) derives fresh keys.
+- An update carries a key made for that one call, reused across its retries; updates set absolute
+  values, so repeating one is harmless anyway.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
+from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Any
-
-import stripe
 
 from reconciler.model import ownership_metadata
 from reconciler.plan import (
@@ -27,59 +32,89 @@ from reconciler.plan import (
     ReactivatePrice,
     Ref,
     SetDefaultPrice,
+    SetLookupKey,
     UpdateProduct,
 )
-
-Ids = dict[tuple[str, str], str]
-"""Ids of objects created during this apply, by (plan slug, "product" | "price")."""
+from reconciler.throttle import StripeCalls
 
 
-def idempotency_key(path: str, params: dict[str, Any]) -> str:
-    digest = hashlib.sha256(json.dumps([path, params], sort_keys=True).encode()).hexdigest()
+@dataclass
+class StripeWriter:
+    calls: StripeCalls
+    round: int = 0
+    """Which attempt of this apply: round 0 keys are pure content, so a re-run after a crash replays."""
+    ids: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Ids of objects created during this apply, by (plan slug, "product" | "price")."""
+
+    def resolve(self, ref: Ref, slug: str) -> str:
+        return self.ids[(slug, ref.kind)] if isinstance(ref, Created) else ref
+
+    def create(self, resource: str, params: dict[str, Any]) -> Any:
+        key = creation_key(f"/v1/{resource}", params, self.round)
+        return self.calls.write(
+            lambda client: getattr(client.v1, resource).create(
+                params=params, options={"idempotency_key": key}
+            )
+        )
+
+    def update(self, resource: str, object_id: str, params: dict[str, Any]) -> Any:
+        key = f"kuploy-reconciler-update-{uuid.uuid4().hex}"
+        return self.calls.write(
+            lambda client: getattr(client.v1, resource).update(
+                object_id, params=params, options={"idempotency_key": key}
+            )
+        )
+
+
+def creation_key(path: str, params: dict[str, Any], round: int = 0) -> str:
+    content = [path, params] if round == 0 else [path, params, round]
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
     return f"kuploy-reconciler-{digest[:48]}"
 
 
-def resolve(ref: Ref, slug: str, ids: Ids) -> str:
-    return ids[(slug, ref.kind)] if isinstance(ref, Created) else ref
-
-
 @singledispatch
-def run_stripe_op(op: Op, client: stripe.StripeClient, ids: Ids) -> None:
+def run_stripe_op(op: Op, writer: StripeWriter) -> None:
     raise TypeError(f"no Stripe handler for {type(op).__name__}")
 
 
 @run_stripe_op.register
-def _(op: AdoptProduct, client: stripe.StripeClient, ids: Ids) -> None:
-    client.v1.products.update(op.product_id, params={"metadata": ownership_metadata(op.slug)})
+def _(op: AdoptProduct, writer: StripeWriter) -> None:
+    writer.update("products", op.product_id, {"metadata": ownership_metadata(op.slug)})
 
 
 @run_stripe_op.register
-def _(op: AdoptPrice, client: stripe.StripeClient, ids: Ids) -> None:
-    client.v1.prices.update(op.price_id, params={"metadata": ownership_metadata(op.slug)})
+def _(op: AdoptPrice, writer: StripeWriter) -> None:
+    writer.update("prices", op.price_id, {"metadata": ownership_metadata(op.slug)})
 
 
 @run_stripe_op.register
-def _(op: CreateProduct, client: stripe.StripeClient, ids: Ids) -> None:
+def _(op: CreateProduct, writer: StripeWriter) -> None:
     params: dict[str, Any] = {"name": op.name, "metadata": ownership_metadata(op.slug)}
     if op.description:
         params["description"] = op.description
-    product = client.v1.products.create(
-        params=params,  # type: ignore[arg-type]
-        options={"idempotency_key": idempotency_key("/v1/products", params)},
-    )
-    ids[(op.slug, "product")] = product.id
+    if op.price is not None:
+        params["default_price_data"] = {
+            "unit_amount": op.price.unit_amount,
+            "currency": op.price.currency,
+            "recurring": {"interval": op.price.interval},
+            "metadata": ownership_metadata(op.slug),
+        }
+    product = writer.create("products", params)
+    writer.ids[(op.slug, "product")] = product.id
+    if op.price is not None:
+        default = product.default_price
+        writer.ids[(op.slug, "price")] = default if isinstance(default, str) else default.id
 
 
 @run_stripe_op.register
-def _(op: UpdateProduct, client: stripe.StripeClient, ids: Ids) -> None:
-    params = dict(op.after)
-    client.v1.products.update(op.product_id, params=params)  # type: ignore[arg-type]
+def _(op: UpdateProduct, writer: StripeWriter) -> None:
+    writer.update("products", op.product_id, dict(op.after))
 
 
 @run_stripe_op.register
-def _(op: CreatePrice, client: stripe.StripeClient, ids: Ids) -> None:
+def _(op: CreatePrice, writer: StripeWriter) -> None:
     params: dict[str, Any] = {
-        "product": resolve(op.product, op.slug, ids),
+        "product": writer.resolve(op.product, op.slug),
         "unit_amount": op.unit_amount,
         "currency": op.currency,
         "recurring": {"interval": op.interval},
@@ -87,33 +122,39 @@ def _(op: CreatePrice, client: stripe.StripeClient, ids: Ids) -> None:
         "transfer_lookup_key": True,
         "metadata": ownership_metadata(op.slug),
     }
-    price = client.v1.prices.create(
-        params=params,  # type: ignore[arg-type]
-        options={"idempotency_key": idempotency_key("/v1/prices", params)},
-    )
-    ids[(op.slug, "price")] = price.id
+    price = writer.create("prices", params)
+    writer.ids[(op.slug, "price")] = price.id
 
 
 @run_stripe_op.register
-def _(op: ReactivatePrice, client: stripe.StripeClient, ids: Ids) -> None:
-    client.v1.prices.update(
-        op.price_id, params={"active": True, "lookup_key": op.lookup_key, "transfer_lookup_key": True}
+def _(op: ReactivatePrice, writer: StripeWriter) -> None:
+    _claim_price(writer, op.price_id, op.lookup_key)
+
+
+@run_stripe_op.register
+def _(op: SetLookupKey, writer: StripeWriter) -> None:
+    _claim_price(writer, writer.resolve(op.price, op.slug), op.lookup_key)
+
+
+def _claim_price(writer: StripeWriter, price_id: str, lookup_key: str) -> None:
+    writer.update("prices", price_id, {"active": True, "lookup_key": lookup_key, "transfer_lookup_key": True})
+
+
+@run_stripe_op.register
+def _(op: SetDefaultPrice, writer: StripeWriter) -> None:
+    writer.update(
+        "products",
+        writer.resolve(op.product, op.slug),
+        {"default_price": writer.resolve(op.after, op.slug)},
     )
 
 
 @run_stripe_op.register
-def _(op: SetDefaultPrice, client: stripe.StripeClient, ids: Ids) -> None:
-    client.v1.products.update(
-        resolve(op.product, op.slug, ids), params={"default_price": resolve(op.after, op.slug, ids)}
-    )
-
-
-@run_stripe_op.register
-def _(op: ArchiveProduct, client: stripe.StripeClient, ids: Ids) -> None:
+def _(op: ArchiveProduct, writer: StripeWriter) -> None:
     # Clearing default_price first is what lets the Price be archived after it.
-    client.v1.products.update(op.product_id, params={"active": False, "default_price": ""})
+    writer.update("products", op.product_id, {"active": False, "default_price": ""})
 
 
 @run_stripe_op.register
-def _(op: ArchivePrice, client: stripe.StripeClient, ids: Ids) -> None:
-    client.v1.prices.update(op.price_id, params={"active": False})
+def _(op: ArchivePrice, writer: StripeWriter) -> None:
+    writer.update("prices", op.price_id, {"active": False})

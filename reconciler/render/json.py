@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 from reconciler.model import PlanRow
@@ -64,4 +64,6 @@ def _plain(value: Any) -> Any:
         )
     if hasattr(value, "as_dict"):
         return value.as_dict()
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
     return value

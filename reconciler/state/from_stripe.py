@@ -12,15 +12,32 @@ import stripe
 
 from reconciler.errors import StateReadError
 from reconciler.model import StripePrice, StripeProduct, StripeState, owned_slug
+from reconciler.throttle import StripeCalls
 
 PAGE = 100
 
 
-def read_stripe(client: stripe.StripeClient) -> StripeState:
+def list_all(calls: StripeCalls, resource: str, params: dict[str, Any] | None = None) -> list[Any]:
+    """Every object of a list endpoint, 100 a page, each page through the throttle and retries."""
+    objects: list[Any] = []
+    query: dict[str, Any] = {"limit": PAGE, **(params or {})}
+    while True:
+
+        def fetch(client: stripe.StripeClient, query: dict[str, Any] = query) -> Any:
+            return getattr(client.v1, resource).list(params=query)
+
+        page = calls.read(fetch)
+        objects.extend(page.data)
+        if not page.has_more or not page.data:
+            return objects
+        query = {**query, "starting_after": page.data[-1].id}
+
+
+def read_stripe(calls: StripeCalls) -> StripeState:
     """Owned objects, and the unowned ones apart (never touched; candidates for `--adopt`)."""
     try:
-        products = [_product(p) for p in client.v1.products.list(params={"limit": PAGE}).auto_paging_iter()]
-        prices = [_price(p) for p in client.v1.prices.list(params={"limit": PAGE}).auto_paging_iter()]
+        products = [_product(p) for p in list_all(calls, "products")]
+        prices = [_price(p) for p in list_all(calls, "prices")]
     except stripe.AuthenticationError as e:
         raise StateReadError(
             f"Stripe rejected STRIPE_SECRET_KEY: {e.user_message or 'authentication failed'}"
@@ -35,18 +52,21 @@ def read_stripe(client: stripe.StripeClient) -> StripeState:
     )
 
 
-def count_active_subscriptions(client: stripe.StripeClient, price_ids: tuple[str, ...]) -> dict[str, int]:
-    """Active subscriptions per Price, for the Prices a plan archives; a Price Stripe won't answer for
-    (a restricted key, an error) is left out, so the plan says "unknown" rather than a wrong 0."""
-    counts: dict[str, int] = {}
-    for price_id in price_ids:
-        try:
-            listing = client.v1.subscriptions.list(
-                params={"price": price_id, "status": "active", "limit": PAGE}
-            )
-            counts[price_id] = sum(1 for _ in listing.auto_paging_iter())
-        except stripe.StripeError:
-            continue
+def count_active_subscriptions(calls: StripeCalls, price_ids: tuple[str, ...]) -> dict[str, int]:
+    """Active subscriptions on each of `price_ids` (the Prices a plan archives), from one listing of
+    the active subscriptions. If Stripe won't answer (a restricted key, an error) the result is
+    empty, so the plan says "unknown" rather than a wrong 0."""
+    wanted = set(price_ids)
+    counts = dict.fromkeys(price_ids, 0)
+    try:
+        subscriptions = list_all(calls, "subscriptions", {"status": "active"})
+    except stripe.StripeError:
+        return {}
+    for subscription in subscriptions:
+        for item in subscription["items"].data:
+            price = item.price.id if not isinstance(item.price, str) else item.price
+            if price in wanted:
+                counts[price] += 1
     return counts
 
 
