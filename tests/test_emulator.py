@@ -579,7 +579,9 @@ def test_request_log(client: stripe.StripeClient, running: RunningEmulator) -> N
         "status",
         "response",
         "stripe_version",
+        "fault",
     }
+    assert all(r["fault"] is None for r in log)
     assert create["form"] == {"name": "Logged", "metadata": {"a": "1"}} and create["query"] == {}
     assert create["idempotency_key"] == "log-1" and create["response"]["id"] == prod.id
     assert create["stripe_version"] == stripe.api_version

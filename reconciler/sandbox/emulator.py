@@ -8,6 +8,42 @@ green test into a lie.
 
 Only the standard library is used for serving (`http.server.ThreadingHTTPServer`). `stripe` is imported
 solely to introspect its parameter TypedDicts.
+
+Fault injection (for reliability tests and benchmarks)
+------------------------------------------------------
+`rate_limit`, `error_rate`, `timeout_rate` (constructor, `set_faults()`, `POST /_emulator/faults`, and
+`sandbox serve --rate-limit/--error-rate/--timeout-rate/--seed`) apply to Stripe routes only, never to the
+`/_emulator/*` admin routes. Every Stripe request draws the same three numbers from `random.Random(seed)`
+whatever the settings, so one seed and one request order give one fault sequence. What each fault does,
+and which Stripe behaviour it follows:
+
+* `rate_limited`: a token bucket of `rate_limit` requests per second (burst of the same size) across all
+  Stripe routes. Beyond it: HTTP 429, `{"error": {"code": "rate_limit", "doc_url": ..., "message":
+  "Request rate limit exceeded. ...", "type": "invalid_request_error"}}`. Nothing runs and nothing is saved
+  under the idempotency key: Stripe's rate limiter runs before its idempotency layer, so a retry with the
+  same key executes (docs.stripe.com/error-low-level, content errors). No `Stripe-Should-Retry` and no
+  `Retry-After` header: Stripe sends `Stripe-Should-Retry: true` only for 429 *lock timeouts*, and its SDKs
+  deliberately do not retry real rate limits (stripe/stripe-dotnet#1886, stripe/stripe-node#1110);
+  `Retry-After` is not documented by Stripe, so it is not invented here.
+* `error_before_write`: HTTP 500 `{"error": {"message": ..., "type": "api_error"}}`; the request never
+  began executing, so nothing changed and no idempotent result is saved ("results are only saved if an API
+  endpoint started executing", docs.stripe.com/api/idempotent_requests). No `Stripe-Should-Retry` header:
+  the SDK's own rule (retry 5xx when `max_network_retries` > 0) applies, and a retry may succeed.
+* `error_after_write`: the request executes (the object exists, the state is saved), then the client gets
+  the same 500. Stripe v1 saves "the status code and body of the first request made with a given
+  idempotency key after endpoint execution begins. Retries with the same key return the saved response,
+  including 500 errors" (docs.stripe.com/api/idempotent_requests): the 500 is saved and replayed, with
+  `Stripe-Should-Retry: false` (stripe-python `_should_retry`: "we expect the stripe-should-retry header to
+  be false in most cases when a 500 is returned, since our idempotency framework would typically replay
+  it anyway"). A retry with the same key therefore never creates a second object; the caller finds the
+  object by re-reading it (lookup key, metadata). The share of errors that come after the write is
+  `after_write_share` (0.5 by default, a seeded choice).
+* `timeout`: before anything runs, the connection hangs `hang_seconds` (bounded; ended early when the
+  server stops) and is then closed without an answer; the client's read timeout fires first.
+
+Every Stripe request is logged (`GET /_emulator/requests`) with `"fault"`: null, `"rate_limited"`,
+`"error_before_write"`, `"error_after_write"` or `"timeout"`; `GET /_emulator/stats` counts them per fault,
+per method and per status, so benchmarks can report retries exactly.
 """
 
 from __future__ import annotations
@@ -19,6 +55,7 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 import re
 import secrets
 import string
@@ -694,6 +731,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     close: bool = False
+    hang_s: float = 0.0  # with `drop`: how long the connection hangs before it is closed
+    drop: bool = False  # close the connection without any answer (a timeout fault)
 
 
 _OBJECT_KINDS = {
@@ -782,16 +821,88 @@ def _redact(api_key: str) -> str:
     return api_key[:8] + "*" * max(len(api_key) - 12, 4) + api_key[-4:] if len(api_key) > 12 else api_key
 
 
+# ------------------------------------------------------------------------------- fault injection
+
+FAULTS = ("rate_limited", "error_before_write", "error_after_write", "timeout")
+MAX_HANG_SECONDS = 600.0
+RATE_LIMIT_MESSAGE = (
+    "Request rate limit exceeded. You can learn more about rate limits here "
+    "https://stripe.com/docs/rate-limits."
+)
+_FAULT_SETTINGS = (
+    "rate_limit",
+    "error_rate",
+    "timeout_rate",
+    "seed",
+    "latency_ms",
+    "hang_seconds",
+    "after_write_share",
+)
+
+
+def _rate_limited() -> StripeError:
+    return StripeError(429, RATE_LIMIT_MESSAGE, code="rate_limit", cacheable=False)
+
+
+def _api_error(request_id: str) -> StripeError:
+    return StripeError(
+        500,
+        "An unknown error occurred while processing your request. Please try again, or contact us at "
+        f"https://support.stripe.com/ with the request ID {request_id}.",
+        type_="api_error",
+    )
+
+
+def _number(name: str, value: Any, low: float, high: float | None = None) -> float:
+    """A fault setting as a float within [low, high]; ConfigError otherwise (bools are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"Stripe emulator {name} must be a number, not {value!r}")
+    number = float(value)
+    if number != number or number < low or (high is not None and number > high):
+        shown = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+        raise ConfigError(f"Stripe emulator {name} must be {shown}, not {value!r}")
+    return number
+
+
 class Emulator:
     """Stripe Products/Prices state plus request handling. Thread-safe: one lock serialises requests."""
 
-    def __init__(self, *, state_file: Path | None = None, latency_ms: int = 0) -> None:
-        if latency_ms < 0:
-            raise ConfigError("Stripe emulator latency_ms must be >= 0")
+    def __init__(
+        self,
+        *,
+        state_file: Path | None = None,
+        latency_ms: int = 0,
+        rate_limit: float | None = None,
+        error_rate: float = 0.0,
+        timeout_rate: float = 0.0,
+        seed: int | None = None,
+        hang_seconds: float = 30.0,
+        after_write_share: float = 0.5,
+    ) -> None:
         self.state_file = Path(state_file) if state_file is not None else None
-        self.latency_ms = latency_ms
+        self.latency_ms = 0
+        self.rate_limit: float | None = None
+        self.error_rate = 0.0
+        self.timeout_rate = 0.0
+        self.seed: int | None = None
+        self.hang_seconds = 30.0
+        self.after_write_share = 0.5
+        self._rng = random.Random()
+        self._clock = time.monotonic  # tests may replace it to drive the rate limiter
+        self._tokens = 0.0
+        self._refilled = 0.0
+        self.stopping = threading.Event()  # set when the server stops: hanging connections end early
         self.requests: list[JSON] = []
         self._lock = threading.RLock()
+        self.set_faults(
+            latency_ms=latency_ms,
+            rate_limit=rate_limit,
+            error_rate=error_rate,
+            timeout_rate=timeout_rate,
+            seed=seed,
+            hang_seconds=hang_seconds,
+            after_write_share=after_write_share,
+        )
         self._accounts: dict[str, _Account] = {"test": _Account(), "live": _Account()}
         self._seq = 0
         self._idempotency: dict[str, dict[str, JSON]] = {}
@@ -866,6 +977,111 @@ class Emulator:
         with self._lock:
             self.requests.clear()
 
+    def stats(self) -> JSON:
+        """Exact counts of the logged Stripe requests: per fault ("none" when there was none), per method
+        (with its faults) and per status ("none" for timeouts, which never answer)."""
+        with self._lock:
+            by_fault = dict.fromkeys(("none", *FAULTS), 0)
+            by_method: dict[str, dict[str, int]] = {}
+            by_status: dict[str, int] = {}
+            for entry in self.requests:
+                fault = entry.get("fault") or "none"
+                by_fault[fault] = by_fault.get(fault, 0) + 1
+                per = by_method.setdefault(
+                    str(entry["method"]), {"total": 0, **dict.fromkeys(("none", *FAULTS), 0)}
+                )
+                per["total"] += 1
+                per[fault] = per.get(fault, 0) + 1
+                status = str(entry["status"]) if entry.get("status") else "none"
+                by_status[status] = by_status.get(status, 0) + 1
+            return {
+                "total": len(self.requests),
+                "by_fault": by_fault,
+                "by_method": dict(sorted(by_method.items())),
+                "by_status": dict(sorted(by_status.items())),
+            }
+
+    # ------------------------------------------------------------------ faults
+
+    def faults(self) -> JSON:
+        """The current fault settings (what `GET /_emulator/faults` answers)."""
+        with self._lock:
+            return {
+                "rate_limit": self.rate_limit,
+                "error_rate": self.error_rate,
+                "timeout_rate": self.timeout_rate,
+                "seed": self.seed,
+                "latency_ms": self.latency_ms,
+                "hang_seconds": self.hang_seconds,
+                "after_write_share": self.after_write_share,
+            }
+
+    def set_faults(self, **settings: Any) -> JSON:
+        """Change fault settings; the ones not given keep their value. All are checked before any is
+        applied. `seed` (even the same one) restarts the random sequence; `rate_limit` refills the bucket.
+        Returns the new settings."""
+        unknown = sorted(set(settings) - set(_FAULT_SETTINGS))
+        if unknown:
+            raise ConfigError(
+                f"Unknown Stripe emulator fault setting(s): {', '.join(unknown)} "
+                f"(known: {', '.join(_FAULT_SETTINGS)})"
+            )
+        new = self.faults()
+        if "rate_limit" in settings:
+            limit = settings["rate_limit"]
+            new["rate_limit"] = None if limit is None else _number("rate_limit", limit, 0.0)
+            if new["rate_limit"] == 0.0:
+                raise ConfigError("Stripe emulator rate_limit must be > 0 (or null for no limit)")
+        for name in ("error_rate", "timeout_rate", "after_write_share"):
+            if name in settings:
+                new[name] = _number(name, settings[name], 0.0, 1.0)
+        if new["error_rate"] + new["timeout_rate"] > 1.0:
+            raise ConfigError("Stripe emulator error_rate + timeout_rate must be at most 1")
+        if "hang_seconds" in settings:
+            new["hang_seconds"] = _number("hang_seconds", settings["hang_seconds"], 0.0, MAX_HANG_SECONDS)
+        if "latency_ms" in settings:
+            latency = settings["latency_ms"]
+            if isinstance(latency, bool) or not isinstance(latency, int) or latency < 0:
+                raise ConfigError(f"Stripe emulator latency_ms must be an integer >= 0, not {latency!r}")
+        if "seed" in settings:
+            seed = settings["seed"]
+            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+                raise ConfigError(f"Stripe emulator seed must be an integer or null, not {seed!r}")
+        with self._lock:
+            self.rate_limit = new["rate_limit"]
+            self.error_rate = new["error_rate"]
+            self.timeout_rate = new["timeout_rate"]
+            self.after_write_share = new["after_write_share"]
+            self.hang_seconds = new["hang_seconds"]
+            if "latency_ms" in settings:
+                self.latency_ms = int(settings["latency_ms"])
+            if "seed" in settings:
+                self.seed = settings["seed"]
+                self._rng = random.Random(self.seed)
+            if "rate_limit" in settings:
+                self._tokens = max(self.rate_limit or 0.0, 1.0)
+                self._refilled = self._clock()
+            return self.faults()
+
+    def _draw_fault(self) -> str | None:
+        """Decide one Stripe request's fault. Called under the lock, once per request, in arrival order."""
+        # Always two draws, whatever the settings: the i-th request's fate depends on the seed alone.
+        # One draw splits [0, 1) into timeout | error | none, so each rate is exactly what was asked.
+        u_fault, u_after = self._rng.random(), self._rng.random()
+        if self.rate_limit is not None:
+            now = self._clock()
+            burst = max(self.rate_limit, 1.0)
+            self._tokens = min(burst, self._tokens + (now - self._refilled) * self.rate_limit)
+            self._refilled = now
+            if self._tokens < 1.0:
+                return "rate_limited"
+            self._tokens -= 1.0
+        if u_fault < self.timeout_rate:
+            return "timeout"
+        if u_fault < self.timeout_rate + self.error_rate:
+            return "error_after_write" if u_after < self.after_write_share else "error_before_write"
+        return None
+
     # ------------------------------------------------------------------ entry point
 
     def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
@@ -875,9 +1091,54 @@ class Emulator:
         split = urlsplit(target)
         path = split.path
         if path.startswith("/_emulator/"):
-            return self._admin(method, path)
-        with self._lock, self._shared_state():
-            return self._handle_stripe(method, path, split.query, hdrs, body)
+            return self._admin(method, path, body)
+        with self._lock:
+            fault = self._draw_fault()
+            if fault is not None and fault != "error_after_write":
+                return self._fault_before_execution(fault, method, path, split.query, hdrs, body)
+            with self._shared_state():
+                return self._handle_stripe(method, path, split.query, hdrs, body, fault)
+
+    def _fault_before_execution(
+        self, fault: str, method: str, path: str, query_string: str, hdrs: Mapping[str, str], body: bytes
+    ) -> Reply:
+        """A rate limit, an error or a hang before the request runs: no state is read or written and no
+        idempotent result is saved (a retry with the same key executes)."""
+        request_id = _random_id("req_", 14)
+        entry = self._new_entry(method, path, hdrs, fault)
+        with contextlib.suppress(StripeError, UnicodeDecodeError):  # best effort: only for the log
+            entry["query"] = decode_form(query_string)
+            if method == "POST" and body:
+                entry["form"] = decode_form(body.decode("utf-8"))
+        extra: dict[str, str] = {
+            "Request-Id": request_id,
+            "Stripe-Version": hdrs.get("stripe-version") or stripe.api_version,
+        }
+        idem_key = hdrs.get("idempotency-key")
+        if idem_key is not None and method in ("POST", "DELETE"):
+            extra["Idempotency-Key"] = idem_key
+        if fault == "timeout":
+            entry["status"] = None
+            self.requests.append(json.loads(json.dumps(entry, default=str)))
+            return Reply(0, None, drop=True, hang_s=self.hang_seconds)
+        error = _rate_limited() if fault == "rate_limited" else _api_error(request_id)
+        entry["status"], entry["response"] = error.status, error.body()
+        self.requests.append(json.loads(json.dumps(entry, default=str)))
+        return Reply(error.status, error.body(), extra, delay_s=self.latency_ms / 1000)
+
+    @staticmethod
+    def _new_entry(method: str, path: str, hdrs: Mapping[str, str], fault: str | None) -> JSON:
+        return {
+            "method": method,
+            "path": path,
+            "query": {},
+            "form": {},
+            "idempotency_key": hdrs.get("idempotency-key"),
+            "status": 0,
+            "response": None,
+            "stripe_version": hdrs.get("stripe-version"),
+            "fault": fault,
+        }
 
     @contextlib.contextmanager
     def _shared_state(self) -> Iterator[None]:
@@ -907,9 +1168,21 @@ class Emulator:
                 for mode, acct in self._accounts.items()
             }
 
-    def _admin(self, method: str, path: str) -> Reply:
+    def _admin(self, method: str, path: str, body: bytes = b"") -> Reply:
         if method == "GET" and path == "/_emulator/requests":
             return Reply(200, self.request_log())
+        if method == "GET" and path == "/_emulator/stats":
+            return Reply(200, self.stats())
+        if method == "GET" and path == "/_emulator/faults":
+            return Reply(200, self.faults())
+        if method == "POST" and path == "/_emulator/faults":
+            try:
+                settings = json.loads(body.decode("utf-8") or "{}")
+                if not isinstance(settings, dict):
+                    raise ConfigError("the body must be a JSON object of fault settings")
+                return Reply(200, self.set_faults(**settings))
+            except (ConfigError, ValueError) as exc:
+                return Reply(400, StripeError(400, f"Invalid fault settings: {exc}").body())
         if method == "GET" and path == "/_emulator/webhook_secrets":
             return Reply(200, self.webhook_secrets())
         if method == "POST" and path == "/_emulator/reset-log":
@@ -927,24 +1200,24 @@ class Emulator:
         )
 
     def _handle_stripe(
-        self, method: str, path: str, query_string: str, hdrs: Mapping[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        query_string: str,
+        hdrs: Mapping[str, str],
+        body: bytes,
+        fault: str | None = None,
     ) -> Reply:
+        """Run one Stripe request. `fault` is None or "error_after_write": the request runs (and any write
+        is kept), then the client gets a 500 that is saved under the idempotency key, as Stripe does."""
         request_id = _random_id("req_", 14)
         idem_key = hdrs.get("idempotency-key")
-        entry: JSON = {
-            "method": method,
-            "path": path,
-            "query": {},
-            "form": {},
-            "idempotency_key": idem_key,
-            "status": 0,
-            "response": None,
-            "stripe_version": hdrs.get("stripe-version"),
-        }
+        entry = self._new_entry(method, path, hdrs, fault)
         extra: dict[str, str] = {"Request-Id": request_id}
         if idem_key is not None and method in ("POST", "DELETE"):
             extra["Idempotency-Key"] = idem_key
         dirty = False
+        saved_500 = False
         try:
             entry["query"] = decode_form(query_string)
             if method == "POST" and body:
@@ -980,6 +1253,8 @@ class Emulator:
                 status, payload = int(replay["status"]), replay["response"]
                 extra["Idempotent-Replayed"] = "true"
                 extra["Original-Request"] = str(replay["request_id"])
+                if fault == "error_after_write":
+                    status, payload = 500, _api_error(request_id).body()
             else:
                 try:
                     status, payload = 200, self._execute(route, obj_id, params, self._accounts[mode], mode)
@@ -988,7 +1263,10 @@ class Emulator:
                     if not exc.cacheable:
                         raise
                     status, payload = exc.status, exc.body()
+                if fault == "error_after_write":  # executed (and kept); the answer is lost to a 500
+                    status, payload = 500, _api_error(request_id).body()
                 if idem_key is not None and method in ("POST", "DELETE"):
+                    saved_500 = status >= 500
                     self._idempotency.setdefault(scope, {})[idem_key] = {
                         "fingerprint": fingerprint,
                         "status": status,
@@ -1000,6 +1278,9 @@ class Emulator:
             status, payload = exc.status, exc.body()
             if status == 401:
                 extra["WWW-Authenticate"] = 'Basic realm="Stripe"'
+            # It failed before executing: there is no write for an error to come after. The client gets
+            # the real error, and the log says no fault was applied.
+            entry["fault"] = None
         except Exception as exc:  # never a traceback to the client
             status = 500
             payload = StripeError(
@@ -1009,6 +1290,9 @@ class Emulator:
             ).body()
         if dirty:
             self._save()
+        if status >= 500 and (saved_500 or "Idempotent-Replayed" in extra):
+            # A retry with this key would replay the same 500: tell the SDK not to retry.
+            extra["Stripe-Should-Retry"] = "false"
         extra["Stripe-Version"] = hdrs.get("stripe-version") or stripe.api_version
         entry["status"] = status
         entry["response"] = payload
@@ -2331,6 +2615,10 @@ class _Handler(BaseHTTPRequestHandler):
             reply = Reply(
                 500, StripeError(500, f"Emulator failure: {exc}", type_="api_error").body(), close=True
             )
+        if reply.drop:  # a timeout fault: hang (bounded), then close without an answer
+            emulator.stopping.wait(reply.hang_s)
+            self.close_connection = True
+            return
         if reply.delay_s > 0:
             time.sleep(reply.delay_s)
         self._send(reply)
@@ -2367,6 +2655,7 @@ class RunningEmulator:
     _thread: threading.Thread
 
     def stop(self) -> None:
+        self.emulator.stopping.set()  # hanging (timeout-fault) connections end now
         if self._thread.is_alive():
             self._server.shutdown()
             self._thread.join(timeout=5)
@@ -2386,9 +2675,26 @@ def _url(server: _Server, host: str) -> str:
 
 
 def start_in_thread(
-    *, host: str = "127.0.0.1", port: int = 0, state_file: Path | None = None, latency_ms: int = 0
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    state_file: Path | None = None,
+    latency_ms: int = 0,
+    rate_limit: float | None = None,
+    error_rate: float = 0.0,
+    timeout_rate: float = 0.0,
+    seed: int | None = None,
+    hang_seconds: float = 30.0,
 ) -> RunningEmulator:
-    emulator = Emulator(state_file=state_file, latency_ms=latency_ms)
+    emulator = Emulator(
+        state_file=state_file,
+        latency_ms=latency_ms,
+        rate_limit=rate_limit,
+        error_rate=error_rate,
+        timeout_rate=timeout_rate,
+        seed=seed,
+        hang_seconds=hang_seconds,
+    )
     server = _Server((host, port), emulator)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="stripe-emulator", daemon=True
@@ -2397,9 +2703,28 @@ def start_in_thread(
     return RunningEmulator(_url(server, host), emulator, server, thread)
 
 
-def serve(*, host: str, port: int, state_file: Path | None = None, latency_ms: int = 0) -> None:
+def serve(
+    *,
+    host: str,
+    port: int,
+    state_file: Path | None = None,
+    latency_ms: int = 0,
+    rate_limit: float | None = None,
+    error_rate: float = 0.0,
+    timeout_rate: float = 0.0,
+    seed: int | None = None,
+    hang_seconds: float = 30.0,
+) -> None:
     """Serve until interrupted (Ctrl-C stops cleanly)."""
-    emulator = Emulator(state_file=state_file, latency_ms=latency_ms)
+    emulator = Emulator(
+        state_file=state_file,
+        latency_ms=latency_ms,
+        rate_limit=rate_limit,
+        error_rate=error_rate,
+        timeout_rate=timeout_rate,
+        seed=seed,
+        hang_seconds=hang_seconds,
+    )
     server = _Server((host, port), emulator)
     print(f"Stripe emulator listening on {_url(server, host)}", flush=True)
     try:
@@ -2407,4 +2732,5 @@ def serve(*, host: str, port: int, state_file: Path | None = None, latency_ms: i
     except KeyboardInterrupt:
         pass
     finally:
+        emulator.stopping.set()
         server.server_close()

@@ -1,0 +1,175 @@
+"""Crash consistency: SIGKILL `apply` right after its k-th Stripe write, re-run, check the exact state.
+
+The change mixes every kind of operation over 60+ plans: new plans, price changes, renames,
+removals, a re-added plan and a default switch. After the kill and one more `apply`, every plan must
+be exactly as the catalog says, object by object, with no duplicate Product or Price.
+
+By default a spread of kill points runs (the first writes, the last, and every 9th between);
+KUPLOY_FULL_KILL_SWEEP=1 kills after every single write.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import stripe
+from psycopg.rows import dict_row
+
+from reconciler import api
+from reconciler.catalog import load_catalog
+from reconciler.model import lookup_key
+from reconciler.sandbox.emulator import RunningEmulator
+from reconciler.settings import Settings
+
+from conftest import kuploy_plan, write_catalog
+
+
+def before_plans() -> list[dict[str, Any]]:
+    plans = [kuploy_plan("free", None)]
+    plans += [kuploy_plan(f"keep-{i:02d}", 1000 + i) for i in range(30)]
+    plans += [
+        kuploy_plan(f"reprice-{i:02d}", 2000 + i, currency="usd", billingCycle="annual") for i in range(10)
+    ]
+    plans += [kuploy_plan(f"rename-{i:02d}", 3000 + i) for i in range(8)]
+    plans += [kuploy_plan(f"remove-{i:02d}", 4000 + i) for i in range(8)]
+    plans += [kuploy_plan("readd", 5000, isActive=False), kuploy_plan("next-default", 6000)]
+    return plans
+
+
+def after_plans() -> list[dict[str, Any]]:
+    plans = [kuploy_plan("free", 700, isDefault=False)]  # the old default becomes a paid plan
+    plans += [kuploy_plan(f"keep-{i:02d}", 1000 + i) for i in range(30)]
+    plans += [
+        kuploy_plan(f"reprice-{i:02d}", 2500 + i, currency="usd", billingCycle="annual") for i in range(10)
+    ]
+    plans += [kuploy_plan(f"rename-{i:02d}", 3000 + i, name=f"Renamed {i}") for i in range(8)]
+    plans += [kuploy_plan("readd", 5000), kuploy_plan("next-default", None)]
+    plans += [kuploy_plan(f"new-{i:02d}", 7000 + i, currency="eur") for i in range(8)]
+    return plans
+
+
+class KillAfterWrites(list[dict[str, Any]]):
+    """The emulator's request log, killing the apply process once it has made `k` writes.
+
+    The kill lands after Stripe performed the write and before the answer reached the client:
+    the worst moment, when the client cannot know whether its write happened."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+        self.writes = 0
+        self.pid: int | None = None
+        self.killed = False
+
+    def append(self, entry: dict[str, Any]) -> None:
+        super().append(entry)
+        if entry["method"] == "POST" and entry["status"] == 200:
+            self.writes += 1
+            if self.writes == self.k and self.pid is not None and not self.killed:
+                os.kill(self.pid, signal.SIGKILL)
+                self.killed = True
+
+
+def assert_exact_state(
+    settings: Settings, catalog: Path, db: psycopg.Connection, client: stripe.StripeClient
+) -> None:
+    desired = load_catalog(catalog)
+    assert not api.plan(settings, desired).changes
+    with db.cursor(row_factory=dict_row) as cur:
+        rows = {r["planId"]: r for r in cur.execute("SELECT * FROM cloud_plans")}
+    products = list(client.v1.products.list(params={"limit": 100}).auto_paging_iter())
+    prices = list(client.v1.prices.list(params={"limit": 100}).auto_paging_iter())
+    by_slug: dict[str, list[Any]] = {}
+    for product in products:
+        by_slug.setdefault(product.metadata.to_dict().get("kuploy_plan", ""), []).append(product)
+    for spec in desired.plans:
+        row = rows[spec.slug]
+        assert (row["isActive"], row["isDefault"], row["name"]) == (
+            spec.is_active,
+            spec.is_default,
+            spec.name,
+        )
+        owned = by_slug.get(spec.slug, [])
+        assert len(owned) <= 1, f"duplicate Products for {spec.slug}: {[p.id for p in owned]}"
+        if spec.is_paid:
+            (product,) = owned
+            active = [p for p in prices if p.product == product.id and p.active]
+            assert len(active) == 1, f"{spec.slug}: {len(active)} active Prices"
+            (price,) = active
+            assert (price.unit_amount, price.lookup_key) == (spec.price_cents, lookup_key(spec.slug))
+            assert product.active and product.default_price == price.id and product.name == spec.name
+            assert (row["stripeProductId"], row["stripePriceId"]) == (product.id, price.id)
+        else:
+            assert all(not p.active for p in owned)
+            assert not [
+                p for p in prices if p.active and p.metadata.to_dict().get("kuploy_plan") == spec.slug
+            ]
+    for slug in {r for r in rows} - {p.slug for p in desired.plans}:
+        assert rows[slug]["isActive"] is False
+
+
+def kill_points(total: int) -> list[int]:
+    if os.environ.get("KUPLOY_FULL_KILL_SWEEP"):
+        return list(range(1, total + 1))
+    return sorted({1, 2, 3, total - 1, total, *range(5, total, 9)})
+
+
+CHANGE_WRITES = 76
+"""Stripe writes of the before → after change (asserted in test_kill_points_cover_the_change)."""
+
+
+def _setup(settings: Settings, tmp_path: Path) -> Path:
+    catalog = write_catalog(tmp_path, before_plans())
+    api.apply(settings, load_catalog(catalog), confirm=lambda plan: True)
+    write_catalog(tmp_path, after_plans())
+    return catalog
+
+
+def test_kill_points_cover_the_change(settings: Settings, tmp_path: Path, emulator: RunningEmulator) -> None:
+    catalog = _setup(settings, tmp_path)
+    emulator.emulator.requests.clear()
+    api.apply(settings, load_catalog(catalog), confirm=lambda plan: True)
+    writes = [r for r in emulator.emulator.requests if r["method"] == "POST"]
+    assert len(writes) == CHANGE_WRITES
+
+
+@pytest.mark.parametrize("k", kill_points(CHANGE_WRITES))
+def test_sigkill_after_the_kth_write_then_rerun_converges(
+    k: int,
+    settings: Settings,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    db: psycopg.Connection,
+    emulator: RunningEmulator,
+    stripe_client: stripe.StripeClient,
+) -> None:
+    catalog = _setup(settings, tmp_path)
+    log = KillAfterWrites(k)
+    emulator.emulator.requests = log
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "apply", "--auto-approve", str(catalog)],
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log.pid = process.pid
+    _, stderr = process.communicate(timeout=120)
+    assert log.killed and process.returncode == -signal.SIGKILL, stderr
+
+    rerun = subprocess.run(
+        [sys.executable, "-m", "reconciler", "apply", "--auto-approve", str(catalog)],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert_exact_state(settings, catalog, db, stripe_client)
