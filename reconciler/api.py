@@ -34,7 +34,7 @@ from reconciler.throttle import CallStats, StripeCalls
 
 log = logging.getLogger(__name__)
 
-ROUNDS = 3
+ROUNDS = 5
 """An apply that stops on a transient Stripe failure re-reads the state and goes on, this often."""
 
 

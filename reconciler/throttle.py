@@ -86,6 +86,15 @@ def retryable(error: stripe.StripeError) -> bool:
     return status == 409 or status >= 500
 
 
+def transient(error: stripe.StripeError) -> bool:
+    """Whether the cause may pass, so re-reading the state and trying again (with fresh idempotency
+    keys) can finish the job, even where retrying this very request cannot (a replayed 500)."""
+    if isinstance(error, stripe.RateLimitError | stripe.APIConnectionError):
+        return True
+    status = error.http_status or 0
+    return status == 409 or status >= 500
+
+
 def _retry_after(error: stripe.StripeError) -> float | None:
     headers = {k.lower(): v for k, v in (error.headers or {}).items()}
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import stripe
@@ -20,7 +20,7 @@ from reconciler.apply.to_postgres import ApplyRecord, write_rows
 from reconciler.apply.to_stripe import StripeWriter, run_stripe_op
 from reconciler.errors import ApplyError
 from reconciler.plan import Op, Phase, Plan, WriteRow
-from reconciler.throttle import StripeCalls, retryable
+from reconciler.throttle import StripeCalls, transient
 
 OnOp = Callable[[Op], None]
 
@@ -63,7 +63,7 @@ def apply_plan(
             except stripe.StripeError as e:
                 status = e.http_status or "no answer"
                 reason = f"Stripe error ({status}): {e.user_message or type(e).__name__}"
-                raise fail(op, reason, transient=retryable(e)) from e
+                raise fail(op, reason, transient=transient(e)) from e
             completed(op)
 
     def run_phase(phase: Phase) -> None:
@@ -73,15 +73,19 @@ def apply_plan(
                 chains[op.slug].append(op)
         if not chains:
             return
+        # Every plan's chain runs to its end even when another fails: a transient failure then costs
+        # one more round for that plan only, not for all of them.
         with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="apply") as pool:
             futures = [pool.submit(run_chain, chain) for chain in chains.values()]
-            _, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in pending:
-                future.cancel()
-            wait(pending)
+        errors = [e for f in futures if isinstance(e := f.exception(), ApplyError)]
+        if errors:
+            first = errors[0]
+            raise ApplyError(
+                str(first) + (f" ({len(errors) - 1} other plan(s) also stopped)" if len(errors) > 1 else ""),
+                transient=all(e.transient for e in errors),
+            )
         for future in futures:
-            if not future.cancelled() and (error := future.exception()) is not None:
-                raise error
+            future.result()  # anything that is not an ApplyError is a bug: let it surface
 
     run_phase(Phase.PREPARE)
     if ops:
