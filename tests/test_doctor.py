@@ -10,11 +10,11 @@ from typing import Any
 import psycopg
 import pytest
 import stripe
-from test_cli import run
 
 from reconciler.doctor import WEBHOOK_EVENTS
 
 from conftest import standard_plans, write_catalog
+from test_cli import run
 
 WEBHOOK_SECRET = "whsec_" + "d0ct0rTestSecret00000000000000"
 

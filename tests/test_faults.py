@@ -9,9 +9,10 @@ from pathlib import Path
 import psycopg
 import stripe
 
-from conftest import kuploy_plan, standard_plans, write_catalog
 from reconciler.sandbox.emulator import RunningEmulator
 from reconciler.settings import Settings
+
+from conftest import kuploy_plan, standard_plans, write_catalog
 from test_crash import assert_exact_state
 
 

@@ -10,13 +10,13 @@ import jsonschema
 import psycopg
 import stripe
 import yaml
-from test_cli import ROOT, assert_clean_failure, run
 
 from reconciler.catalog import load_catalog
 from reconciler.model import ownership_metadata
 from reconciler.sandbox.emulator import RunningEmulator
 
 from conftest import TEST_KEY, kuploy_plan, standard_plans, stripe_writes, write_catalog
+from test_cli import ROOT, assert_clean_failure, run
 
 
 def rows(db: psycopg.Connection) -> list[tuple[Any, ...]]:
