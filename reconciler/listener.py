@@ -1,0 +1,601 @@
+"""`kuploy-reconciler listen`: the Stripe webhook listener — verify, dedupe by event id, record, re-read.
+
+Routes (a starlette app from `create_app(settings, webhook_secret=...)`, no module state):
+
+- `POST /api/webhooks/stripe` — the Stripe webhook endpoint.
+- `GET /healthz` — the process is up (liveness).
+- `GET /readyz` — the database answers and every migration is applied (readiness).
+
+**Verification first.** The body is read with a cap (`MAX_BODY`, 1 MiB; `Content-Length` is not
+trusted, the stream is counted) and its `Stripe-Signature` is checked by the SDK's
+`stripe.WebhookSignature.verify_header` against `STRIPE_WEBHOOK_SECRET` (300 s tolerance; any of
+several `v1` signatures may match, as during a secret rotation). A missing or bad signature, a stale
+timestamp, a body that is too large, not UTF-8, not JSON or not an event: 400 with a short reason,
+before any connection is taken, so nothing is written.
+
+**Exactly once.** An event's row in `cloud_stripe_events` is INSERTed first (`ON CONFLICT DO
+NOTHING`), in the same transaction as its effect. A duplicate finds the row and is answered 200
+with no effect; a copy racing on another connection (or replica) waits on the primary key until
+the first commits (then it is a duplicate) or rolls back (then it does the work). Any failure
+while processing (database or Stripe unreachable, a lock wait over 30 s) rolls the whole
+transaction back, event row included, and answers 503, so Stripe's retry does the work later.
+
+**Never backwards: events are hints, Stripe is the state.** Events arrive out of order, several in
+the same second, so their payloads and whole-second `created` cannot be ordered. On every
+subscription, invoice and checkout event the listener takes a transaction-scoped advisory lock
+keyed on the subscription id (`pg_advisory_xact_lock(LOCK_SPACE, hashtext(id))`), then RE-FETCHES
+the subscription from Stripe (`subscriptions.retrieve`) *inside* that lock and stores what Stripe
+says now; a 404 means it was deleted: stored as `canceled`. Fetches for one subscription are thus
+serialised and each stores a state at least as new as the one before it, whatever the arrival
+order; the last committed row is the newest state Stripe had. (The lock lives in the two-int4
+advisory key space, never the reconciler's bigint apply lock, so `listen` never waits on `apply`.)
+
+`organizationId` comes from the checkout session's `client_reference_id` (immutable, and the event
+is signed) or the subscription's `metadata.organizationId`; a later event without one keeps it.
+`planId` is the `cloud_plans` row whose `"stripePriceId"` is the subscription's Price, else the
+plan the Price is owned by (`kuploy_plan` metadata: subscriptions left on an archived price);
+otherwise NULL with `"priceUnknown"` set — the row is kept, never dropped.
+
+**Invoices.** `latestInvoiceStatus` ("paid" / "payment_failed") comes from the invoice event, under
+the same subscription lock, guarded against going backwards: when the re-fetched subscription
+names its `latest_invoice`, only that invoice may set the status (Stripe's own answer). Without it
+(the emulator does not model invoices yet), a different invoice wins only if it is newer by
+(`created`, id) — the id breaks same-second ties arbitrarily but the same way in every arrival order
+— and for the same invoice "paid" is final (a paid invoice never fails afterwards). Re-fetching the
+invoice itself would be stricter; it needs `invoices.retrieve` in the emulator.
+
+**Product and Price events** on objects the tool owns (`kuploy_managed_by` metadata) are recorded
+with outcome `drift` for `drift` to report, unless an apply caused them: the request carried the
+apply's `kuploy-reconciler-` idempotency key (creates), the apply lock is held right now, or an
+apply was recorded within `APPLY_WINDOW` of the event (updates carry random SDK keys, so these two
+are a heuristic). Anything else is acknowledged and recorded as `ignored`.
+
+**Connections.** A small pool (`ConnectionPool`, a LIFO queue of autocommit connections with a
+bounded number of slots); a connection that failed is closed along with every idle one. One
+`StripeCalls` per app (the thread-safe SDK client behind the shared client-side rate limit, with
+few retries: a slow webhook is better answered 503 and retried by Stripe). Event handling runs in
+starlette's thread pool.
+
+Logging: one line per event (`id`, `type`, `outcome`, `ms`) or per rejected request (`reason`), on
+`reconciler.listener`. Never the secret, headers or payloads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import stripe
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from reconciler import migrations
+from reconciler.connections import stripe_client
+from reconciler.lock import LOCK_KEY
+from reconciler.model import owned_slug
+from reconciler.settings import Secret, Settings
+from reconciler.throttle import StripeCalls
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/api/webhooks/stripe"
+MAX_BODY = 1024 * 1024
+"""Largest accepted body (Stripe's events are far smaller)."""
+DRAIN_FACTOR = 16
+"""An oversized body is read and discarded up to 16 × the cap, so the client sees the 400, not a reset."""
+TOLERANCE = 300
+LOCK_SPACE = 0x6B75
+"""First key of the listener's two-int4 advisory locks (one per subscription)."""
+APPLY_WINDOW = 600
+"""Seconds around a recorded apply within which an owned Product/Price event counts as the apply's."""
+APPLY_KEY_PREFIX = "kuploy-reconciler-"
+
+HANDLED = frozenset(
+    {
+        "checkout.session.completed",
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "invoice.paid",
+        "invoice.payment_failed",
+    }
+)
+_INVOICE_STATUS = {"invoice.paid": "paid", "invoice.payment_failed": "payment_failed"}
+_INVOICE_RANK = {"payment_failed": 1, "paid": 2}
+
+
+class Rejected(Exception):
+    """A request refused before any write: 400 with this short reason."""
+
+
+class Unavailable(Exception):
+    """A dependency failed (database, Stripe): 503, nothing written, Stripe retries."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """The parts of a verified Stripe event the listener uses."""
+
+    id: str
+    type: str
+    created: int
+    livemode: bool
+    object: Mapping[str, Any]
+    idempotency_key: str | None
+
+    @property
+    def object_id(self) -> str | None:
+        value = self.object.get("id")
+        return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    outcome: str
+    detail: str | None = None
+
+
+# --- verification ------------------------------------------------------------------------------
+
+
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The raw body, refused past `limit` bytes (counted on the stream, whatever Content-Length says)."""
+    drain = DRAIN_FACTOR * limit
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > drain:
+        raise Rejected(f"payload too large (limit {limit} bytes)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > drain:
+            break
+        if size <= limit:
+            chunks.append(chunk)
+    if size > limit:
+        raise Rejected(f"payload too large (limit {limit} bytes)")
+    return b"".join(chunks)
+
+
+def verify_event(body: bytes, signature: str | None, secret: Secret, tolerance: int = TOLERANCE) -> Event:
+    """Check the signature over the raw body, then parse it. Raises `Rejected` with a short reason."""
+    if not signature:
+        raise Rejected("missing Stripe-Signature header")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Rejected("body is not UTF-8") from e
+    try:
+        stripe.WebhookSignature.verify_header(text, signature, secret.reveal(), tolerance)
+    except stripe.SignatureVerificationError as e:
+        reason = str(e.user_message or "signature verification failed").rstrip(".")
+        raise Rejected(f"bad signature: {reason[:100]}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise Rejected("body is not JSON") from e
+    return _event(data)
+
+
+def _event(data: Any) -> Event:
+    if not isinstance(data, dict):
+        raise Rejected("body is not a Stripe event")
+    event_id, event_type, created = data.get("id"), data.get("type"), data.get("created")
+    obj = (data.get("data") or {}).get("object") if isinstance(data.get("data"), dict) else None
+    if not (isinstance(event_id, str) and 0 < len(event_id) <= 255):
+        raise Rejected("event has no valid id")
+    if not (isinstance(event_type, str) and 0 < len(event_type) <= 255):
+        raise Rejected("event has no valid type")
+    if not isinstance(created, int) or isinstance(created, bool):
+        raise Rejected("event has no valid created time")
+    if not isinstance(obj, dict):
+        raise Rejected("event has no data.object")
+    request = data.get("request")
+    key = request.get("idempotency_key") if isinstance(request, dict) else None
+    return Event(
+        id=event_id,
+        type=event_type,
+        created=created,
+        livemode=bool(data.get("livemode", False)),
+        object=obj,
+        idempotency_key=key if isinstance(key, str) else None,
+    )
+
+
+# --- connections -------------------------------------------------------------------------------
+
+
+class ConnectionPool:
+    """At most `size` autocommit connections, reused LIFO; a failed one is closed with the idle ones."""
+
+    def __init__(self, dsn: Secret, *, size: int = 8, wait: float = 10.0, connect_timeout: int = 5) -> None:
+        self._dsn = dsn
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: queue.LifoQueue[psycopg.Connection] = queue.LifoQueue()
+        self._wait = wait
+        self._connect_timeout = connect_timeout
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        if not self._slots.acquire(timeout=self._wait):
+            raise Unavailable("no database connection free")
+        try:
+            conn = self._take()
+            try:
+                yield conn
+            except psycopg.OperationalError:
+                conn.close()
+                self.clear()  # the server probably went away: the idle ones are dead too
+                raise
+            except BaseException:
+                self._give_back(conn)
+                raise
+            else:
+                self._give_back(conn)
+        finally:
+            self._slots.release()
+
+    def _take(self) -> psycopg.Connection:
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if not (conn.closed or conn.broken):
+                return conn
+        try:
+            return psycopg.connect(self._dsn.reveal(), autocommit=True, connect_timeout=self._connect_timeout)
+        except psycopg.Error as e:
+            raise Unavailable("database unreachable") from e
+
+    def _give_back(self, conn: psycopg.Connection) -> None:
+        healthy = not (conn.closed or conn.broken)
+        if healthy and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            self._idle.put(conn)
+        else:
+            conn.close()
+
+    def clear(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+# --- processing --------------------------------------------------------------------------------
+
+
+def process_event(
+    conn: psycopg.Connection, calls: StripeCalls, event: Event, received: datetime
+) -> Outcome | None:
+    """Record `event` and its effect in one transaction; None when it was already recorded."""
+    with conn.transaction():
+        conn.execute("SET LOCAL lock_timeout = '30s'")  # a stuck peer answers 503, Stripe retries
+        inserted = conn.execute(
+            "INSERT INTO cloud_stripe_events "
+            '(id, type, "objectId", created, livemode, "receivedAt", outcome) '
+            "VALUES (%s, %s, %s, to_timestamp(%s), %s, %s, 'processing') "
+            "ON CONFLICT (id) DO NOTHING RETURNING id",
+            (event.id, event.type, event.object_id, event.created, event.livemode, received),
+        ).fetchone()
+        if inserted is None:
+            return None
+        outcome = _handler(event.type)(conn, calls, event)
+        conn.execute(
+            'UPDATE cloud_stripe_events SET outcome = %s, detail = %s, "processedAt" = clock_timestamp() '
+            "WHERE id = %s",
+            (outcome.outcome, outcome.detail, event.id),
+        )
+        return outcome
+
+
+Handler = Callable[[psycopg.Connection, StripeCalls, Event], Outcome]
+
+
+def _handler(event_type: str) -> Handler:
+    if event_type == "checkout.session.completed":
+        return _on_checkout
+    if event_type.startswith("customer.subscription.") and event_type in HANDLED:
+        return _on_subscription
+    if event_type in _INVOICE_STATUS:
+        return _on_invoice
+    if event_type.startswith(("product.", "price.")):
+        return _on_catalog_object
+    return lambda conn, calls, event: Outcome("ignored", "event type not handled")
+
+
+def _id_of(ref: Any) -> str | None:
+    """An id from an expandable field: the string, or the expanded object's id."""
+    if isinstance(ref, str) and ref:
+        return ref
+    if isinstance(ref, Mapping) and isinstance(ref.get("id"), str):
+        return str(ref["id"])
+    return None
+
+
+def _on_checkout(conn: psycopg.Connection, calls: StripeCalls, event: Event) -> Outcome:
+    session = event.object
+    sub_id = _id_of(session.get("subscription"))
+    if sub_id is None:
+        return Outcome("ignored", "checkout session without a subscription")
+    org = session.get("client_reference_id")
+    state = _sync_subscription(conn, calls, sub_id, organization=org if isinstance(org, str) else None)
+    return Outcome("processed", f"subscription {sub_id}: {state.get('status')}")
+
+
+def _on_subscription(conn: psycopg.Connection, calls: StripeCalls, event: Event) -> Outcome:
+    sub_id = event.object_id
+    if sub_id is None:
+        return Outcome("ignored", "subscription event without an id")
+    state = _sync_subscription(conn, calls, sub_id, fallback=event.object)
+    return Outcome("processed", f"subscription {sub_id}: {state.get('status')}")
+
+
+def _on_invoice(conn: psycopg.Connection, calls: StripeCalls, event: Event) -> Outcome:
+    invoice = event.object
+    parent = invoice.get("parent") if isinstance(invoice.get("parent"), Mapping) else {}
+    details = parent.get("subscription_details") if isinstance(parent, Mapping) else None
+    sub_id = _id_of(invoice.get("subscription")) or (
+        _id_of(details.get("subscription")) if isinstance(details, Mapping) else None
+    )
+    invoice_id = event.object_id
+    if sub_id is None or invoice_id is None:
+        return Outcome("ignored", "invoice without a subscription")
+    state = _sync_subscription(conn, calls, sub_id)
+    status = _INVOICE_STATUS[event.type]
+    created = invoice.get("created") if isinstance(invoice.get("created"), int) else event.created
+    newest = _id_of(state.get("latest_invoice"))
+    if newest is not None and newest != invoice_id:
+        return Outcome("stale", f"invoice {invoice_id} is not subscription {sub_id}'s latest ({newest})")
+    row = conn.execute(
+        'SELECT "latestInvoiceId", "latestInvoiceStatus", extract(epoch FROM "latestInvoiceCreated")::bigint '
+        'FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s',
+        (sub_id,),
+    ).fetchone()
+    if row is not None and row[0] is not None:
+        stored_id, stored_status, stored_created = row
+        if stored_id == invoice_id:
+            newer = _INVOICE_RANK.get(status, 0) >= _INVOICE_RANK.get(stored_status, 0)
+        else:
+            newer = newest == invoice_id or (created, invoice_id) > (stored_created or 0, stored_id)
+        if not newer:
+            older = f"invoice {invoice_id} {status} is older than {stored_id} {stored_status}"
+            return Outcome("stale", older)
+    conn.execute(
+        'UPDATE cloud_subscriptions SET "latestInvoiceId" = %s, "latestInvoiceStatus" = %s, '
+        '"latestInvoiceCreated" = to_timestamp(%s), "updatedAt" = now() WHERE "stripeSubscriptionId" = %s',
+        (invoice_id, status, created, sub_id),
+    )
+    return Outcome("processed", f"subscription {sub_id}: invoice {invoice_id} {status}")
+
+
+def _on_catalog_object(conn: psycopg.Connection, calls: StripeCalls, event: Event) -> Outcome:
+    metadata = event.object.get("metadata")
+    slug = owned_slug(metadata) if isinstance(metadata, Mapping) else None
+    if slug is None:
+        return Outcome("ignored", "not owned by kuploy-reconciler")
+    if _caused_by_apply(conn, event):
+        return Outcome("apply", f"plan {slug}: made by an apply")
+    return Outcome("drift", f"plan {slug}: {event.type} outside the tool")
+
+
+def _caused_by_apply(conn: psycopg.Connection, event: Event) -> bool:
+    if event.idempotency_key and event.idempotency_key.startswith(APPLY_KEY_PREFIX):
+        return True
+    row = conn.execute(
+        """
+        SELECT EXISTS (
+                 SELECT 1 FROM pg_locks
+                  WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                    AND classid = (%(key)s >> 32)::oid AND objid = (%(key)s & 4294967295)::oid)
+            OR EXISTS (
+                 SELECT 1 FROM cloud_reconciler_applies
+                  WHERE "appliedAt" BETWEEN to_timestamp(%(created)s) - make_interval(secs => %(window)s)
+                                        AND to_timestamp(%(created)s) + make_interval(secs => %(window)s))
+        """,
+        {"key": LOCK_KEY, "created": event.created, "window": APPLY_WINDOW},
+    ).fetchone()
+    return bool(row and row[0])
+
+
+# --- the subscription row ----------------------------------------------------------------------
+
+
+def _sync_subscription(
+    conn: psycopg.Connection,
+    calls: StripeCalls,
+    sub_id: str,
+    *,
+    organization: str | None = None,
+    fallback: Mapping[str, Any] | None = None,
+) -> Mapping[str, Any]:
+    """Under the subscription's lock, store what Stripe says it is now; returns that state."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_SPACE, sub_id))
+    try:
+        state: Mapping[str, Any] = calls.read(lambda c: c.v1.subscriptions.retrieve(sub_id)).to_dict()
+    except stripe.InvalidRequestError as e:
+        if e.http_status != 404:
+            raise Unavailable(f"Stripe refused to read subscription {sub_id} ({e.http_status})") from e
+        state = {**(fallback or {"id": sub_id}), "status": "canceled"}
+    except stripe.StripeError as e:
+        raise Unavailable(f"cannot read subscription {sub_id} from Stripe ({e.http_status})") from e
+    metadata = state.get("metadata") if isinstance(state.get("metadata"), Mapping) else {}
+    org = organization or (metadata or {}).get("organizationId")
+    price_id, plan_id = _plan_of(conn, state)
+    conn.execute(
+        """
+        INSERT INTO cloud_subscriptions AS s
+            ("stripeSubscriptionId", "organizationId", "stripeCustomerId", "stripePriceId", "planId",
+             "priceUnknown", status, "currentPeriodEnd", "cancelAtPeriodEnd", "updatedAt")
+        VALUES (%s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s, now())
+        ON CONFLICT ("stripeSubscriptionId") DO UPDATE SET
+            "organizationId" = COALESCE(EXCLUDED."organizationId", s."organizationId"),
+            "stripeCustomerId" = COALESCE(EXCLUDED."stripeCustomerId", s."stripeCustomerId"),
+            "stripePriceId" = COALESCE(EXCLUDED."stripePriceId", s."stripePriceId"),
+            "planId" = CASE WHEN EXCLUDED."stripePriceId" IS NULL THEN s."planId" ELSE EXCLUDED."planId" END,
+            "priceUnknown" = CASE WHEN EXCLUDED."stripePriceId" IS NULL THEN s."priceUnknown"
+                                  ELSE EXCLUDED."priceUnknown" END,
+            status = EXCLUDED.status,
+            "currentPeriodEnd" = COALESCE(EXCLUDED."currentPeriodEnd", s."currentPeriodEnd"),
+            "cancelAtPeriodEnd" = EXCLUDED."cancelAtPeriodEnd",
+            "updatedAt" = now()
+        """,
+        (
+            sub_id,
+            org if isinstance(org, str) and org else None,
+            _id_of(state.get("customer")),
+            price_id,
+            plan_id,
+            plan_id is None,
+            str(state.get("status") or "unknown"),
+            _period_end(state),
+            bool(state.get("cancel_at_period_end", False)),
+        ),
+    )
+    return state
+
+
+def _items(state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    items = state.get("items")
+    data = items.get("data") if isinstance(items, Mapping) else items
+    return [i for i in data or () if isinstance(i, Mapping)]
+
+
+def _period_end(state: Mapping[str, Any]) -> int | None:
+    """`current_period_end`: on the subscription before API 2025-03-31, on its items since."""
+    ends = [state.get("current_period_end"), *(i.get("current_period_end") for i in _items(state))]
+    values = [e for e in ends if isinstance(e, int)]
+    return max(values) if values else None
+
+
+def _plan_of(conn: psycopg.Connection, state: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(price id, plan id) of the subscription: the first item whose Price is a known plan's."""
+    first: str | None = None
+    for item in _items(state):
+        price = item.get("price")
+        price_id = _id_of(price)
+        if price_id is None:
+            continue
+        first = first or price_id
+        row = conn.execute(
+            'SELECT "planId" FROM cloud_plans WHERE "stripePriceId" = %s ORDER BY "isActive" DESC LIMIT 1',
+            (price_id,),
+        ).fetchone()
+        if row is not None:
+            return price_id, str(row[0])
+        metadata = price.get("metadata") if isinstance(price, Mapping) else None
+        slug = owned_slug(metadata) if isinstance(metadata, Mapping) else None
+        if slug is not None:
+            row = conn.execute('SELECT "planId" FROM cloud_plans WHERE "planId" = %s', (slug,)).fetchone()
+            if row is not None:
+                return price_id, str(row[0])
+    return first, None
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+
+def _log_event(event: Event, outcome: str, started: float) -> None:
+    ms = (time.perf_counter() - started) * 1000
+    logger.info("stripe_event id=%s type=%s outcome=%s ms=%.1f", event.id[:80], event.type[:80], outcome, ms)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    webhook_secret: Secret,
+    pool_size: int = 8,
+    max_body: int = MAX_BODY,
+    tolerance: int = TOLERANCE,
+) -> Starlette:
+    """The listener as a starlette app; its pool and Stripe client live as long as its lifespan."""
+    pool = ConnectionPool(settings.database_url, size=pool_size)
+    # Fail fast: a webhook that cannot be read now is answered 503 and Stripe retries it later.
+    calls = dataclasses.replace(stripe_client(settings), max_attempts=3, max_delay=2.0)
+
+    def handle(event: Event, received: datetime) -> Outcome | None:
+        try:
+            with pool.connection() as conn:
+                return process_event(conn, calls, event, received)
+        except psycopg.errors.UndefinedTable as e:
+            raise Unavailable("the listener's tables are missing: run `kuploy-reconciler migrate`") from e
+        except psycopg.errors.LockNotAvailable as e:
+            raise Unavailable("timed out waiting for a lock") from e
+        except psycopg.OperationalError as e:
+            raise Unavailable("database unavailable") from e
+
+    async def webhook(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        received = datetime.now(UTC)
+        try:
+            body = await read_body(request, max_body)
+            event = verify_event(body, request.headers.get("stripe-signature"), webhook_secret, tolerance)
+        except Rejected as e:
+            ms = (time.perf_counter() - started) * 1000
+            logger.warning("stripe_webhook rejected reason=%r ms=%.1f", str(e), ms)
+            return JSONResponse({"error": str(e)}, status_code=400)
+        try:
+            outcome = await run_in_threadpool(handle, event, received)
+        except Unavailable as e:
+            _log_event(event, "retry", started)
+            logger.warning("stripe_event id=%s not processed: %s", event.id[:80], e)
+            return JSONResponse({"error": f"{e}; retry later"}, status_code=503)
+        except Exception as e:
+            _log_event(event, "error", started)
+            logger.error("stripe_event id=%s failed: %s", event.id[:80], type(e).__name__)
+            logger.debug("stripe_event failure", exc_info=True)
+            return JSONResponse({"error": "internal error; retry later"}, status_code=500)
+        if outcome is None:
+            _log_event(event, "duplicate", started)
+            return JSONResponse({"received": True, "duplicate": True})
+        _log_event(event, outcome.outcome, started)
+        return JSONResponse({"received": True, "outcome": outcome.outcome})
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    def readiness() -> tuple[bool, str]:
+        try:
+            with pool.connection() as conn:
+                conn.execute("SELECT 1")
+                todo = migrations.pending(conn)
+        except (Unavailable, psycopg.Error):
+            return False, "database unreachable"
+        if todo:
+            return False, f"migrations pending: {', '.join(m.label for m in todo)}"
+        return True, "ready"
+
+    async def readyz(request: Request) -> JSONResponse:
+        ok, reason = await run_in_threadpool(readiness)
+        return JSONResponse({"status": "ready" if ok else "not ready", "reason": reason}, 200 if ok else 503)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            pool.clear()
+
+    return Starlette(
+        routes=[
+            Route(WEBHOOK_PATH, webhook, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

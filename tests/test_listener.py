@@ -1,0 +1,739 @@
+"""The webhook listener over real HTTP (uvicorn in a thread), a real Postgres and the Stripe emulator.
+
+Events are signed exactly as Stripe signs them: `Stripe-Signature: t=<ts>,v1=<hex HMAC-SHA256 of
+"<ts>.<body>">`. Subscriptions are created in the emulator first, so the listener's re-fetch finds
+them. No timed assertions: waits only poll for readiness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import http.client
+import itertools
+import json
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+import stripe
+import uvicorn
+from psycopg import sql
+from starlette.applications import Starlette
+
+from reconciler import migrations
+from reconciler.listener import WEBHOOK_PATH, create_app
+from reconciler.model import ownership_metadata
+from reconciler.sandbox.emulator import RunningEmulator
+from reconciler.settings import Secret, Settings
+
+SECRET = "whsec_kuployListenerTests0000000000"
+OLD_SECRET = "whsec_kuployListenerOldSecret00000"
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def sign(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> str:
+    ts = int(time.time()) if timestamp is None else timestamp
+    mac = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={ts},v1={mac}"
+
+
+def make_event(
+    event_type: str, obj: Any, *, event_id: str | None = None, created: int | None = None, **extra: Any
+) -> bytes:
+    payload = {
+        "id": event_id or f"evt_{uuid.uuid4().hex[:24]}",
+        "object": "event",
+        "api_version": stripe.api_version,
+        "created": int(time.time()) if created is None else created,
+        "data": {"object": obj},
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": event_type,
+        **extra,
+    }
+    return json.dumps(payload, default=str).encode()
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict[str, Any]
+
+
+def request(
+    url: str,
+    method: str,
+    path: str,
+    body: bytes | Iterable[bytes] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+    try:
+        conn.request(
+            method, path, body=body, headers=headers or {}, encode_chunked=not isinstance(body, bytes | None)
+        )
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    return Reply(response.status, json.loads(raw) if raw else {})
+
+
+@dataclass
+class Listener:
+    url: str
+
+    def post(self, body: bytes, *, signature: str | None = None, secret: str = SECRET) -> Reply:
+        headers = {"Content-Type": "application/json"}
+        headers["Stripe-Signature"] = sign(body, secret) if signature is None else signature
+        if signature == "":
+            del headers["Stripe-Signature"]
+        return request(self.url, "POST", WEBHOOK_PATH, body, headers)
+
+    def get(self, path: str) -> Reply:
+        return request(self.url, "GET", path)
+
+
+@contextmanager
+def serve(app: Starlette) -> Iterator[Listener]:
+    """The app on a free port, served by uvicorn from a background thread."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", ws="none")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield Listener(f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def count(conn: psycopg.Connection, table: str) -> int:
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def subscription_row(conn: psycopg.Connection, sub_id: str) -> dict[str, Any] | None:
+    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    return cur.execute(
+        'SELECT * FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s', (sub_id,)
+    ).fetchone()
+
+
+def event_row(conn: psycopg.Connection, event_id: str) -> dict[str, Any] | None:
+    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    return cur.execute("SELECT * FROM cloud_stripe_events WHERE id = %s", (event_id,)).fetchone()
+
+
+def event_id_of(body: bytes) -> str:
+    return str(json.loads(body)["id"])
+
+
+def subscription_reads(emulator: RunningEmulator, sub_id: str) -> int:
+    path = f"/v1/subscriptions/{sub_id}"
+    return sum(1 for r in emulator.emulator.requests if r["method"] == "GET" and r["path"] == path)
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Catalog:
+    """One owned plan "pro" in Stripe and cloud_plans, plus an archived-style older owned price."""
+
+    price: str
+    old_price: str
+    foreign_price: str
+    customer: str
+
+
+@pytest.fixture
+def migrated(database_url: str) -> str:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        migrations.migrate(conn)
+    return database_url
+
+
+@pytest.fixture
+def catalog(migrated: str, db: psycopg.Connection, stripe_client: stripe.StripeClient) -> Catalog:
+    product = stripe_client.v1.products.create(params={"name": "Pro", "metadata": ownership_metadata("pro")})
+
+    def price(amount: int, metadata: dict[str, str]) -> str:
+        return stripe_client.v1.prices.create(
+            params={
+                "product": product.id,
+                "unit_amount": amount,
+                "currency": "cad",
+                "recurring": {"interval": "month"},
+                "metadata": metadata,
+            }
+        ).id
+
+    current, old = price(2000, ownership_metadata("pro")), price(1500, ownership_metadata("pro"))
+    foreign_product = stripe_client.v1.products.create(params={"name": "Hand-made"})
+    foreign = stripe_client.v1.prices.create(
+        params={
+            "product": foreign_product.id,
+            "unit_amount": 999,
+            "currency": "cad",
+            "recurring": {"interval": "month"},
+        }
+    ).id
+    db.execute(
+        'INSERT INTO cloud_plans ("planId", name, "stripeProductId", "stripePriceId", price, currency, '
+        '"billingCycle") VALUES (%s, %s, %s, %s, %s, %s, %s)',
+        ("pro", "Pro", product.id, current, 2000, "cad", "monthly"),
+    )
+    customer = stripe_client.v1.customers.create(params={"email": "owner@example.com"}).id
+    return Catalog(price=current, old_price=old, foreign_price=foreign, customer=customer)
+
+
+@pytest.fixture
+def listener(settings: Settings, catalog: Catalog) -> Iterator[Listener]:
+    with serve(create_app(settings, webhook_secret=Secret(SECRET))) as running:
+        yield running
+
+
+def new_subscription(
+    client: stripe.StripeClient, catalog: Catalog, *, price: str | None = None, org: str | None = "org_1"
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"customer": catalog.customer, "items": [{"price": price or catalog.price}]}
+    if org is not None:
+        params["metadata"] = {"organizationId": org}
+    return client.v1.subscriptions.create(params=params).to_dict()  # type: ignore[arg-type]
+
+
+def invoice(sub_id: str, invoice_id: str, created: int, status: str) -> dict[str, Any]:
+    return {
+        "id": invoice_id,
+        "object": "invoice",
+        "created": created,
+        "status": status,
+        "parent": {"type": "subscription_details", "subscription_details": {"subscription": sub_id}},
+    }
+
+
+# --- health --------------------------------------------------------------------------------------
+
+
+def test_healthz_and_readyz_follow_the_database_and_migrations(settings: Settings, database_url: str) -> None:
+    with serve(create_app(settings, webhook_secret=Secret(SECRET))) as running:
+        assert running.get("/healthz") == Reply(200, {"status": "ok"})
+        not_ready = running.get("/readyz")
+        assert not_ready.status == 503 and "migrations pending: 0001_cloud_plans" in not_ready.body["reason"]
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            migrations.migrate(conn)
+        assert running.get("/readyz") == Reply(200, {"status": "ready", "reason": "ready"})
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    nowhere = dataclasses.replace(
+        settings, database_url=Secret(f"postgresql://kuploy:hunter2@127.0.0.1:{dead_port}/nowhere")
+    )
+    with serve(create_app(nowhere, webhook_secret=Secret(SECRET))) as running:
+        assert running.get("/healthz").status == 200
+        reply = running.get("/readyz")
+        assert reply == Reply(503, {"status": "not ready", "reason": "database unreachable"})
+
+
+# --- the six events ------------------------------------------------------------------------------
+
+
+def test_subscription_created_records_the_row(
+    listener: Listener, db: psycopg.Connection, stripe_client: stripe.StripeClient, catalog: Catalog
+) -> None:
+    sub = new_subscription(stripe_client, catalog)
+    body = make_event("customer.subscription.created", sub)
+    assert listener.post(body) == Reply(200, {"received": True, "outcome": "processed"})
+    row = subscription_row(db, sub["id"])
+    assert row is not None
+    assert row["organizationId"] == "org_1" and row["stripeCustomerId"] == catalog.customer
+    assert row["stripePriceId"] == catalog.price and row["planId"] == "pro" and not row["priceUnknown"]
+    assert row["status"] == "active" and row["cancelAtPeriodEnd"] is False
+    period_end = sub["items"]["data"][0]["current_period_end"]
+    assert row["currentPeriodEnd"].timestamp() == period_end
+    event = event_row(db, event_id_of(body))
+    assert event is not None
+    assert event["type"] == "customer.subscription.created" and event["outcome"] == "processed"
+    assert event["objectId"] == sub["id"] and event["processedAt"] >= event["receivedAt"]
+
+
+def test_checkout_session_completed_takes_the_organization_from_client_reference_id(
+    listener: Listener, db: psycopg.Connection, stripe_client: stripe.StripeClient, catalog: Catalog
+) -> None:
+    sub = new_subscription(stripe_client, catalog, org=None)
+    session = {
+        "id": "cs_test_1",
+        "object": "checkout.session",
+        "mode": "subscription",
+        "client_reference_id": "org_42",
+        "customer": catalog.customer,
+        "subscription": sub["id"],
+        "status": "complete",
+    }
+    assert listener.post(make_event("checkout.session.completed", session)).status == 200
+    row = subscription_row(db, sub["id"])
+    assert row is not None and row["organizationId"] == "org_42" and row["planId"] == "pro"
+    # A later subscription event without organizationId metadata keeps it.
+    stripe_client.v1.subscriptions.update(sub["id"], params={"cancel_at_period_end": True})
+    assert listener.post(make_event("customer.subscription.updated", sub)).status == 200
+    row = subscription_row(db, sub["id"])
+    assert row is not None and row["organizationId"] == "org_42" and row["cancelAtPeriodEnd"] is True
+    # A payment-mode session has no subscription: acknowledged, recorded as ignored.
+    body = make_event("checkout.session.completed", {**session, "mode": "payment", "subscription": None})
+    assert listener.post(body) == Reply(200, {"received": True, "outcome": "ignored"})
+
+
+def test_subscription_updated_and_deleted_store_what_stripe_says_not_the_payload(
+    listener: Listener, db: psycopg.Connection, stripe_client: stripe.StripeClient, catalog: Catalog
+) -> None:
+    sub = new_subscription(stripe_client, catalog)
+    stripe_client.v1.subscriptions.update(sub["id"], params={"cancel_at_period_end": True})
+    # The payload is stale (cancel_at_period_end false): the re-read wins.
+    assert listener.post(make_event("customer.subscription.updated", sub)).status == 200
+    row = subscription_row(db, sub["id"])
+    assert row is not None and row["cancelAtPeriodEnd"] is True and row["status"] == "active"
+    stripe_client.v1.subscriptions.cancel(sub["id"])
+    assert listener.post(make_event("customer.subscription.deleted", sub)).status == 200
+    row = subscription_row(db, sub["id"])
+    assert row is not None and row["status"] == "canceled"
+
+
+def test_subscription_gone_from_stripe_is_stored_canceled(
+    listener: Listener, db: psycopg.Connection, catalog: Catalog
+) -> None:
+    ghost = {
+        "id": "sub_doesnotexist000000000",
+        "object": "subscription",
+        "customer": catalog.customer,
+        "status": "active",
+        "metadata": {"organizationId": "org_9"},
+        "items": {"object": "list", "data": [{"price": {"id": catalog.price}, "current_period_end": 1}]},
+    }
+    assert listener.post(make_event("customer.subscription.deleted", ghost)).status == 200
+    row = subscription_row(db, ghost["id"])
+    assert row is not None and row["status"] == "canceled" and row["organizationId"] == "org_9"
+
+
+@pytest.mark.parametrize("first, second", [("paid", "payment_failed"), ("payment_failed", "paid")])
+def test_invoice_events_set_the_latest_invoice_status_and_never_go_backwards(
+    listener: Listener,
+    db: psycopg.Connection,
+    stripe_client: stripe.StripeClient,
+    catalog: Catalog,
+    first: str,
+    second: str,
+) -> None:
+    sub = new_subscription(stripe_client, catalog)
+    now = int(time.time())
+
+    def send(invoice_id: str, created: int, status: str) -> Reply:
+        return listener.post(make_event(f"invoice.{status}", invoice(sub["id"], invoice_id, created, status)))
+
+    # The row does not exist yet: the invoice event creates it from the re-read subscription.
+    assert send("in_1", now - 100, "payment_failed").status == 200
+    row = subscription_row(db, sub["id"])
+    assert row is not None and row["latestInvoiceStatus"] == "payment_failed" and row["planId"] == "pro"
+    # The same invoice, retried and paid, in either arrival order (same second): paid is final.
+    send("in_2", now, first)
+    send("in_2", now, second)
+    row = subscription_row(db, sub["id"])
+    assert row is not None and (row["latestInvoiceId"], row["latestInvoiceStatus"]) == ("in_2", "paid")
+    # An older invoice arriving late changes nothing.
+    late = listener.post(make_event("invoice.payment_failed", invoice(sub["id"], "in_1", now - 100, "open")))
+    assert late == Reply(200, {"received": True, "outcome": "stale"})
+    row = subscription_row(db, sub["id"])
+    assert row is not None and (row["latestInvoiceId"], row["latestInvoiceStatus"]) == ("in_2", "paid")
+    # A newer invoice that fails moves it on.
+    send("in_3", now + 1, "payment_failed")
+    row = subscription_row(db, sub["id"])
+    assert row is not None and (row["latestInvoiceId"], row["latestInvoiceStatus"]) == (
+        "in_3",
+        "payment_failed",
+    )
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(["in_a", "in_b"])))
+def test_two_invoices_in_the_same_second_converge_whatever_the_order(
+    listener: Listener,
+    db: psycopg.Connection,
+    stripe_client: stripe.StripeClient,
+    catalog: Catalog,
+    order: tuple[str, ...],
+) -> None:
+    sub = new_subscription(stripe_client, catalog)
+    now = int(time.time())
+    statuses = {"in_a": "paid", "in_b": "payment_failed"}
+    for invoice_id in order:
+        status = statuses[invoice_id]
+        listener.post(make_event(f"invoice.{status}", invoice(sub["id"], invoice_id, now, status)))
+    row = subscription_row(db, sub["id"])
+    assert row is not None and row["latestInvoiceId"] == "in_b"  # the documented (created, id) tiebreak
+
+
+def test_invoice_without_a_subscription_is_ignored(listener: Listener, db: psycopg.Connection) -> None:
+    body = make_event("invoice.paid", {"id": "in_oneoff", "object": "invoice", "created": 1, "parent": None})
+    assert listener.post(body) == Reply(200, {"received": True, "outcome": "ignored"})
+    assert count(db, "cloud_subscriptions") == 0
+
+
+# --- exactly once --------------------------------------------------------------------------------
+
+
+def test_ten_concurrent_copies_have_one_effect(
+    listener: Listener,
+    db: psycopg.Connection,
+    stripe_client: stripe.StripeClient,
+    catalog: Catalog,
+    emulator: RunningEmulator,
+) -> None:
+    sub = new_subscription(stripe_client, catalog)
+    body = make_event("customer.subscription.created", sub)
+    barrier = threading.Barrier(10)
+
+    def send(_: int) -> Reply:
+        barrier.wait()
+        return listener.post(body)
+
+    with ThreadPoolExecutor(10) as pool:
+        replies = list(pool.map(send, range(10)))
+    assert all(r.status == 200 for r in replies)
+    assert sum(r.body.get("outcome") == "processed" for r in replies) == 1
+    assert sum(r.body.get("duplicate") is True for r in replies) == 9
+    assert count(db, "cloud_stripe_events") == 1 and count(db, "cloud_subscriptions") == 1
+    assert subscription_reads(emulator, sub["id"]) == 1  # the effect ran once
+    # A replay later is a duplicate too.
+    assert listener.post(body) == Reply(200, {"received": True, "duplicate": True})
+    assert subscription_reads(emulator, sub["id"]) == 1
+
+
+# --- never backwards -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("same_second", [True, False], ids=["same-second", "spread"])
+@pytest.mark.parametrize("order", list(itertools.permutations(["created", "updated", "deleted"])))
+def test_every_arrival_order_ends_in_stripes_final_state(
+    listener: Listener,
+    db: psycopg.Connection,
+    stripe_client: stripe.StripeClient,
+    catalog: Catalog,
+    order: tuple[str, ...],
+    same_second: bool,
+) -> None:
+    sub = new_subscription(stripe_client, catalog)
+    updated = stripe_client.v1.subscriptions.update(
+        sub["id"], params={"cancel_at_period_end": True}
+    ).to_dict()
+    deleted = stripe_client.v1.subscriptions.cancel(sub["id"]).to_dict()
+    now = int(time.time())
+    snapshots = {"created": (sub, now - 2), "updated": (updated, now - 1), "deleted": (deleted, now)}
+    for name in order:
+        obj, created = snapshots[name]
+        reply = listener.post(
+            make_event(f"customer.subscription.{name}", obj, created=now if same_second else created)
+        )
+        assert reply.status == 200
+    final = stripe_client.v1.subscriptions.retrieve(sub["id"])
+    row = subscription_row(db, sub["id"])
+    assert row is not None
+    assert (
+        (row["status"], row["cancelAtPeriodEnd"])
+        == (final.status, final.cancel_at_period_end)
+        == ("canceled", True)
+    )
+    assert count(db, "cloud_stripe_events") == 3
+
+
+def test_concurrent_events_for_one_subscription_end_in_the_latest_state(
+    listener: Listener, db: psycopg.Connection, stripe_client: stripe.StripeClient, catalog: Catalog
+) -> None:
+    sub = new_subscription(stripe_client, catalog)
+    stripe_client.v1.subscriptions.update(sub["id"], params={"cancel_at_period_end": True})
+    stripe_client.v1.subscriptions.cancel(sub["id"])
+    now = int(time.time())
+    bodies = [
+        make_event(f"customer.subscription.{kind}", sub, created=now)
+        for kind in ("created", "updated", "deleted")
+    ]
+    bodies.append(make_event("invoice.paid", invoice(sub["id"], "in_1", now, "paid"), created=now))
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        replies = list(pool.map(listener.post, bodies))
+    assert [r.status for r in replies] == [200] * len(bodies)
+    row = subscription_row(db, sub["id"])
+    assert row is not None and row["status"] == "canceled" and row["latestInvoiceStatus"] == "paid"
+
+
+# --- rejected before any write -------------------------------------------------------------------
+
+
+def _signed_with_other_secret(body: bytes) -> str:
+    return sign(body, "whsec_notTheRightOne000000000000")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing signature",
+        "bad signature",
+        "stale timestamp",
+        "garbled header",
+        "not json",
+        "too large",
+        "chunked too large",
+        "not an event",
+    ],
+)
+def test_rejected_requests_answer_400_and_write_nothing(
+    listener: Listener,
+    db: psycopg.Connection,
+    stripe_client: stripe.StripeClient,
+    catalog: Catalog,
+    emulator: RunningEmulator,
+    case: str,
+) -> None:
+    sub = new_subscription(stripe_client, catalog)
+    body = make_event("customer.subscription.created", sub)
+    reads_before = subscription_reads(emulator, sub["id"])
+    if case == "missing signature":
+        reply = listener.post(body, signature="")
+    elif case == "bad signature":
+        reply = listener.post(body, signature=_signed_with_other_secret(body))
+    elif case == "stale timestamp":
+        reply = listener.post(body, signature=sign(body, timestamp=int(time.time()) - 301))
+    elif case == "garbled header":
+        reply = listener.post(body, signature="v1=abc,t=notanumber")
+    elif case == "not json":
+        reply = listener.post(b"{not json")
+    elif case == "not an event":
+        reply = listener.post(b'{"id": "evt_1", "type": "invoice.paid"}')
+    elif case == "too large":
+        big = body[:-1] + b', "padding": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+        reply = listener.post(big)
+    else:
+        big = body[:-1] + b', "padding": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+        chunks = (big[i : i + 65536] for i in range(0, len(big), 65536))
+        headers = {"Stripe-Signature": sign(big), "Content-Type": "application/json"}
+        reply = request(listener.url, "POST", WEBHOOK_PATH, chunks, headers)
+    assert reply.status == 400 and reply.body["error"]
+    assert len(reply.body["error"]) < 120 and SECRET not in reply.body["error"]
+    assert count(db, "cloud_stripe_events") == 0 and count(db, "cloud_subscriptions") == 0
+    assert subscription_reads(emulator, sub["id"]) == reads_before
+
+
+def test_a_rotated_secret_header_with_one_valid_v1_is_accepted(
+    listener: Listener, db: psycopg.Connection, stripe_client: stripe.StripeClient, catalog: Catalog
+) -> None:
+    sub = new_subscription(stripe_client, catalog)
+    body = make_event("customer.subscription.created", sub)
+    ts = int(time.time())
+    old = sign(body, OLD_SECRET, ts).split(",")[1]
+    new = sign(body, SECRET, ts).split(",")[1]
+    assert listener.post(body, signature=f"t={ts},{old},{new}").status == 200
+    other = make_event("customer.subscription.updated", sub)
+    wrong = sign(other, "whsec_another000000000000000000", ts).split(",")[1]
+    both_bad = f"t={ts},{sign(other, OLD_SECRET, ts).split(',')[1]},{wrong}"
+    assert listener.post(other, signature=both_bad).status == 400
+    assert count(db, "cloud_stripe_events") == 1
+
+
+# --- plans and prices ----------------------------------------------------------------------------
+
+
+def test_an_unknown_price_keeps_the_row_flagged_and_an_owned_old_price_maps_to_its_plan(
+    listener: Listener, db: psycopg.Connection, stripe_client: stripe.StripeClient, catalog: Catalog
+) -> None:
+    unknown = new_subscription(stripe_client, catalog, price=catalog.foreign_price)
+    listener.post(make_event("customer.subscription.created", unknown))
+    row = subscription_row(db, unknown["id"])
+    assert row is not None and row["planId"] is None and row["priceUnknown"] is True
+    assert row["stripePriceId"] == catalog.foreign_price and row["status"] == "active"
+    # A subscription left on an older Price of "pro" (after a price change) is still on plan pro.
+    kept = stripe_client.v1.customers.create(params={"email": "second@example.com"}).id
+    old = stripe_client.v1.subscriptions.create(
+        params={"customer": kept, "items": [{"price": catalog.old_price}]}
+    ).to_dict()
+    listener.post(make_event("customer.subscription.created", old))
+    row = subscription_row(db, old["id"])
+    assert row is not None and row["planId"] == "pro" and row["priceUnknown"] is False
+
+
+def test_other_events_are_acknowledged_and_owned_catalog_changes_recorded_as_drift(
+    listener: Listener, db: psycopg.Connection, stripe_client: stripe.StripeClient, catalog: Catalog
+) -> None:
+    ignored = make_event("payment_intent.succeeded", {"id": "pi_1", "object": "payment_intent"})
+    assert listener.post(ignored) == Reply(200, {"received": True, "outcome": "ignored"})
+    price = stripe_client.v1.prices.retrieve(catalog.price).to_dict()
+    by_hand = make_event("price.updated", {**price, "nickname": "edited in the Dashboard"})
+    assert listener.post(by_hand) == Reply(200, {"received": True, "outcome": "drift"})
+    by_apply = make_event(
+        "price.created", price, request={"id": "req_1", "idempotency_key": "kuploy-reconciler-0123abcd"}
+    )
+    assert listener.post(by_apply) == Reply(200, {"received": True, "outcome": "apply"})
+    foreign = stripe_client.v1.prices.retrieve(catalog.foreign_price).to_dict()
+    assert listener.post(make_event("price.updated", foreign)).body["outcome"] == "ignored"
+    rows = db.execute("SELECT outcome, count(*) FROM cloud_stripe_events GROUP BY outcome").fetchall()
+    assert dict(rows) == {"ignored": 2, "drift": 1, "apply": 1}
+    detail = event_row(db, event_id_of(by_hand))
+    assert detail is not None and detail["objectId"] == catalog.price and "plan pro" in detail["detail"]
+
+
+# --- failures answer 5xx, nothing half-written, and the retry converges ---------------------------
+
+
+def test_database_down_mid_stream_answers_503_then_the_retry_converges(
+    settings: Settings,
+    catalog: Catalog,
+    admin_dsn: str,
+    database_url: str,
+    stripe_client: stripe.StripeClient,
+) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    first = new_subscription(stripe_client, catalog)
+    second = new_subscription(stripe_client, catalog)
+    body_a = make_event("customer.subscription.created", first)
+    body_b = make_event("customer.subscription.created", second)
+    with serve(create_app(settings, webhook_secret=Secret(SECRET))) as running:
+        assert running.post(body_a).status == 200
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            try:
+                down = running.post(body_b)
+                assert down.status == 503 and "retry" in down.body["error"]
+                assert running.get("/readyz").status == 503
+            finally:
+                admin.execute(
+                    sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(name))
+                )
+        retried = running.post(body_b)
+        assert retried == Reply(200, {"received": True, "outcome": "processed"})
+        assert running.post(body_a) == Reply(200, {"received": True, "duplicate": True})
+        assert running.get("/readyz").status == 200
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert count(conn, "cloud_stripe_events") == 2
+        assert count(conn, "cloud_subscriptions") == 2
+
+
+def test_stripe_unreachable_answers_503_with_nothing_written_then_the_retry_converges(
+    settings: Settings, catalog: Catalog, db: psycopg.Connection, stripe_client: stripe.StripeClient
+) -> None:
+    sub = new_subscription(stripe_client, catalog)
+    body = make_event("customer.subscription.created", sub)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    broken = dataclasses.replace(settings, stripe_api_base=dead, stripe_timeout=2.0)
+    with serve(create_app(broken, webhook_secret=Secret(SECRET))) as running:
+        reply = running.post(body)
+        assert reply.status == 503 and "retry" in reply.body["error"]
+    # The event row was inserted before the failed re-read, and rolled back with it.
+    assert count(db, "cloud_stripe_events") == 0 and count(db, "cloud_subscriptions") == 0
+    with serve(create_app(settings, webhook_secret=Secret(SECRET))) as running:
+        assert running.post(body) == Reply(200, {"received": True, "outcome": "processed"})
+    assert count(db, "cloud_stripe_events") == 1 and count(db, "cloud_subscriptions") == 1
+
+
+def test_missing_tables_answer_503(settings: Settings, db: psycopg.Connection) -> None:
+    with serve(create_app(settings, webhook_secret=Secret(SECRET))) as running:
+        reply = running.post(make_event("invoice.paid", {"id": "in_1", "object": "invoice"}))
+    assert reply.status == 503 and "migrate" in reply.body["error"]
+
+
+# --- logging and the command line ----------------------------------------------------------------
+
+
+def test_one_log_line_per_event_without_secrets_or_payloads(
+    listener: Listener, stripe_client: stripe.StripeClient, catalog: Catalog, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="reconciler.listener")
+    sub = new_subscription(stripe_client, catalog)
+    body = make_event("customer.subscription.created", sub)
+    listener.post(body)
+    listener.post(body)
+    listener.post(body, signature=_signed_with_other_secret(body))
+    lines = [r.getMessage() for r in caplog.records if r.name == "reconciler.listener"]
+    eid = event_id_of(body)
+    assert [line.split(" ms=")[0] for line in lines] == [
+        f"stripe_event id={eid} type=customer.subscription.created outcome=processed",
+        f"stripe_event id={eid} type=customer.subscription.created outcome=duplicate",
+        "stripe_webhook rejected reason='bad signature: "
+        "No signatures found matching the expected signature for payload'",
+    ]
+    assert SECRET not in caplog.text and sub["customer"] not in caplog.text and "org_1" not in caplog.text
+
+
+def test_listen_needs_the_webhook_secret(cli_env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "reconciler", "listen"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "STRIPE_WEBHOOK_SECRET" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_listen_serves_until_stopped(cli_env: dict[str, str], migrated: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**cli_env, "STRIPE_WEBHOOK_SECRET": SECRET}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "listen", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                ready = request(url, "GET", "/readyz")
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "listen did not start"
+                time.sleep(0.05)
+        assert ready.status == 200
+        body = make_event("payment_intent.succeeded", {"id": "pi_1", "object": "payment_intent"})
+        assert request(url, "POST", WEBHOOK_PATH, body, {"Stripe-Signature": sign(body)}).status == 200
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert SECRET not in out + err and cli_env["DATABASE_URL"] not in out + err
+    assert "outcome=ignored" in err
