@@ -20,15 +20,20 @@ the first commits (then it is a duplicate) or rolls back (then it does the work)
 while processing (database or Stripe unreachable, a lock wait over 30 s) rolls the whole
 transaction back, event row included, and answers 503, so Stripe's retry does the work later.
 
-**Never backwards: events are hints, Stripe is the state.** Events arrive out of order, several in
-the same second, so their payloads and whole-second `created` cannot be ordered. On every
-subscription, invoice and checkout event the listener takes a transaction-scoped advisory lock
-keyed on the subscription id (`pg_advisory_xact_lock(LOCK_SPACE, hashtext(id))`), then RE-FETCHES
-the subscription from Stripe (`subscriptions.retrieve`) *inside* that lock and stores what Stripe
-says now; a 404 means it was deleted: stored as `canceled`. Fetches for one subscription are thus
-serialised and each stores a state at least as new as the one before it, whatever the arrival
-order; the last committed row is the newest state Stripe had. (The lock lives in the two-int4
-advisory key space, never the reconciler's bigint apply lock, so `listen` never waits on `apply`.)
+**Never backwards: compare seconds, and ask Stripe when they tie.** Events arrive out of order,
+several in the same second, so whole-second `created` alone cannot order them. Each subscription
+row keeps `"stateAsOf"`: the Stripe-clock second its state is as of (the `created` of the event
+whose snapshot it holds, or Stripe's `Date` header when the listener re-read the subscription).
+Under a transaction-scoped advisory lock keyed on the subscription id
+(`pg_advisory_xact_lock(LOCK_SPACE, hashtext(id))`) a `customer.subscription.*` event from a *later*
+second than `"stateAsOf"` stores its own snapshot (it is newer); one from an *earlier* second is
+recorded as `stale` and changes nothing; one from the *same* second is ambiguous, so the listener
+RE-FETCHES the subscription from Stripe (`subscriptions.retrieve`) inside the lock and stores what
+Stripe says now; a 404 means it was deleted: stored as `canceled`. Checkout and invoice events
+always re-read (their payload is not the subscription). Each stored state is therefore at least as
+new as the one before it, whatever the arrival order, and Stripe is asked only when seconds tie.
+(The lock lives in the two-int4 advisory key space, never the reconciler's bigint apply lock, so
+`listen` never waits on `apply`.)
 
 `organizationId` comes from the checkout session's `client_reference_id` (immutable, and the event
 is signed) or the subscription's `metadata.organizationId`; a later event without one keeps it.
@@ -64,6 +69,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import email.utils
 import json
 import logging
 import queue
@@ -341,8 +347,22 @@ def _on_subscription(conn: psycopg.Connection, calls: StripeCalls, event: Event)
     sub_id = event.object_id
     if sub_id is None:
         return Outcome("ignored", "subscription event without an id")
-    state = _sync_subscription(conn, calls, sub_id, fallback=event.object)
-    return Outcome("processed", f"subscription {sub_id}: {state.get('status')}")
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_SPACE, sub_id))
+    row = conn.execute(
+        'SELECT "stateAsOf" FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s', (sub_id,)
+    ).fetchone()
+    as_of = row[0] if row is not None else None
+    if as_of is not None and event.created < as_of:
+        return Outcome("stale", f"subscription {sub_id}: stored state is newer than this event")
+    if as_of is None or event.created > as_of:
+        # A snapshot from a later second than the stored state is newer: no need to ask Stripe.
+        snapshot = event.object
+        if event.type == "customer.subscription.deleted":
+            snapshot = {**snapshot, "status": "canceled"}  # deleted is final, whatever the payload says
+        _store_subscription(conn, sub_id, snapshot, as_of=event.created)
+        return Outcome("processed", f"subscription {sub_id}: {snapshot.get('status')}")
+    state = _sync_subscription(conn, calls, sub_id, fallback=event.object)  # same second: ask Stripe
+    return Outcome("processed", f"subscription {sub_id}: {state.get('status')} (re-read)")
 
 
 def _on_invoice(conn: psycopg.Connection, calls: StripeCalls, event: Event) -> Outcome:
@@ -426,14 +446,42 @@ def _sync_subscription(
 ) -> Mapping[str, Any]:
     """Under the subscription's lock, store what Stripe says it is now; returns that state."""
     conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_SPACE, sub_id))
+    as_of = int(time.time())
     try:
-        state: Mapping[str, Any] = calls.read(lambda c: c.v1.subscriptions.retrieve(sub_id)).to_dict()
+        fetched = calls.read(lambda c: c.v1.subscriptions.retrieve(sub_id))
+        as_of = _stripe_clock(fetched) or as_of
+        state: Mapping[str, Any] = fetched.to_dict()
     except stripe.InvalidRequestError as e:
         if e.http_status != 404:
             raise Unavailable(f"Stripe refused to read subscription {sub_id} ({e.http_status})") from e
         state = {**(fallback or {"id": sub_id}), "status": "canceled"}
     except stripe.StripeError as e:
         raise Unavailable(f"cannot read subscription {sub_id} from Stripe ({e.http_status})") from e
+    _store_subscription(conn, sub_id, state, as_of=as_of, organization=organization)
+    return state
+
+
+def _stripe_clock(fetched: Any) -> int | None:
+    """Stripe's own clock at the answer (its `Date` header), in whole seconds."""
+    response = getattr(fetched, "last_response", None)
+    date = response.headers.get("Date") if response is not None else None
+    if not date:
+        return None
+    try:
+        return int(email.utils.parsedate_to_datetime(date).timestamp())
+    except (TypeError, ValueError):
+        return None
+
+
+def _store_subscription(
+    conn: psycopg.Connection,
+    sub_id: str,
+    state: Mapping[str, Any],
+    *,
+    as_of: int,
+    organization: str | None = None,
+) -> None:
+    """Upsert the subscription row from `state` (Stripe's as of second `as_of`). Caller holds its lock."""
     metadata = state.get("metadata") if isinstance(state.get("metadata"), Mapping) else {}
     org = organization or (metadata or {}).get("organizationId")
     price_id, plan_id = _plan_of(conn, state)
@@ -441,8 +489,8 @@ def _sync_subscription(
         """
         INSERT INTO cloud_subscriptions AS s
             ("stripeSubscriptionId", "organizationId", "stripeCustomerId", "stripePriceId", "planId",
-             "priceUnknown", status, "currentPeriodEnd", "cancelAtPeriodEnd", "updatedAt")
-        VALUES (%s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s, now())
+             "priceUnknown", status, "currentPeriodEnd", "cancelAtPeriodEnd", "stateAsOf", "updatedAt")
+        VALUES (%s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s, %s, now())
         ON CONFLICT ("stripeSubscriptionId") DO UPDATE SET
             "organizationId" = COALESCE(EXCLUDED."organizationId", s."organizationId"),
             "stripeCustomerId" = COALESCE(EXCLUDED."stripeCustomerId", s."stripeCustomerId"),
@@ -453,6 +501,7 @@ def _sync_subscription(
             status = EXCLUDED.status,
             "currentPeriodEnd" = COALESCE(EXCLUDED."currentPeriodEnd", s."currentPeriodEnd"),
             "cancelAtPeriodEnd" = EXCLUDED."cancelAtPeriodEnd",
+            "stateAsOf" = GREATEST(EXCLUDED."stateAsOf", s."stateAsOf"),
             "updatedAt" = now()
         """,
         (
@@ -465,9 +514,9 @@ def _sync_subscription(
             str(state.get("status") or "unknown"),
             _period_end(state),
             bool(state.get("cancel_at_period_end", False)),
+            as_of,
         ),
     )
-    return state
 
 
 def _items(state: Mapping[str, Any]) -> list[Mapping[str, Any]]:

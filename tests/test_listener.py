@@ -313,15 +313,32 @@ def test_checkout_session_completed_takes_the_organization_from_client_reference
     assert listener.post(body) == Reply(200, {"received": True, "outcome": "ignored"})
 
 
-def test_subscription_updated_and_deleted_store_what_stripe_says_not_the_payload(
-    listener: Listener, db: psycopg.Connection, stripe_client: stripe.StripeClient, catalog: Catalog
+def test_subscription_events_store_the_newest_state_and_ask_stripe_on_a_tie(
+    listener: Listener,
+    db: psycopg.Connection,
+    stripe_client: stripe.StripeClient,
+    catalog: Catalog,
+    emulator: RunningEmulator,
 ) -> None:
     sub = new_subscription(stripe_client, catalog)
-    stripe_client.v1.subscriptions.update(sub["id"], params={"cancel_at_period_end": True})
-    # The payload is stale (cancel_at_period_end false): the re-read wins.
-    assert listener.post(make_event("customer.subscription.updated", sub)).status == 200
+    now = int(time.time())
+    assert listener.post(make_event("customer.subscription.created", sub, created=now - 10)).status == 200
+    updated = stripe_client.v1.subscriptions.update(
+        sub["id"], params={"cancel_at_period_end": True}
+    ).to_dict()
+    # From a later second, the payload is newer than what is stored: stored as it is, no re-read.
+    assert listener.post(make_event("customer.subscription.updated", updated, created=now - 5)).status == 200
     row = subscription_row(db, sub["id"])
     assert row is not None and row["cancelAtPeriodEnd"] is True and row["status"] == "active"
+    assert subscription_reads(emulator, sub["id"]) == 0
+    # An older event arriving late changes nothing.
+    late = listener.post(make_event("customer.subscription.updated", sub, created=now - 8))
+    assert late.body["outcome"] == "stale"
+    assert subscription_row(db, sub["id"])["cancelAtPeriodEnd"] is True  # type: ignore[index]
+    # The same second as the stored state is ambiguous: Stripe is asked and its answer wins.
+    tie = listener.post(make_event("customer.subscription.updated", sub, created=now - 5))
+    assert tie.body["outcome"] == "processed" and subscription_reads(emulator, sub["id"]) == 1
+    assert subscription_row(db, sub["id"])["cancelAtPeriodEnd"] is True  # type: ignore[index]
     stripe_client.v1.subscriptions.cancel(sub["id"])
     assert listener.post(make_event("customer.subscription.deleted", sub)).status == 200
     row = subscription_row(db, sub["id"])
@@ -430,10 +447,10 @@ def test_ten_concurrent_copies_have_one_effect(
     assert sum(r.body.get("outcome") == "processed" for r in replies) == 1
     assert sum(r.body.get("duplicate") is True for r in replies) == 9
     assert count(db, "cloud_stripe_events") == 1 and count(db, "cloud_subscriptions") == 1
-    assert subscription_reads(emulator, sub["id"]) == 1  # the effect ran once
+    assert subscription_reads(emulator, sub["id"]) == 0  # a first snapshot needs no re-read
     # A replay later is a duplicate too.
     assert listener.post(body) == Reply(200, {"received": True, "duplicate": True})
-    assert subscription_reads(emulator, sub["id"]) == 1
+    assert subscription_reads(emulator, sub["id"]) == 0
 
 
 # --- never backwards -----------------------------------------------------------------------------
@@ -651,7 +668,13 @@ def test_stripe_unreachable_answers_503_with_nothing_written_then_the_retry_conv
     settings: Settings, catalog: Catalog, db: psycopg.Connection, stripe_client: stripe.StripeClient
 ) -> None:
     sub = new_subscription(stripe_client, catalog)
-    body = make_event("customer.subscription.created", sub)
+    session = {
+        "id": "cs_test_1",
+        "object": "checkout.session",
+        "subscription": sub["id"],
+        "client_reference_id": "o1",
+    }
+    body = make_event("checkout.session.completed", session)  # checkout events always re-read
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{probe.getsockname()[1]}"

@@ -10,7 +10,8 @@ real command line), then sends N events signed as Stripe signs them — a mix of
 types plus ignored ones, with a few duplicates — from several client threads over keep-alive
 connections. It prints events/s and p50/p99 latency, then checks exactly-once: one
 `cloud_stripe_events` row per distinct event id, every duplicate answered as one, and exactly one
-Stripe re-read per processed subscription/invoice/checkout event.
+Stripe re-read per processed subscription/invoice/checkout event (subscription events from a later
+second than the stored state need none).
 """
 
 from __future__ import annotations
@@ -277,7 +278,9 @@ def main() -> int:
             "every answer 200": all(not k.startswith("http") for k in outcomes),
             "one row per distinct event": rows[0] == rows[1] == len(unique_ids),
             "duplicates answered as duplicates": outcomes["duplicate"] == len(bodies) - len(unique_ids),
-            "one Stripe re-read per processed event": reads == len(refetching),
+            # Subscription events from a later second than the stored state need no re-read; checkout
+            # and invoice events, and same-second ties, do: at most one per processed event.
+            "at most one Stripe re-read per processed event": reads <= len(refetching),
         }
         proc.terminate()
         proc.wait(timeout=30)
