@@ -21,14 +21,19 @@ from reconciler.apply.to_postgres import ApplyRecord, record_catalog, tool_versi
 from reconciler.catalog import load_catalog
 from reconciler.connections import connect_postgres, stripe_client
 from reconciler.diff import diff
-from reconciler.drift import DriftReport, drift_report
+from reconciler.drift import DriftReport, OutOfBandEvent, drift_report
 from reconciler.errors import ApplyError, KuployError
 from reconciler.lock import advisory_lock
 from reconciler.model import Catalog, CurrentState, fingerprint
 from reconciler.plan import Plan
 from reconciler.savedplan import check_fresh, read_saved_plan, write_saved_plan
 from reconciler.settings import Settings
-from reconciler.state.from_postgres import read_last_applied, read_plan_file_applied, read_rows
+from reconciler.state.from_postgres import (
+    read_drift_events,
+    read_last_applied,
+    read_plan_file_applied,
+    read_rows,
+)
 from reconciler.state.from_stripe import count_active_subscriptions, read_stripe
 from reconciler.throttle import CallStats, StripeCalls
 
@@ -193,8 +198,18 @@ def drift(settings: Settings, catalog: Catalog | None = None) -> DriftReport:
             if last is None:
                 raise KuployError("no catalog has been applied yet: run drift with a CATALOG argument")
             catalog, baseline = last[0], "the last applied catalog"
+        events = tuple(
+            OutOfBandEvent(
+                plan=(detail or "").removeprefix("plan ").split(":")[0] or "?",
+                event_id=event_id,
+                type=event_type,
+                object_id=object_id,
+                created=f"{created:%Y-%m-%d %H:%M:%S %Z}",
+            )
+            for event_id, event_type, object_id, created, detail in read_drift_events(conn)
+        )
     planned = diff(catalog, replace(current, pending_migrations=()))
-    return drift_report(planned, baseline=baseline)
+    return drift_report(planned, baseline=baseline, events=events)
 
 
 def export(settings: Settings) -> Catalog:

@@ -48,10 +48,33 @@ class DriftReport:
         return tuple(dict.fromkeys(item.plan for item in self.items))
 
 
-def drift_report(plan: Plan, *, baseline: str) -> DriftReport:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutOfBandEvent:
+    """A Product/Price event the listener saw for an owned object, not caused by an apply."""
+
+    plan: str
+    event_id: str
+    type: str
+    object_id: str | None
+    created: str
+
+
+def drift_report(plan: Plan, *, baseline: str, events: tuple[OutOfBandEvent, ...] = ()) -> DriftReport:
+    """Drift from the plan that would heal it, plus the listener's out-of-band Product/Price events
+    since the last apply (a change made and undone by hand leaves no state difference, but an event)."""
     items: list[DriftItem] = []
     for change in plan.changes:
         items.extend(_items(change))
+    items.extend(
+        DriftItem(
+            plan=e.plan,
+            where="stripe",
+            field=f"event {e.type} on {e.object_id or '?'}",
+            expected="changes only through the catalog",
+            actual=f"{e.event_id} at {e.created}",
+        )
+        for e in events
+    )
     return DriftReport(items=tuple(items), baseline=baseline)
 
 

@@ -291,3 +291,26 @@ def test_no_secret_in_anything_a_run_produces(cli_env: dict[str, str], tmp_path:
     for secret in (TEST_KEY, "sk_test_RevokedKey0000000000000000"):
         assert secret not in produced
     assert "password=" not in produced
+
+
+def test_drift_reports_out_of_band_events_the_listener_recorded(
+    cli_env: dict[str, str], tmp_path: Path, db: psycopg.Connection
+) -> None:
+    """A Product edited and edited back by hand leaves no state difference, but the listener saw it."""
+    catalog = write_catalog(tmp_path, standard_plans())
+    applied(cli_env, catalog)
+    assert run("drift", env=cli_env).returncode == 0
+    db.execute(
+        'INSERT INTO cloud_stripe_events (id, type, "objectId", created, "receivedAt", outcome, detail) '
+        "VALUES ('evt_hand', 'product.updated', 'prod_x', now() + interval '1 second', now(), 'drift', "
+        "'plan pro: product.updated outside the tool')"
+    )
+    result = run("drift", "-o", "json", env=cli_env)
+    assert result.returncode == 2, result.stderr
+    (item,) = json.loads(result.stdout)["items"]
+    assert (item["plan"], item["where"], item["field"]) == (
+        "pro",
+        "stripe",
+        "event product.updated on prod_x",
+    )
+    assert item["actual"].startswith("evt_hand at ")

@@ -76,3 +76,20 @@ def read_plan_file_applied(conn: psycopg.Connection, plan_file_id: str) -> datet
         'SELECT "appliedAt" FROM cloud_reconciler_applies WHERE "planFileId" = %s', (plan_file_id,)
     ).fetchone()
     return row[0] if row else None
+
+
+def read_drift_events(conn: psycopg.Connection) -> list[tuple[str, str, str | None, datetime, str | None]]:
+    """Product/Price events the listener recorded as made outside the tool, since the last apply:
+    (event id, type, object id, created, detail). Empty when the listener never ran."""
+    if not _has_column(conn, "cloud_stripe_events", "outcome"):
+        return []
+    since = None
+    if _has_column(conn, "cloud_reconciler_applies", "appliedAt"):
+        row = conn.execute('SELECT max("appliedAt") FROM cloud_reconciler_applies').fetchone()
+        since = row[0] if row else None
+    rows = conn.execute(
+        'SELECT id, type, "objectId", created, detail FROM cloud_stripe_events '
+        "WHERE outcome = 'drift' AND (%s::timestamptz IS NULL OR created > %s) ORDER BY created, id",
+        (since, since),
+    ).fetchall()
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
