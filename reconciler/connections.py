@@ -9,11 +9,19 @@ from reconciler.errors import ConfigError
 from reconciler.settings import Settings
 from reconciler.throttle import StripeCalls, Throttle
 
+APPLICATION_NAME = "kuploy-reconciler"
+"""Shown in pg_stat_activity, so an operator (and the lock-timeout message) can tell our sessions."""
+
 
 def connect_postgres(settings: Settings) -> psycopg.Connection:
     """An autocommit connection; writers open explicit transactions."""
     try:
-        return psycopg.connect(settings.database_url.reveal(), autocommit=True, connect_timeout=10)
+        return psycopg.connect(
+            settings.database_url.reveal(),
+            autocommit=True,
+            connect_timeout=10,
+            application_name=APPLICATION_NAME,
+        )
     except psycopg.Error as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"cannot connect to DATABASE_URL ({settings.database_label}): {reason}") from e

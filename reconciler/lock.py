@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,8 +31,10 @@ def advisory_lock(conn: psycopg.Connection, *, timeout: float, poll: float = 0.2
     try:
         yield
     finally:
-        if not conn.closed:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+        # A lost connection has released the lock with its session; nothing to undo then.
+        with contextlib.suppress(psycopg.Error):
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
 
 
 def _holder(conn: psycopg.Connection) -> str:

@@ -173,3 +173,59 @@ def test_sigkill_after_the_kth_write_then_rerun_converges(
     )
     assert rerun.returncode == 0, rerun.stderr
     assert_exact_state(settings, catalog, db, stripe_client)
+
+
+class DropPostgresAfterWrites(KillAfterWrites):
+    """Instead of killing the process, cut its Postgres session after the k-th Stripe write, as a
+    Postgres restart would: the apply loses its connection (and its lock) in the middle."""
+
+    def __init__(self, k: int, admin: str) -> None:
+        super().__init__(k)
+        self.admin = admin
+
+    def append(self, entry: dict[str, Any]) -> None:
+        list.append(self, entry)
+        if entry["method"] == "POST" and entry["status"] == 200:
+            self.writes += 1
+            if self.writes == self.k and not self.killed:
+                with psycopg.connect(self.admin, autocommit=True) as conn:
+                    conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = 'kuploy-reconciler' AND datname = current_database()"
+                    )
+                self.killed = True
+
+
+@pytest.mark.parametrize("k", [1, CHANGE_WRITES // 2])  # both before the record transaction
+def test_postgres_connection_lost_mid_apply_then_rerun_converges(
+    k: int,
+    settings: Settings,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    db: psycopg.Connection,
+    database_url: str,
+    emulator: RunningEmulator,
+    stripe_client: stripe.StripeClient,
+) -> None:
+    catalog = _setup(settings, tmp_path)
+    log = DropPostgresAfterWrites(k, database_url)
+    emulator.emulator.requests = log
+    first = subprocess.run(
+        [sys.executable, "-m", "reconciler", "apply", "--auto-approve", str(catalog)],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert log.killed
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "Traceback" not in first.stderr and "Re-running apply is safe" in first.stderr
+    rerun = subprocess.run(
+        [sys.executable, "-m", "reconciler", "apply", "--auto-approve", str(catalog)],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert_exact_state(settings, catalog, db, stripe_client)
