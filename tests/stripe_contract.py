@@ -53,6 +53,27 @@ ACCEPTED_DIFFERENCES: dict[str, str] = {
         "The 2023 enum of API versions stops at 2023-08-16; the SDK's list goes on to the version it pins. "
         "Widened to any `YYYY-MM-DD[.name]` version string."
     ),
+    "invoice.paid, invoice.paid_out_of_band, invoice.total_tax_amounts": (
+        "Required on the invoice in 2023-08-16; removed in API 2025-03-31.basil (`paid` became `status`, "
+        "`total_tax_amounts` became `total_taxes`; the SDK's Invoice has none of them). Dropped from the "
+        "invoice schema's `required`."
+    ),
+    "invoice.threshold_reason": (
+        "A non-nullable object in 2023-08-16; the current API sends null when no threshold was reached "
+        "(the SDK types it Optional). Made nullable."
+    ),
+    "line_item.type, line_item.proration": (
+        "Required on invoice line items in 2023-08-16; removed in API 2025-03-31.basil (replaced by `parent` "
+        "with `subscription_item_details.proration`). Dropped from the line_item schema's `required`."
+    ),
+    "invoice.parent, invoice.issuer, invoice.total_taxes, invoice.amount_overpaid, line_item.parent, "
+    "line_item.pricing, line_item.taxes, checkout.session.ui_mode, checkout.session.adaptive_pricing, ...": (
+        "Response fields of the current API the 2023 spec does not list; accepted as additional properties."
+    ),
+    "GET /v1/checkout/sessions status": (
+        "A list filter of the current API (the SDK's SessionListParams has it) that the 2023 spec does not "
+        "list; added to that request schema as the enum open | complete | expired."
+    ),
     "DELETE /v1/subscriptions/{id} parameters": (
         "The spec describes DELETE parameters (cancellation_details, expand, invoice_now, prorate) as a "
         "form body; the SDK sends them in the query string, which Stripe reads too. The validator takes "
@@ -75,6 +96,7 @@ _REQUEST_ADDITIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/products/{id}"): {
         "marketing_features": {"anyOf": [_MARKETING_FEATURES, {"type": "string", "enum": [""]}]}
     },
+    ("get", "/v1/checkout/sessions"): {"status": {"type": "string", "enum": ["open", "complete", "expired"]}},
     ("post", "/v1/webhook_endpoints"): {
         "api_version": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$"}
     },
@@ -139,6 +161,12 @@ def _spec() -> dict[str, Any]:
     schemas["product"]["required"] = [r for r in schemas["product"]["required"] if r != "features"]
     moved = ("current_period_start", "current_period_end")
     schemas["subscription"]["required"] = [r for r in schemas["subscription"]["required"] if r not in moved]
+    removed = ("paid", "paid_out_of_band", "total_tax_amounts")
+    schemas["invoice"]["required"] = [r for r in schemas["invoice"]["required"] if r not in removed]
+    threshold = schemas["invoice"]["properties"]["threshold_reason"]
+    schemas["invoice"]["properties"]["threshold_reason"] = {"anyOf": [threshold, {"type": "null"}]}
+    gone = ("type", "proration")
+    schemas["line_item"]["required"] = [r for r in schemas["line_item"]["required"] if r not in gone]
     return translated
 
 

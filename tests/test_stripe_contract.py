@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import http.client
+import json
 import re
 from collections.abc import Iterator
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import pytest
 import stripe
@@ -311,3 +314,145 @@ def test_request_validator_coerces_and_rejects() -> None:
     assert contract.validate_request("POST", "/v1/prices/price_x", {"unit_amount": "5"})
     assert contract.validate_request("GET", "/v1/products", {"bogus": "1"})
     assert contract.validate_request("GET", "/v1/unknown", {})
+
+
+def _admin_post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    try:
+        conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+        assert response.status == 200, answer
+        return cast(dict[str, Any], answer)
+    finally:
+        conn.close()
+
+
+def _drive_checkout(url: str) -> None:
+    """Checkout sessions through each test card, renewals, invoices and events, errors included."""
+    c = _client(url)
+    prod = c.v1.products.create(params={"name": "Pro", "metadata": {"kuploy_plan": "pro"}})
+    price = c.v1.prices.create(
+        params={
+            "product": prod.id,
+            "currency": "usd",
+            "unit_amount": 2000,
+            "recurring": {"interval": "month"},
+        }
+    )
+    known = c.v1.customers.create(params={"email": "known@example.com"})
+    sessions = []
+    for i, card in enumerate(["4242424242424242", "4000000000000002", "4000000000003220"]):
+        for version in (None, "2025-02-24.acacia"):
+            params: dict[str, Any] = {
+                "mode": "subscription",
+                "line_items": [{"price": price.id, "quantity": 1}],
+                "client_reference_id": f"org_{i}",
+                "success_url": "https://kuploy.example/ok?session_id={CHECKOUT_SESSION_ID}",
+                "cancel_url": "https://kuploy.example/billing",
+                "metadata": {"organizationId": f"org_{i}"},
+                "subscription_data": {"metadata": {"organizationId": f"org_{i}"}},
+            }
+            if i == 0:
+                params["customer"] = known.id
+            else:
+                params["customer_email"] = f"owner{i}@example.com"
+            options: dict[str, Any] = {"stripe_version": version} if version else {}
+            session = c.v1.checkout.sessions.create(params=cast(Any, params), options=cast(Any, options))
+            answer = _admin_post(url, f"/_emulator/checkout/{session.id}/complete", {"card": card})
+            if answer.get("payment_intent"):
+                _admin_post(url, f"/_emulator/payment_intents/{answer['payment_intent']}/authenticate", {})
+            sessions.append(session)
+    spare = c.v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "line_items": [{"price": price.id, "quantity": 2}],
+            "success_url": "https://kuploy.example/ok",
+        }
+    )
+    c.v1.checkout.sessions.expire(spare.id)
+    c.v1.checkout.sessions.retrieve(
+        sessions[0].id, params={"expand": ["line_items", "subscription", "customer"]}
+    )
+    list(c.v1.checkout.sessions.list(params={"limit": 2}).auto_paging_iter())
+    c.v1.checkout.sessions.list(params={"status": "complete", "customer": known.id})
+
+    subs = c.v1.subscriptions.list(params={"status": "active"}).data
+    _admin_post(url, f"/_emulator/subscriptions/{subs[0].id}/renew", {"outcome": "paid"})
+    _admin_post(url, f"/_emulator/subscriptions/{subs[1].id}/renew", {"outcome": "failed"})
+    _admin_post(url, f"/_emulator/subscriptions/{subs[2].id}/cancel", {})
+    c.v1.subscriptions.retrieve(subs[0].id, params={"expand": ["latest_invoice"]})
+
+    invoices = c.v1.invoices.list(params={"limit": 100}).data
+    c.v1.invoices.retrieve(invoices[0].id, params={"expand": ["customer"]})
+    list(c.v1.invoices.list(params={"limit": 3}).auto_paging_iter())
+    c.v1.invoices.list(params={"subscription": subs[1].id, "status": "open"})
+    c.v1.invoices.list(params={"customer": known.id, "collection_method": "charge_automatically"})
+
+    events = c.v1.events.list(params={"limit": 100}).data
+    c.v1.events.retrieve(events[0].id)
+    list(c.v1.events.list(params={"limit": 7, "type": "invoice.*"}).auto_paging_iter())
+    c.v1.events.list(params={"types": ["invoice.paid", "invoice.payment_failed"], "created": {"gte": 0}})
+
+    failing: list[Any] = [
+        lambda: c.v1.checkout.sessions.create(params={"mode": "payment"}),
+        lambda: c.v1.checkout.sessions.create(params={"mode": "subscription"}),
+        lambda: c.raw_request("post", "/v1/checkout/sessions", mode="subscription", bogus="1"),
+        lambda: c.v1.checkout.sessions.retrieve("cs_test_missing"),
+        lambda: c.v1.checkout.sessions.expire(spare.id),
+        lambda: c.v1.invoices.retrieve("in_missing"),
+        lambda: c.raw_request("get", "/v1/invoices", bogus="1"),
+        lambda: c.v1.events.retrieve("evt_missing"),
+        lambda: c.v1.events.list(params={"type": "invoice.paid", "types": ["invoice.paid"]}),
+        lambda: c.raw_request("get", "/v1/events", bogus="1"),
+    ]
+    for call in failing:
+        with contextlib.suppress(stripe.StripeError):
+            call()
+
+
+def test_checkout_invoice_and_event_routes_fit_the_contract(running: RunningEmulator) -> None:
+    _drive_checkout(running.url)
+    log = running.emulator.requests
+    problems: list[str] = []
+    for entry in log:
+        problems += contract.validate_response(
+            entry["method"], entry["path"], entry["status"], entry["response"]
+        )
+        params = {**entry["query"], **entry["form"]}
+        if entry["status"] == 200:
+            problems += contract.validate_request(entry["method"], entry["path"], params)
+        elif entry["response"]["error"].get("code") == "parameter_unknown":
+            assert contract.validate_request(entry["method"], entry["path"], params), entry
+    # The objects the events carry fit their schemas too.
+    schemas = {"checkout.session": "checkout.session", "invoice": "invoice", "subscription": "subscription"}
+    for entry in log:
+        if entry["path"] == "/v1/events" and entry["status"] == 200:
+            for event in entry["response"]["data"]:
+                assert contract.validate_object("event", event) == []
+                name = schemas.get(event["data"]["object"]["object"])
+                if name is not None:
+                    problems += contract.validate_object(name, event["data"]["object"])
+    assert problems == []
+    exercised = {
+        (r["method"], re.sub(r"/(cs_test|in|evt)_[A-Za-z0-9]+", r"/{\1}", r["path"]), r["status"])
+        for r in log
+    }
+    assert {
+        ("POST", "/v1/checkout/sessions", 200),
+        ("POST", "/v1/checkout/sessions", 400),
+        ("GET", "/v1/checkout/sessions", 200),
+        ("GET", "/v1/checkout/sessions/{cs_test}", 200),
+        ("GET", "/v1/checkout/sessions/{cs_test}", 404),
+        ("POST", "/v1/checkout/sessions/{cs_test}/expire", 200),
+        ("POST", "/v1/checkout/sessions/{cs_test}/expire", 400),
+        ("GET", "/v1/invoices", 200),
+        ("GET", "/v1/invoices", 400),
+        ("GET", "/v1/invoices/{in}", 200),
+        ("GET", "/v1/invoices/{in}", 404),
+        ("GET", "/v1/events", 200),
+        ("GET", "/v1/events", 400),
+        ("GET", "/v1/events/{evt}", 200),
+        ("GET", "/v1/events/{evt}", 404),
+    } <= exercised

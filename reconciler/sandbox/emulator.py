@@ -1,4 +1,5 @@
-"""A local, stateful emulator of Stripe's REST API for Products and Prices.
+"""A local, stateful emulator of Stripe's REST API: Products, Prices, Customers, Subscriptions, Webhook
+Endpoints, Checkout Sessions, Invoices and Events, with signed webhook deliveries.
 
 The real `stripe` SDK talks to it over HTTP (`base_addresses={"api": url}`). It is deliberately strict:
 parameters are checked against the SDK's own typed request parameters (`stripe.params.*`), and the
@@ -44,6 +45,60 @@ and which Stripe behaviour it follows:
 Every Stripe request is logged (`GET /_emulator/requests`) with `"fault"`: null, `"rate_limited"`,
 `"error_before_write"`, `"error_after_write"` or `"timeout"`; `GET /_emulator/stats` counts them per fault,
 per method and per status, so benchmarks can report retries exactly.
+
+Checkout, invoices, events and webhooks
+---------------------------------------
+Stripe routes: `POST/GET /v1/checkout/sessions`, `GET /v1/checkout/sessions/{id}` (`expand[]=line_items`),
+`POST /v1/checkout/sessions/{id}/expire` (`mode=subscription` only; a hosted session's `url` points at
+`GET /_emulator/checkout/{id}`, a JSON stand-in for Stripe's page; open sessions expire at `expires_at`);
+`GET /v1/invoices[/{id}]` (filters `customer`, `subscription`, `status`, `collection_method`);
+`GET /v1/events[/{id}]` (filters `type` with `*` wildcards, `types[]`, `created`). Invoices and line items
+have the current API's shape (`parent.subscription_details`, no `paid`/`payment_intent`).
+
+Admin routes (JSON bodies, never faulted, each run like a request: under the lock, saved, then delivered):
+`POST /_emulator/checkout/{id}/complete {"card": ..., "email"?, "name"?}`,
+`POST /_emulator/payment_intents/{id}/authenticate {"outcome": "succeeded"|"failed"}` (3D Secure),
+`POST /_emulator/invoices/{id}/pay {"card": ...}`, `POST /_emulator/subscriptions/{id}/renew {"card": ...}`
+or `{"outcome": "paid"|"failed"|"requires_action"}`, `POST /_emulator/subscriptions/{id}/cancel`,
+`GET /_emulator/deliveries`, `POST /_emulator/deliveries/flush {"timeout": s}`.
+
+Test cards (docs.stripe.com/testing): 4242… pays, 4000…0002 is declined (`generic_decline`), 4000…9995 is
+declined (`insufficient_funds`), 4000…3220 needs 3D Secure. What a card does at Checkout depends on the
+API version the session was created with (its `Stripe-Version`), because Stripe changed it in
+2025-03-31.basil ("Subscriptions are now created after the user completes payment. Failed payment
+attempts no longer result in an incomplete subscription with a finalized invoice",
+docs.stripe.com/changelog/basil/2025-03-31/checkout-legacy-subscription-upgrade):
+
+* basil and later (the SDK's pinned version): 4242 → `customer.created` (unless `customer` was given),
+  `customer.subscription.created` (active), `invoice.created` (draft), `invoice.finalized` (open),
+  `invoice.paid`, `invoice.payment_succeeded`, `checkout.session.completed`. A declined card changes
+  nothing and emits nothing: Checkout shows the decline and the session stays open for another card.
+  3220 answers `requires_action` with a PaymentIntent id; nothing exists until it is authenticated, then
+  the 4242 sequence follows (a failed authentication leaves the session open).
+* before basil: the subscription is created `incomplete` with an open first invoice (`customer.created`,
+  `customer.subscription.created`, `invoice.created`, `invoice.finalized`), then the card is tried:
+  4242 → `invoice.paid`, `invoice.payment_succeeded`, `customer.subscription.updated` (active),
+  `checkout.session.completed`; 0002 → `invoice.payment_failed` (it stays incomplete; the session stays
+  open and may be completed with another card, paying the same invoice); 3220 →
+  `invoice.payment_action_required` until authenticated, then as 4242.
+
+Renewal (`renew`): `customer.subscription.updated` (the new period), `invoice.created`,
+`invoice.finalized`, then `invoice.paid` + `invoice.payment_succeeded` (and back to active from past_due),
+or `invoice.payment_failed` / `invoice.payment_action_required` + `customer.subscription.updated`
+(past_due); with `cancel_at_period_end` it ends the subscription (`customer.subscription.deleted`).
+`DELETE /v1/subscriptions/{id}` and the `cancel` route emit `customer.subscription.deleted`; API updates
+emit `customer.subscription.updated`, `customer.updated`, `product.updated`, `price.updated` (also for the
+price a `transfer_lookup_key` takes the key from) with `previous_attributes` (top-level fields), and
+creations their `*.created`. `POST /v1/subscriptions` accepts `payment_behavior`: `default_incomplete`
+makes an `incomplete` subscription with an open first invoice (paid with the `pay` route); the other
+values keep the earlier behaviour (active, no invoice) because API customers carry no payment method here.
+
+Events are stored with the account (`evt_`, `created`, `data.object` snapshot, `request.id` and
+`idempotency_key` for API calls, null for automatic ones, `pending_webhooks`), listed newest first with
+same-second events in creation order; a request that fails leaves none, an idempotent replay makes none.
+Not modelled: `invoice.updated`, `payment_intent.*`, `charge.*`, `payment_method.*` events; PaymentIntents
+are internal (only the admin route sees them). Delivery (signature, headers, retries, order) is described
+in `reconciler.sandbox.delivery`; the queue is in memory and not persisted.
 """
 
 from __future__ import annotations
@@ -65,10 +120,10 @@ import threading
 import time
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
@@ -77,6 +132,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import stripe
 
 from reconciler.errors import ConfigError
+from reconciler.sandbox.delivery import DEFAULT_RETRY_DELAYS, DEFAULT_TIMEOUT, Deliverer, Job
 
 __all__ = ["Emulator", "RunningEmulator", "serve", "start_in_thread"]
 
@@ -460,6 +516,14 @@ PARAM_SPECS.update(
         "webhook_endpoint.list": _typeddict_spec(_P.WebhookEndpointListParams),
         "webhook_endpoint.retrieve": _typeddict_spec(_P.WebhookEndpointRetrieveParams),
         "webhook_endpoint.delete": _typeddict_spec(_P.WebhookEndpointDeleteParams),
+        "checkout_session.create": _typeddict_spec(_P.checkout.SessionCreateParams),
+        "checkout_session.list": _typeddict_spec(_P.checkout.SessionListParams),
+        "checkout_session.retrieve": _typeddict_spec(_P.checkout.SessionRetrieveParams),
+        "checkout_session.expire": _typeddict_spec(_P.checkout.SessionExpireParams),
+        "invoice.list": _typeddict_spec(_P.InvoiceListParams),
+        "invoice.retrieve": _typeddict_spec(_P.InvoiceRetrieveParams),
+        "event.list": _typeddict_spec(_P.EventListParams),
+        "event.retrieve": _typeddict_spec(_P.EventRetrieveParams),
     }
 )
 
@@ -536,6 +600,7 @@ MODELLED_PARAMS: dict[str, frozenset[str]] = {
             "cancel_at_period_end",
             "description",
             "expand",
+            "payment_behavior",
             "proration_behavior",
         }
     ),
@@ -550,6 +615,28 @@ MODELLED_PARAMS: dict[str, frozenset[str]] = {
     "webhook_endpoint.update": frozenset(
         {"url", "enabled_events", "disabled", "description", "metadata", "expand"}
     ),
+    "checkout_session.create": frozenset(
+        {
+            "cancel_url",
+            "client_reference_id",
+            "customer",
+            "customer_email",
+            "expand",
+            "expires_at",
+            "line_items",
+            "metadata",
+            "mode",
+            "subscription_data",
+            "success_url",
+        }
+    ),
+    "checkout_session.list": _PAGING | {"customer", "status", "subscription"},
+    "invoice.list": _PAGING | {"collection_method", "customer", "status", "subscription"},
+    "event.list": _PAGING | {"type", "types"},
+}
+_MODELLED_NESTED = {
+    "line_items": frozenset({"price", "quantity"}),
+    "subscription_data": frozenset({"description", "metadata"}),
 }
 _MODELLED_ITEM_PARAMS = {
     "subscription.create": frozenset({"price", "quantity", "metadata"}),
@@ -559,6 +646,47 @@ MAX_SUBSCRIPTION_ITEMS = 20
 MAX_WEBHOOK_ENDPOINTS = 16
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _INVOICE_PREFIX_RE = re.compile(r"^[A-Z0-9]{3,12}$")
+
+
+# Checkout ----------------------------------------------------------------------------------------
+
+CHECKOUT_LIFETIME = 24 * 3600  # a session's default (and longest) life, as Stripe's
+# From this API version on, a subscription-mode Checkout Session creates its subscription only after the
+# payment succeeded (docs.stripe.com/changelog/basil/2025-03-31/checkout-legacy-subscription-upgrade).
+CHECKOUT_BASIL = "2025-03-31"
+MAX_FLUSH_SECONDS = 120.0
+# Stripe's test cards (docs.stripe.com/testing) this emulator knows: outcome, decline code.
+_TEST_CARDS: dict[str, tuple[str, str | None]] = {
+    "4242424242424242": ("succeeded", None),
+    "4000000000000002": ("declined", "generic_decline"),
+    "4000000000009995": ("declined", "insufficient_funds"),
+    "4000000000003220": ("requires_action", None),
+}
+
+
+def _admin_error(message: str) -> StripeError:
+    return StripeError(400, message, cacheable=False)
+
+
+def _card_arg(args: Mapping[str, Any]) -> str:
+    card = args.get("card")
+    if not isinstance(card, str):
+        raise _admin_error(f'"card" is required: one of {", ".join(_TEST_CARDS)}.')
+    return card
+
+
+def _card_outcome(card: str) -> tuple[str, str | None]:
+    number = re.sub(r"[\s-]", "", card)
+    if number not in _TEST_CARDS:
+        raise _admin_error(f"Unknown test card {card!r}; this emulator knows {', '.join(_TEST_CARDS)}.")
+    return _TEST_CARDS[number]
+
+
+def _decline(code: str | None) -> JSON:
+    message = {
+        "insufficient_funds": "Your card has insufficient funds.",
+    }.get(code or "", "Your card was declined.")
+    return {"code": "card_declined", "decline_code": code, "message": message, "type": "card_error"}
 
 
 def _unmodelled(param: str) -> StripeError:
@@ -718,6 +846,11 @@ class _Account:
     subscriptions: dict[str, JSON] = field(default_factory=dict)
     # Stored with their signing `secret`, which only the create response (and the admin route) shows.
     webhook_endpoints: dict[str, JSON] = field(default_factory=dict)
+    checkout_sessions: dict[str, JSON] = field(default_factory=dict)
+    invoices: dict[str, JSON] = field(default_factory=dict)
+    events: dict[str, JSON] = field(default_factory=dict)
+    # Card payments waiting for 3D Secure (internal: Stripe's PaymentIntents are not served here).
+    payment_intents: dict[str, JSON] = field(default_factory=dict)
     order: dict[str, int] = field(default_factory=dict)  # creation sequence, breaks `created` ties
 
     def store(self, kind: str) -> dict[str, JSON]:
@@ -741,10 +874,34 @@ _OBJECT_KINDS = {
     "customer": "customers",
     "subscription": "subscriptions",
     "webhook_endpoint": "webhook_endpoints",
+    "checkout_session": "checkout_sessions",
+    "invoice": "invoices",
+    "event": "events",
+    "payment_intent": "payment_intents",
+}
+# URL path of each kind under /v1 (when not its store name); kinds without one have no Stripe route.
+_PATHS = {
+    "product": "products",
+    "price": "prices",
+    "customer": "customers",
+    "subscription": "subscriptions",
+    "webhook_endpoint": "webhook_endpoints",
+    "checkout_session": "checkout/sessions",
+    "invoice": "invoices",
+    "event": "events",
+}
+# The routes of kinds that do not have the full create/retrieve/update/list set.
+_ACTIONS = {
+    "checkout_session": frozenset({"create", "retrieve", "list"}),
+    "invoice": frozenset({"retrieve", "list"}),
+    "event": frozenset({"retrieve", "list"}),
 }
 # DELETE on a resource path, per kind (kinds not listed have no DELETE route here).
 _DELETE_ACTIONS = {"product": "delete", "subscription": "cancel", "webhook_endpoint": "delete"}
-_KIND_NAMES = {"webhook_endpoint": "webhook endpoint"}  # as Stripe's "No such ..." messages say it
+# As Stripe's "No such ..." messages say it.
+_KIND_NAMES = {"webhook_endpoint": "webhook endpoint", "checkout_session": "checkout.session"}
+# The `type` prefix of a kind's events.
+_EVENT_PREFIX = {"subscription": "customer.subscription", "checkout_session": "checkout.session"}
 # Kind an expandable field points to; "" marks a field that is always null here (expanding it is a no-op).
 _EXPANDABLE = {
     "product": {"default_price": "price", "tax_code": ""},
@@ -755,19 +912,39 @@ _EXPANDABLE = {
         "application": "",
         "default_payment_method": "",
         "default_source": "",
-        "latest_invoice": "",
+        "latest_invoice": "invoice",
         "on_behalf_of": "",
         "pending_setup_intent": "",
         "schedule": "",
         "test_clock": "",
     },
+    "invoice": {
+        "customer": "customer",
+        "application": "",
+        "default_payment_method": "",
+        "default_source": "",
+        "from_invoice": "",
+        "latest_revision": "",
+        "on_behalf_of": "",
+        "test_clock": "",
+    },
+    "checkout_session": {
+        "customer": "customer",
+        "invoice": "invoice",
+        "subscription": "subscription",
+        "payment_intent": "",
+        "payment_link": "",
+        "setup_intent": "",
+    },
+    "event": {},
 }
 _PRICE_INCLUDABLE = ("currency_options", "tiers")
 
 
 def _ordered(obj: JSON) -> JSON:
+    """Stripe's key order (id, object, then alphabetical); internal `_`-prefixed keys are left out."""
     head = {k: obj[k] for k in ("id", "object") if k in obj}
-    return head | {k: obj[k] for k in sorted(obj) if k not in head}
+    return head | {k: obj[k] for k in sorted(obj) if k not in head and not k.startswith("_")}
 
 
 def _period_end(start: int, recurring: JSON) -> int:
@@ -878,6 +1055,9 @@ class Emulator:
         seed: int | None = None,
         hang_seconds: float = 30.0,
         after_write_share: float = 0.5,
+        delivery_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        delivery_timeout: float = DEFAULT_TIMEOUT,
+        shuffle_deliveries: bool = False,
     ) -> None:
         self.state_file = Path(state_file) if state_file is not None else None
         self.latency_ms = 0
@@ -907,6 +1087,23 @@ class Emulator:
         self._seq = 0
         self._idempotency: dict[str, dict[str, JSON]] = {}
         self._seen: tuple[int, int, int] | None = None  # state file signature last loaded or written
+        # Events made by the request (or admin action) running now; see `_emit`.
+        self._request_ctx: JSON = {"id": None, "idempotency_key": None}
+        self._request_host: str | None = None  # the Host the client used (for the URLs of new objects)
+        self._request_version: str | None = None  # its Stripe-Version header
+        self._emitted: list[tuple[_Account, str, JSON]] = []
+        self._outbox: list[Job] = []
+        try:
+            self.deliverer = Deliverer(
+                retry_delays=delivery_retry_delays,
+                timeout=_number("delivery_timeout", delivery_timeout, 0.001, 600.0),
+                shuffle=shuffle_deliveries,
+                seed=seed,
+                still_wanted=self._still_wanted,
+                on_delivered=self._delivered,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"Stripe emulator delivery_retry_delays: {exc}") from exc
         if self.state_file is not None and self.state_file.exists():
             self._load(self.state_file)
             self._seen = _signature(self.state_file)
@@ -928,6 +1125,10 @@ class Emulator:
                     customers=dict(acct.get("customers", {})),
                     subscriptions=dict(acct.get("subscriptions", {})),
                     webhook_endpoints=dict(acct.get("webhook_endpoints", {})),
+                    checkout_sessions=dict(acct.get("checkout_sessions", {})),
+                    invoices=dict(acct.get("invoices", {})),
+                    events=dict(acct.get("events", {})),
+                    payment_intents=dict(acct.get("payment_intents", {})),
                     order=dict(acct["order"]),
                 )
             self._idempotency = {k: dict(v) for k, v in raw["idempotency"].items()}
@@ -947,6 +1148,10 @@ class Emulator:
                     "customers": a.customers,
                     "subscriptions": a.subscriptions,
                     "webhook_endpoints": a.webhook_endpoints,
+                    "checkout_sessions": a.checkout_sessions,
+                    "invoices": a.invoices,
+                    "events": a.events,
+                    "payment_intents": a.payment_intents,
                     "order": a.order,
                 }
                 for mode, a in self._accounts.items()
@@ -1091,13 +1296,16 @@ class Emulator:
         split = urlsplit(target)
         path = split.path
         if path.startswith("/_emulator/"):
-            return self._admin(method, path, body)
+            return self._admin(method, path, body, hdrs)
         with self._lock:
             fault = self._draw_fault()
             if fault is not None and fault != "error_after_write":
                 return self._fault_before_execution(fault, method, path, split.query, hdrs, body)
             with self._shared_state():
-                return self._handle_stripe(method, path, split.query, hdrs, body, fault)
+                reply = self._handle_stripe(method, path, split.query, hdrs, body, fault)
+            jobs = self._take_outbox()
+        self.deliverer.enqueue(jobs)  # outside the lock: delivery never holds it
+        return reply
 
     def _fault_before_execution(
         self, fault: str, method: str, path: str, query_string: str, hdrs: Mapping[str, str], body: bytes
@@ -1168,7 +1376,12 @@ class Emulator:
                 for mode, acct in self._accounts.items()
             }
 
-    def _admin(self, method: str, path: str, body: bytes = b"") -> Reply:
+    def _admin(
+        self, method: str, path: str, body: bytes = b"", hdrs: Mapping[str, str] | None = None
+    ) -> Reply:
+        flow = self._admin_flows(method, path, body, hdrs or {})
+        if flow is not None:
+            return flow
         if method == "GET" and path == "/_emulator/requests":
             return Reply(200, self.request_log())
         if method == "GET" and path == "/_emulator/stats":
@@ -1256,13 +1469,25 @@ class Emulator:
                 if fault == "error_after_write":
                     status, payload = 500, _api_error(request_id).body()
             else:
+                self._emitted = []
+                self._expire_due(self._accounts[mode], mode)
+                dirty = bool(self._emitted)  # sessions that expired just now
+                self._commit_events()
+                self._request_ctx = {"id": request_id, "idempotency_key": idem_key}
+                self._request_host = hdrs.get("host")
+                self._request_version = hdrs.get("stripe-version")
                 try:
                     status, payload = 200, self._execute(route, obj_id, params, self._accounts[mode], mode)
-                    dirty = method != "GET"
+                    dirty = dirty or method != "GET" or bool(self._emitted)
                 except StripeError as exc:
+                    self._discard_events()
                     if not exc.cacheable:
                         raise
                     status, payload = exc.status, exc.body()
+                finally:
+                    self._request_ctx = {"id": None, "idempotency_key": None}
+                    self._request_host = self._request_version = None
+                self._commit_events()
                 if fault == "error_after_write":  # executed (and kept); the answer is lost to a 500
                     status, payload = 500, _api_error(request_id).body()
                 if idem_key is not None and method in ("POST", "DELETE"):
@@ -1282,6 +1507,7 @@ class Emulator:
             # the real error, and the log says no fault was applied.
             entry["fault"] = None
         except Exception as exc:  # never a traceback to the client
+            self._discard_events()
             status = 500
             payload = StripeError(
                 500,
@@ -1326,22 +1552,27 @@ class Emulator:
         return key
 
     def _route(self, method: str, path: str) -> tuple[str, str | None]:
-        for kind, plural in _OBJECT_KINDS.items():
+        for kind, plural in _PATHS.items():
             base = f"/v1/{plural}"
+            allowed = _ACTIONS.get(kind)
+            action: str | None = None
+            obj_id: str | None = None
             if path == base:
-                if method == "GET":
-                    return f"{kind}.list", None
-                if method == "POST":
-                    return f"{kind}.create", None
+                action = {"GET": "list", "POST": "create"}.get(method)
             elif path.startswith(base + "/"):
-                obj_id = unquote(path[len(base) + 1 :])
-                if obj_id and "/" not in obj_id:
-                    if method == "GET":
-                        return f"{kind}.retrieve", obj_id
-                    if method == "POST":
-                        return f"{kind}.update", obj_id
-                    if method == "DELETE" and kind in _DELETE_ACTIONS:
-                        return f"{kind}.{_DELETE_ACTIONS[kind]}", obj_id
+                rest = unquote(path[len(base) + 1 :])
+                if kind == "checkout_session" and method == "POST" and rest.endswith("/expire"):
+                    obj_id, action = rest[: -len("/expire")], "expire"
+                    allowed = None
+                else:
+                    obj_id = rest
+                    action = {"GET": "retrieve", "POST": "update"}.get(method)
+                    if method == "DELETE":
+                        action = _DELETE_ACTIONS.get(kind)
+                if not obj_id or "/" in obj_id:
+                    action = None
+            if action is not None and (allowed is None or action in allowed):
+                return f"{kind}.{action}", obj_id
         raise self._unrecognized(method, path)
 
     # ------------------------------------------------------------------ execution
@@ -1353,9 +1584,25 @@ class Emulator:
             for name in params:
                 if name not in modelled:
                     raise _unmodelled(name)
+        for name, allowed in _MODELLED_NESTED.items():
+            if route == "checkout_session.create" and name in params:
+                entries = params[name] if isinstance(params[name], list) else [params[name]]
+                for i, entry in enumerate(entries):
+                    for key in entry:
+                        if key not in allowed:
+                            shown = (
+                                f"{name}[{i}][{key}]" if isinstance(params[name], list) else f"{name}[{key}]"
+                            )
+                            raise _unmodelled(shown)
         expand = [str(e) for e in params.pop("expand", None) or []]
         kind, action = route.split(".")
         if action == "list":
+            if kind == "event" and "type" in params and "types" in params:
+                raise _param_error(
+                    "You may only specify one of these parameters: type, types.",
+                    "types",
+                    "parameters_exclusive",
+                )
             return self._list(kind, params, expand, acct)
         if kind not in ("product", "price"):
             return self._execute_billing(kind, action, obj_id, params, expand, acct, mode)
@@ -1374,11 +1621,16 @@ class Emulator:
         if action == "retrieve":
             return self._render(kind, obj, expand, acct)
         if action == "delete":
-            return self._delete_product(obj, acct)
+            snapshot = self._snapshot(kind, obj, acct)
+            deleted = self._delete_product(obj, acct)
+            self._emit(acct, mode, "product.deleted", kind, obj, snapshot=snapshot)
+            return deleted
+        before = self._snapshot(kind, obj, acct)
         if kind == "product":
             self._update_product(obj, params, acct)
         else:
-            self._update_price(obj, params, acct)
+            self._update_price(obj, params, acct, mode)
+        self._emit_update(acct, mode, kind, obj, before, ignore=("updated",))
         return self._render(kind, obj, expand, acct)
 
     def _next_seq(self) -> int:
@@ -1401,6 +1653,9 @@ class Emulator:
         acct.order[product_id] = self._next_seq()
         if price is not None:
             self._store_price(price, acct)
+        self._emit(acct, mode, "product.created", "product", product)
+        if price is not None:
+            self._emit(acct, mode, "price.created", "price", price)
         return product
 
     def _new_product(self, product_id: str, p: JSON, now: int, mode: str, prefix: str) -> JSON:
@@ -1519,11 +1774,15 @@ class Emulator:
         price["nickname"] = p.get("nickname")
         # Everything is checked: now mutate, atomically.
         if holder is not None:
+            before = self._snapshot("price", holder, acct)
             holder["lookup_key"] = None
+            self._emit_update(acct, mode, "price", holder, before)
         if new_product is not None:
             acct.products[new_product["id"]] = new_product
             acct.order[new_product["id"]] = self._next_seq()
+            self._emit(acct, mode, "product.created", "product", new_product)
         self._store_price(price, acct)
+        self._emit(acct, mode, "price.created", "price", price)
         return price
 
     def _store_price(self, price: JSON, acct: _Account) -> None:
@@ -1684,7 +1943,7 @@ class Emulator:
             "unit_amount_decimal": unit_amount_decimal,
         }
 
-    def _update_price(self, price: JSON, p: JSON, acct: _Account) -> None:
+    def _update_price(self, price: JSON, p: JSON, acct: _Account, mode: str) -> None:
         changes: JSON = {}
         holder = None
         if "active" in p:
@@ -1736,7 +1995,9 @@ class Emulator:
                     }
                 changes["currency_options"] = merged
         if holder is not None:
+            before = self._snapshot("price", holder, acct)
             holder["lookup_key"] = None
+            self._emit_update(acct, mode, "price", holder, before)
         price.update(changes)
 
     @staticmethod
@@ -1818,8 +2079,11 @@ class Emulator:
         if action == "create":
             if kind == "customer":
                 created = self._create_customer(p, acct, mode)
+                self._emit(acct, mode, "customer.created", kind, created)
             elif kind == "subscription":
                 created = self._create_subscription(p, acct, mode)
+            elif kind == "checkout_session":
+                created = self._create_checkout_session(p, acct, mode)
             else:
                 created = self._create_webhook_endpoint(p, acct, mode)
             return self._render(kind, created, expand, acct, show_secret=True)
@@ -1833,12 +2097,19 @@ class Emulator:
             del acct.webhook_endpoints[obj_id]
             acct.order.pop(obj_id, None)
             return {"id": obj_id, "object": kind, "deleted": True}
+        if action == "expire":
+            self._expire_session(obj, acct, mode)
+            return self._render(kind, obj, expand, acct)
+        before = self._snapshot(kind, obj, acct)
         if action == "cancel":
             self._cancel_subscription(obj, p)
+            self._emit(acct, mode, "customer.subscription.deleted", kind, obj)
         elif kind == "customer":
             self._apply_customer(obj, p)
+            self._emit_update(acct, mode, kind, obj, before)
         elif kind == "subscription":
             self._update_subscription(obj, p, acct)
+            self._emit_update(acct, mode, kind, obj, before)
         else:
             self._update_webhook_endpoint(obj, p, mode)
         return self._render(kind, obj, expand, acct)
@@ -1967,8 +2238,46 @@ class Emulator:
             self._apply_item(item, given, price, f"items[{i}]")
             items.append(item)
         currency = self._check_items(items, acct, customer, None)
-        at_period_end = bool(p.get("cancel_at_period_end", False))
-        sub: JSON = {
+        behavior = p.get("payment_behavior", "allow_incomplete")
+        if behavior == "pending_if_incomplete":
+            raise _param_error(
+                "payment_behavior=pending_if_incomplete can only be used when updating a subscription.",
+                "payment_behavior",
+            )
+        sub = self._build_subscription(
+            sub_id, customer, items, currency, mode, now, p.get("metadata"), p.get("description")
+        )
+        self._set_cancel_at_period_end(sub, bool(p.get("cancel_at_period_end", False)), now)
+        customer["currency"] = customer["currency"] or currency
+        if behavior != "default_incomplete":
+            # The customer has no payment method here (API customers carry none), so Stripe would charge
+            # nothing it could: kept as before, active without a first invoice (see the module notes).
+            self._store_new("subscription", sub, acct)
+            self._emit(acct, mode, "customer.subscription.created", "subscription", sub)
+            return sub
+        invoice = self._build_invoice(acct, mode, sub, "subscription_create", now, now)
+        sub["status"] = "incomplete" if invoice["amount_due"] > 0 else "active"
+        self._store_new("subscription", sub, acct)
+        self._emit(acct, mode, "customer.subscription.created", "subscription", sub)
+        self._emit(acct, mode, "invoice.created", "invoice", invoice)
+        self._finalize_invoice(invoice, acct, mode)
+        if invoice["amount_due"] == 0:
+            self._mark_paid(invoice, acct, mode)
+        return sub
+
+    def _build_subscription(
+        self,
+        sub_id: str,
+        customer: JSON,
+        items: list[JSON],
+        currency: str,
+        mode: str,
+        now: int,
+        metadata: Any,
+        description: str | None,
+        metadata_param: str = "metadata",
+    ) -> JSON:
+        return {
             "id": sub_id,
             "object": "subscription",
             "application": None,
@@ -1997,14 +2306,14 @@ class Emulator:
             "default_payment_method": None,
             "default_source": None,
             "default_tax_rates": [],
-            "description": p.get("description"),
+            "description": description,
             "discounts": [],
             "ended_at": None,
             "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
             "items": items,  # stored with price ids; rendered as a list object with full prices
             "latest_invoice": None,
             "livemode": mode == "live",
-            "metadata": self._merge_metadata({}, p.get("metadata"), "metadata"),
+            "metadata": self._merge_metadata({}, metadata, metadata_param),
             "next_pending_invoice_item_invoice": None,
             "on_behalf_of": None,
             "pause_collection": None,
@@ -2018,17 +2327,13 @@ class Emulator:
             "pending_update": None,
             "schedule": None,
             "start_date": now,
-            "status": "active",  # no payment flow is modelled: every subscription starts active
+            "status": "active",
             "test_clock": None,
             "transfer_data": None,
             "trial_end": None,
             "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
             "trial_start": None,
         }
-        self._set_cancel_at_period_end(sub, at_period_end, now)
-        customer["currency"] = customer["currency"] or currency
-        self._store_new("subscription", sub, acct)
-        return sub
 
     @staticmethod
     def _check_item_params(given: JSON, route: str, i: int) -> None:
@@ -2325,6 +2630,9 @@ class Emulator:
                         )
                     item_expand.append(rest[len("data.") :])
                 continue
+            if kind == "checkout_session" and head == "line_items" and not rests:
+                out["line_items"] = self._session_line_items(obj, acct)
+                continue
             target_kind = _EXPANDABLE.get(kind, {}).get(head)
             if target_kind is None:
                 raise _param_error(f"This property cannot be expanded ({head}).", "expand")
@@ -2343,6 +2651,14 @@ class Emulator:
                 "has_more": False,
                 "total_count": len(obj["items"]),
                 "url": f"/v1/subscription_items?subscription={obj['id']}",
+            }
+        if kind == "invoice":
+            out["lines"] = {
+                "object": "list",
+                "data": [_ordered(line) for line in obj["lines"]],
+                "has_more": False,
+                "total_count": len(obj["lines"]),
+                "url": f"/v1/invoices/{obj['id']}/lines",
             }
         return _ordered(out)
 
@@ -2408,7 +2724,7 @@ class Emulator:
             "object": "list",
             "data": [self._render(kind, o, inner, acct) for o in page],
             "has_more": has_more,
-            "url": f"/v1/{_OBJECT_KINDS[kind]}",
+            "url": f"/v1/{_PATHS[kind]}",
         }
 
     @staticmethod
@@ -2447,6 +2763,22 @@ class Emulator:
             return "price" not in p or any(item["price"] == p["price"] for item in obj["items"])
         if kind == "webhook_endpoint":
             return True
+        if kind == "checkout_session":
+            return all(obj[key] == p[key] for key in ("customer", "status", "subscription") if key in p)
+        if kind == "invoice":
+            parent = obj.get("parent") or {}
+            sub_id = (parent.get("subscription_details") or {}).get("subscription")
+            if "subscription" in p and sub_id != p["subscription"]:
+                return False
+            return all(obj[key] == p[key] for key in ("customer", "status", "collection_method") if key in p)
+        if kind == "event":
+            if "types" in p and obj["type"] not in p["types"]:
+                return False
+            wanted = p.get("type")
+            return (
+                wanted is None
+                or re.fullmatch(re.escape(wanted).replace(r"\*", ".*"), obj["type"]) is not None
+            )
         if "product" in p and obj["product"] != p["product"]:
             return False
         if "currency" in p and obj["currency"] != str(p["currency"]).lower():
@@ -2511,6 +2843,909 @@ class Emulator:
             if target is not None:
                 out[head] = self._render(target_kind, target, rests, acct, depth + 1)
         return _ordered(out)
+
+    # ------------------------------------------------------------------ events
+
+    def _snapshot(self, kind: str, obj: JSON, acct: _Account) -> JSON:
+        """The object as the API shows it now, frozen (an event's `data.object`)."""
+        return cast(JSON, json.loads(json.dumps(self._render(kind, obj, [], acct), default=str)))
+
+    def _emit(
+        self,
+        acct: _Account,
+        mode: str,
+        type_: str,
+        kind: str,
+        obj: JSON,
+        previous: JSON | None = None,
+        *,
+        snapshot: JSON | None = None,
+    ) -> JSON:
+        """Record one Event (stored at once, in creation order; delivered when the request commits)."""
+        data: JSON = {"object": snapshot if snapshot is not None else self._snapshot(kind, obj, acct)}
+        if previous is not None:
+            data["previous_attributes"] = previous
+        event: JSON = {
+            "id": self._fresh_id(acct, "evt_", 24),
+            "object": "event",
+            "api_version": stripe.api_version,
+            "created": int(time.time()),
+            "data": data,
+            "livemode": mode == "live",
+            "pending_webhooks": 0,
+            "request": dict(self._request_ctx),
+            "type": type_,
+        }
+        self._store_new("event", event, acct)
+        self._emitted.append((acct, mode, event))
+        return event
+
+    def _emit_update(
+        self, acct: _Account, mode: str, kind: str, obj: JSON, before: JSON, ignore: tuple[str, ...] = ()
+    ) -> None:
+        """`<kind>.updated` with `previous_attributes` (the top-level fields that changed), if any did."""
+        after = self._snapshot(kind, obj, acct)
+        previous = {
+            k: before.get(k)
+            for k in sorted(set(before) | set(after))
+            if before.get(k) != after.get(k) and k not in ignore
+        }
+        if previous:
+            prefix = _EVENT_PREFIX.get(kind, kind)
+            self._emit(acct, mode, f"{prefix}.updated", kind, obj, previous, snapshot=after)
+
+    def _discard_events(self) -> None:
+        """The request failed: the events it made never happened."""
+        for acct, _mode, event in self._emitted:
+            acct.events.pop(event["id"], None)
+            acct.order.pop(event["id"], None)
+        self._emitted = []
+
+    def _commit_events(self) -> None:
+        """Queue a delivery per matching enabled endpoint (sent once the lock is released)."""
+        for acct, mode, event in self._emitted:
+            endpoints = [
+                we
+                for _id, we in sorted(acct.webhook_endpoints.items(), key=lambda kv: acct.order.get(kv[0], 0))
+                if we["status"] == "enabled"
+                and ("*" in we["enabled_events"] or event["type"] in we["enabled_events"])
+            ]
+            event["pending_webhooks"] = len(endpoints)
+            body = (json.dumps(event, indent=2) + "\n").encode("utf-8")
+            for we in endpoints:
+                self._outbox.append(
+                    Job(mode, event["id"], event["type"], we["id"], we["url"], str(we["secret"]), body)
+                )
+        self._emitted = []
+
+    def _take_outbox(self) -> list[Job]:
+        jobs, self._outbox = self._outbox, []
+        return jobs
+
+    def _still_wanted(self, job: Job) -> bool:
+        with self._lock:
+            endpoint = self._accounts[job.mode].webhook_endpoints.get(job.endpoint_id)
+            return endpoint is not None and endpoint["status"] == "enabled"
+
+    def _delivered(self, job: Job) -> None:
+        with self._lock, self._shared_state():
+            event = self._accounts[job.mode].events.get(job.event_id)
+            if event is not None and event["pending_webhooks"] > 0:
+                event["pending_webhooks"] -= 1
+                self._save()
+
+    def wait_for_deliveries(self, timeout: float = 10.0) -> bool:
+        """Wait until no webhook delivery is queued, in flight or scheduled for a retry (False on timeout).
+        Never call it while holding the emulator's lock."""
+        return self.deliverer.wait_idle(timeout)
+
+    def flush_deliveries(self, timeout: float = 10.0) -> bool:
+        """Make scheduled retries due now, then wait like `wait_for_deliveries`."""
+        self.deliverer.expedite()
+        return self.deliverer.wait_idle(timeout)
+
+    def deliveries(self) -> list[JSON]:
+        """Every delivery attempt so far, oldest first."""
+        return self.deliverer.attempts()
+
+    def close(self) -> None:
+        """Stop the delivery thread (queued and scheduled deliveries are dropped)."""
+        self.deliverer.stop()
+
+    # ------------------------------------------------------------------ checkout sessions
+
+    def _create_checkout_session(self, p: JSON, acct: _Account, mode: str) -> JSON:
+        if "mode" not in p:
+            raise _missing("mode")
+        if p["mode"] != "subscription":
+            raise _param_error(
+                f"The parameter `mode={p['mode']}` is valid for Stripe, but this Stripe emulator models only "
+                "`mode=subscription` Checkout Sessions.",
+                "mode",
+            )
+        if "customer" in p and "customer_email" in p:
+            raise _param_error(
+                "You may only specify one of these parameters: customer, customer_email.",
+                "customer_email",
+                "parameters_exclusive",
+            )
+        customer = None
+        if "customer" in p:
+            customer = acct.customers.get(p["customer"])
+            if customer is None:
+                raise _no_such("customer", p["customer"], "customer", status=400)
+        email = p.get("customer_email")
+        if email is not None and (len(email) > 512 or not _EMAIL_RE.match(email)):
+            raise _param_error(f"Invalid email address: {email}", "customer_email", "email_invalid")
+        reference = p.get("client_reference_id")
+        if reference is not None and len(reference) > 200:
+            raise _param_error(
+                "Invalid client_reference_id: must be at most 200 characters.", "client_reference_id"
+            )
+        if "success_url" not in p:
+            # The SDK types it optional because embedded and custom `ui_mode`s forbid it; a hosted
+            # session (the only `ui_mode` modelled here) needs it.
+            raise _missing("success_url")
+        for key in ("success_url", "cancel_url"):
+            if key in p:
+                parts = urlsplit(p[key])
+                if parts.scheme not in ("http", "https") or not parts.hostname or len(p[key]) > 5000:
+                    raise _param_error("Not a valid URL", key, "url_invalid")
+        if not p.get("line_items"):
+            raise _param_error(
+                "`line_items` is required in `subscription` mode.", "line_items", "parameter_missing"
+            )
+        now = int(time.time())
+        lines: list[JSON] = []
+        currencies: set[str] = set()
+        for i, given in enumerate(p["line_items"]):
+            if "price" not in given:
+                raise _missing(f"line_items[{i}][price]")
+            price = self._subscribable_price(acct, given["price"], f"line_items[{i}][price]")
+            metered = price["recurring"]["usage_type"] == "metered"
+            if metered and "quantity" in given:
+                raise _param_error(
+                    "Quantity should not be specified where usage_type is `metered`.",
+                    f"line_items[{i}][quantity]",
+                )
+            if not metered and "quantity" not in given:
+                raise _missing(f"line_items[{i}][quantity]")
+            quantity = given.get("quantity")
+            if quantity is not None and not 1 <= quantity <= 999_999:
+                raise _param_error(
+                    "Invalid quantity: must be between 1 and 999999.",
+                    f"line_items[{i}][quantity]",
+                    "parameter_invalid_integer",
+                )
+            if any(line["price"] == price["id"] for line in lines):
+                raise _param_error(
+                    f"Cannot add multiple subscription items with the same plan: {price['id']}", "line_items"
+                )
+            currencies.add(price["currency"])
+            lines.append({"price": price["id"], "quantity": quantity})
+        if len(currencies) > 1:
+            raise _param_error(
+                "All line items of a Checkout Session must use the same currency; got "
+                f"{', '.join(sorted(currencies))}.",
+                "line_items",
+            )
+        expires_at = p.get("expires_at", now + CHECKOUT_LIFETIME)
+        if not now + 1800 <= expires_at <= now + CHECKOUT_LIFETIME:
+            raise _param_error(
+                "The `expires_at` timestamp must be between 30 minutes and 24 hours from Checkout Session "
+                "creation.",
+                "expires_at",
+            )
+        sub_data = p.get("subscription_data") or {}
+        sub_metadata = self._merge_metadata({}, sub_data.get("metadata"), "subscription_data[metadata]")
+        subtotal = sum(self._line_amount(acct.prices[line["price"]], line["quantity"]) for line in lines)
+        session_id = self._fresh_id(acct, f"cs_{mode}_", 58)
+        host = self._request_host or "127.0.0.1"
+        session: JSON = {
+            "id": session_id,
+            "object": "checkout.session",
+            "adaptive_pricing": None,
+            "after_expiration": None,
+            "allow_promotion_codes": None,
+            "amount_subtotal": subtotal,
+            "amount_total": subtotal,
+            "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
+            "billing_address_collection": None,
+            "cancel_url": p.get("cancel_url"),
+            "client_reference_id": reference,
+            "client_secret": None,
+            "collected_information": None,
+            "consent": None,
+            "consent_collection": None,
+            "created": now,
+            "currency": currencies.pop(),
+            "currency_conversion": None,
+            "custom_fields": [],
+            "custom_text": {
+                "after_submit": None,
+                "shipping_address": None,
+                "submit": None,
+                "terms_of_service_acceptance": None,
+            },
+            "customer": customer["id"] if customer is not None else None,
+            "customer_account": None,
+            "customer_creation": None,
+            "customer_details": None,
+            "customer_email": email,
+            "discounts": [],
+            "expires_at": expires_at,
+            "invoice": None,
+            "invoice_creation": None,
+            "livemode": mode == "live",
+            "locale": None,
+            "metadata": self._merge_metadata({}, p.get("metadata"), "metadata"),
+            "mode": "subscription",
+            "payment_intent": None,
+            "payment_link": None,
+            "payment_method_collection": "always",
+            "payment_method_options": {},
+            "payment_method_types": ["card"],
+            "payment_status": "unpaid",
+            "phone_number_collection": {"enabled": False},
+            "recovered_from": None,
+            "saved_payment_method_options": None,
+            "setup_intent": None,
+            "shipping_address_collection": None,
+            "shipping_cost": None,
+            "shipping_options": [],
+            "status": "open",
+            "submit_type": None,
+            "subscription": None,
+            "success_url": p.get("success_url"),
+            "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+            "ui_mode": "hosted",
+            "url": f"http://{host}/_emulator/checkout/{session_id}",
+            # Internal (never rendered): what completing the session needs.
+            "_line_items": lines,
+            "_subscription_metadata": sub_metadata,
+            "_subscription_description": sub_data.get("description"),
+            "_api_version": self._request_version or stripe.api_version,
+            "_pending_subscription": None,
+        }
+        self._store_new("checkout_session", session, acct)
+        return session
+
+    def _session_line_items(self, session: JSON, acct: _Account) -> JSON:
+        data = []
+        for n, line in enumerate(session["_line_items"]):
+            price = acct.prices[line["price"]]
+            product = acct.products.get(price["product"])
+            amount = self._line_amount(price, line["quantity"])
+            data.append(
+                {
+                    "id": f"li_{session['id'][-20:]}{n:04d}",
+                    "object": "item",
+                    "amount_discount": 0,
+                    "amount_subtotal": amount,
+                    "amount_tax": 0,
+                    "amount_total": amount,
+                    "currency": price["currency"],
+                    "description": product["name"] if product is not None else None,
+                    "price": self._render("price", price, [], acct),
+                    "quantity": line["quantity"],
+                }
+            )
+        return {
+            "object": "list",
+            "data": data,
+            "has_more": False,
+            "url": f"/v1/checkout/sessions/{session['id']}/line_items",
+        }
+
+    def _expire_session(self, session: JSON, acct: _Account, mode: str) -> None:
+        if session["status"] != "open":
+            raise StripeError(
+                400,
+                'Only Checkout Sessions with a status in ["open"] can be expired. This Checkout Session has '
+                f"a status of `{session['status']}`.",
+            )
+        before = self._snapshot("checkout_session", session, acct)
+        session["status"] = "expired"
+        self._emit(acct, mode, "checkout.session.expired", "checkout_session", session)
+        del before  # Stripe's expired event carries no previous_attributes
+
+    def _expire_due(self, acct: _Account, mode: str) -> None:
+        """Open sessions past their `expires_at` expire (lazily, when the account is next used)."""
+        now = int(time.time())
+        for session in list(acct.checkout_sessions.values()):
+            if session["status"] == "open" and session["expires_at"] <= now:
+                self._expire_session(session, acct, mode)
+
+    # ------------------------------------------------------------------ invoices
+
+    @staticmethod
+    def _line_amount(price: JSON, quantity: int | None) -> int:
+        """What `quantity` units of `price` cost, in minor units (metered: nothing up front)."""
+        if quantity is None:
+            return 0
+        if price["billing_scheme"] == "tiered":
+            tiers = price["tiers"] or []
+            total = Decimal(0)
+            if price["tiers_mode"] == "volume":
+                tier = next((t for t in tiers if t["up_to"] is None or quantity <= t["up_to"]), tiers[-1])
+                total = Decimal(tier["unit_amount_decimal"] or 0) * quantity + Decimal(
+                    tier["flat_amount_decimal"] or 0
+                )
+            else:  # graduated
+                floor = 0
+                for tier in tiers:
+                    top = quantity if tier["up_to"] is None else min(quantity, tier["up_to"])
+                    if top > floor:
+                        total += Decimal(tier["unit_amount_decimal"] or 0) * (top - floor)
+                        total += Decimal(tier["flat_amount_decimal"] or 0)
+                    floor = top
+                    if tier["up_to"] is None or quantity <= tier["up_to"]:
+                        break
+            return int(total.to_integral_value(ROUND_HALF_UP))
+        unit = Decimal(price["unit_amount_decimal"] or 0)
+        return int((unit * quantity).to_integral_value(ROUND_HALF_UP))
+
+    def _build_invoice(
+        self, acct: _Account, mode: str, sub: JSON, reason: str, period_start: int, period_end: int
+    ) -> JSON:
+        """A draft invoice for `sub`'s items, stored and made the subscription's `latest_invoice`."""
+        customer = acct.customers[sub["customer"]]
+        invoice_id = self._fresh_id(acct, "in_", 24)
+        now = int(time.time())
+        lines = []
+        for item in sub["items"]:
+            price = acct.prices[item["price"]]
+            product = acct.products.get(price["product"])
+            amount = self._line_amount(price, item["quantity"])
+            name = product["name"] if product is not None else price["id"]
+            lines.append(
+                {
+                    "id": self._fresh_id(acct, "il_", 24),
+                    "object": "line_item",
+                    "amount": amount,
+                    "currency": price["currency"],
+                    "description": f"{item['quantity'] or 0} × {name}",
+                    "discount_amounts": [],
+                    "discountable": True,
+                    "discounts": [],
+                    "invoice": invoice_id,
+                    "livemode": mode == "live",
+                    "metadata": dict(item["metadata"]),
+                    "parent": {
+                        "invoice_item_details": None,
+                        "subscription_item_details": {
+                            "invoice_item": None,
+                            "proration": False,
+                            "proration_details": {"credited_items": None},
+                            "subscription": sub["id"],
+                            "subscription_item": item["id"],
+                        },
+                        "type": "subscription_item_details",
+                    },
+                    "period": {"end": item["current_period_end"], "start": item["current_period_start"]},
+                    "pretax_credit_amounts": [],
+                    "pricing": {
+                        "price_details": {"price": price["id"], "product": price["product"]},
+                        "type": "price_details",
+                        "unit_amount_decimal": price["unit_amount_decimal"],
+                    },
+                    "quantity": item["quantity"],
+                    "subtotal": amount,
+                    "taxes": [],
+                }
+            )
+        total = sum(int(line["amount"]) for line in lines)
+        invoice: JSON = {
+            "id": invoice_id,
+            "object": "invoice",
+            "account_country": "US",
+            "account_name": "kuploy sandbox",
+            "account_tax_ids": None,
+            "amount_due": total,
+            "amount_overpaid": 0,
+            "amount_paid": 0,
+            "amount_paid_off_stripe": 0,
+            "amount_remaining": total,
+            "amount_shipping": 0,
+            "application": None,
+            "attempt_count": 0,
+            "attempted": False,
+            "auto_advance": True,
+            "automatic_tax": {
+                "disabled_reason": None,
+                "enabled": False,
+                "liability": None,
+                "provider": None,
+                "status": None,
+            },
+            "automatically_finalizes_at": None,
+            "billing_reason": reason,
+            "collection_method": "charge_automatically",
+            "confirmation_secret": None,
+            "created": now,
+            "currency": sub["currency"],
+            "custom_fields": None,
+            "customer": customer["id"],
+            "customer_account": None,
+            "customer_address": customer["address"],
+            "customer_email": customer["email"],
+            "customer_name": customer["name"],
+            "customer_phone": customer["phone"],
+            "customer_shipping": customer["shipping"],
+            "customer_tax_exempt": customer["tax_exempt"],
+            "customer_tax_ids": [],
+            "default_payment_method": None,
+            "default_source": None,
+            "default_tax_rates": [],
+            "description": None,
+            "discounts": [],
+            "due_date": None,
+            "effective_at": None,
+            "ending_balance": None,
+            "footer": None,
+            "from_invoice": None,
+            "hosted_invoice_url": None,
+            "invoice_pdf": None,
+            "issuer": {"type": "self"},
+            "last_finalization_error": None,
+            "latest_revision": None,
+            "lines": lines,  # rendered as a list object
+            "livemode": mode == "live",
+            "metadata": {},
+            "next_payment_attempt": None,
+            "number": None,
+            "on_behalf_of": None,
+            "parent": {
+                "quote_details": None,
+                "subscription_details": {"metadata": dict(sub["metadata"]), "subscription": sub["id"]},
+                "type": "subscription_details",
+            },
+            "payment_settings": {
+                "default_mandate": None,
+                "payment_method_options": None,
+                "payment_method_types": None,
+            },
+            "period_end": period_end,
+            "period_start": period_start,
+            "post_payment_credit_notes_amount": 0,
+            "pre_payment_credit_notes_amount": 0,
+            "receipt_number": None,
+            "rendering": None,
+            "shipping_cost": None,
+            "shipping_details": None,
+            "starting_balance": 0,
+            "statement_descriptor": None,
+            "status": "draft",
+            "status_transitions": {
+                "finalized_at": None,
+                "marked_uncollectible_at": None,
+                "paid_at": None,
+                "voided_at": None,
+            },
+            "subtotal": total,
+            "subtotal_excluding_tax": total,
+            "test_clock": None,
+            "threshold_reason": None,
+            "total": total,
+            "total_discount_amounts": [],
+            "total_excluding_tax": total,
+            "total_pretax_credit_amounts": [],
+            "total_taxes": [],
+            "webhooks_delivered_at": None,
+        }
+        self._store_new("invoice", invoice, acct)
+        sub["latest_invoice"] = invoice_id
+        return invoice
+
+    def _finalize_invoice(self, invoice: JSON, acct: _Account, mode: str) -> None:
+        customer = acct.customers[invoice["customer"]]
+        now = int(time.time())
+        invoice["status"] = "open"
+        invoice["number"] = f"{customer['invoice_prefix']}-{int(customer['next_invoice_sequence']):04d}"
+        customer["next_invoice_sequence"] = int(customer["next_invoice_sequence"]) + 1
+        invoice["effective_at"] = now
+        invoice["ending_balance"] = 0
+        invoice["status_transitions"] = {**invoice["status_transitions"], "finalized_at": now}
+        base = f"http://{self._request_host or '127.0.0.1'}/_emulator/invoices/{invoice['id']}"
+        invoice["hosted_invoice_url"] = base
+        invoice["invoice_pdf"] = base + "/pdf"
+        invoice["webhooks_delivered_at"] = now
+        self._emit(acct, mode, "invoice.finalized", "invoice", invoice)
+
+    def _mark_paid(self, invoice: JSON, acct: _Account, mode: str) -> None:
+        now = int(time.time())
+        if invoice["amount_due"] > 0:
+            invoice["attempt_count"] = int(invoice["attempt_count"]) + 1
+            invoice["attempted"] = True
+        invoice["status"] = "paid"
+        invoice["amount_paid"] = invoice["amount_due"]
+        invoice["amount_remaining"] = 0
+        invoice["auto_advance"] = False
+        invoice["next_payment_attempt"] = None
+        invoice["status_transitions"] = {**invoice["status_transitions"], "paid_at": now}
+        snapshot = self._snapshot("invoice", invoice, acct)
+        self._emit(acct, mode, "invoice.paid", "invoice", invoice, snapshot=snapshot)
+        self._emit(acct, mode, "invoice.payment_succeeded", "invoice", invoice, snapshot=snapshot)
+
+    def _mark_failed(self, invoice: JSON, acct: _Account, mode: str, *, action_required: bool) -> None:
+        invoice["attempt_count"] = int(invoice["attempt_count"]) + 1
+        invoice["attempted"] = True
+        if invoice["billing_reason"] != "subscription_create" and not action_required:
+            # Stripe's retry schedule (Smart Retries) is not modelled: one retry announced, 3 days on.
+            invoice["next_payment_attempt"] = int(time.time()) + 3 * 86400
+        kind = "invoice.payment_action_required" if action_required else "invoice.payment_failed"
+        self._emit(acct, mode, kind, "invoice", invoice)
+
+    # ------------------------------------------------------------------ payments (test cards)
+
+    def _set_status(self, sub: JSON, status: str, acct: _Account, mode: str) -> None:
+        if sub["status"] == status:
+            return
+        before = self._snapshot("subscription", sub, acct)
+        sub["status"] = status
+        self._emit_update(acct, mode, "subscription", sub, before)
+
+    def _new_payment_intent(
+        self,
+        acct: _Account,
+        card: str,
+        amount: int,
+        currency: str,
+        *,
+        session: str | None,
+        invoice: str | None,
+    ) -> JSON:
+        intent = {
+            "id": self._fresh_id(acct, "pi_", 24),
+            "object": "payment_intent",
+            "amount": amount,
+            "currency": currency,
+            "card": card,
+            "checkout_session": session,
+            "invoice": invoice,
+            "status": "requires_action",
+            "created": int(time.time()),
+        }
+        self._store_new("payment_intent", intent, acct)
+        return intent
+
+    def _charge_invoice(self, invoice: JSON, card: str, acct: _Account, mode: str) -> JSON:
+        """One payment attempt on an open invoice with a test card; the subscription follows. Returns the
+        admin answer (`outcome`, and the PaymentIntent to authenticate when 3D Secure is required)."""
+        outcome, decline_code = _card_outcome(card)
+        sub = acct.subscriptions[invoice["parent"]["subscription_details"]["subscription"]]
+        first = invoice["billing_reason"] == "subscription_create"
+        answer: JSON = {"outcome": outcome, "invoice": invoice["id"], "subscription": sub["id"]}
+        if outcome == "succeeded":
+            sub["_card"] = card
+            self._mark_paid(invoice, acct, mode)
+            if sub["status"] in ("incomplete", "past_due", "unpaid"):
+                self._set_status(sub, "active", acct, mode)
+            return answer
+        if outcome == "requires_action":
+            intent = self._new_payment_intent(
+                acct, card, invoice["amount_due"], invoice["currency"], session=None, invoice=invoice["id"]
+            )
+            answer["payment_intent"] = intent["id"]
+        else:
+            answer["error"] = _decline(decline_code)
+        self._mark_failed(invoice, acct, mode, action_required=outcome == "requires_action")
+        if not first and sub["status"] == "active":
+            self._set_status(sub, "past_due", acct, mode)
+        return answer
+
+    def _checkout_customer(self, session: JSON, acct: _Account, mode: str, args: JSON) -> JSON:
+        if session["customer"] is not None:
+            return acct.customers[session["customer"]]
+        params: JSON = {}
+        email = session["customer_email"] or args.get("email")
+        if email:
+            params["email"] = email
+        if args.get("name"):
+            params["name"] = args["name"]
+        try:
+            customer = self._create_customer(params, acct, mode)
+        except StripeError as exc:
+            raise _admin_error(exc.message) from exc
+        self._emit(acct, mode, "customer.created", "customer", customer)
+        session["customer"] = customer["id"]
+        return customer
+
+    def _checkout_subscription(
+        self, session: JSON, customer: JSON, acct: _Account, mode: str, card: str
+    ) -> JSON:
+        now = int(time.time())
+        sub_id = self._fresh_id(acct, "sub_", 24)
+        items = []
+        for line in session["_line_items"]:
+            price = acct.prices[line["price"]]
+            item = self._new_item(acct, sub_id, price, now)
+            item["quantity"] = line["quantity"]
+            items.append(item)
+        try:
+            currency = self._check_items(items, acct, customer, None)
+        except StripeError as exc:
+            raise _admin_error(exc.message) from exc
+        sub = self._build_subscription(
+            sub_id,
+            customer,
+            items,
+            currency,
+            mode,
+            now,
+            session["_subscription_metadata"],
+            session["_subscription_description"],
+        )
+        sub["default_payment_method"] = _random_id("pm_", 24)
+        sub["_card"] = card
+        customer["currency"] = customer["currency"] or currency
+        return sub
+
+    def _complete_session(self, session: JSON, acct: _Account, mode: str, sub: JSON, invoice: JSON) -> None:
+        customer = acct.customers[sub["customer"]]
+        session["status"] = "complete"
+        session["payment_status"] = "paid"
+        session["subscription"] = sub["id"]
+        session["invoice"] = invoice["id"]
+        session["customer"] = customer["id"]
+        session["customer_details"] = {
+            "address": customer["address"],
+            "business_name": None,
+            "email": customer["email"],
+            "individual_name": None,
+            "name": customer["name"],
+            "phone": customer["phone"],
+            "tax_exempt": customer["tax_exempt"],
+            "tax_ids": [],
+        }
+        self._emit(acct, mode, "checkout.session.completed", "checkout_session", session)
+
+    def _fulfil_session(self, session: JSON, acct: _Account, mode: str, card: str, args: JSON) -> JSON:
+        """The paid session (API 2025-03-31.basil on): payment first, then customer, an active
+        subscription and its paid first invoice, then `checkout.session.completed`."""
+        customer = self._checkout_customer(session, acct, mode, args)
+        sub = self._checkout_subscription(session, customer, acct, mode, card)
+        now = int(sub["created"])
+        invoice = self._build_invoice(acct, mode, sub, "subscription_create", now, now)
+        self._store_new("subscription", sub, acct)
+        self._emit(acct, mode, "customer.subscription.created", "subscription", sub)
+        self._emit(acct, mode, "invoice.created", "invoice", invoice)
+        self._finalize_invoice(invoice, acct, mode)
+        self._mark_paid(invoice, acct, mode)
+        self._complete_session(session, acct, mode, sub, invoice)
+        return {"outcome": "succeeded", "subscription": sub["id"], "invoice": invoice["id"]}
+
+    def _complete_checkout(self, acct: _Account, mode: str, session: JSON, args: JSON) -> JSON:
+        card = _card_arg(args)
+        if session["status"] != "open":
+            raise _admin_error(f"The Checkout Session {session['id']} is {session['status']}, not open.")
+        outcome, decline_code = _card_outcome(card)
+        if str(session["_api_version"]) >= CHECKOUT_BASIL:
+            if outcome == "succeeded":
+                answer = self._fulfil_session(session, acct, mode, card, args)
+            elif outcome == "declined":
+                # Checkout shows the decline on its page; nothing is created and the session stays open.
+                answer = {"outcome": "declined", "error": _decline(decline_code)}
+            else:
+                intent = self._new_payment_intent(
+                    acct,
+                    card,
+                    session["amount_total"],
+                    session["currency"],
+                    session=session["id"],
+                    invoice=None,
+                )
+                intent["args"] = {k: args[k] for k in ("email", "name") if k in args}
+                answer = {"outcome": "requires_action", "payment_intent": intent["id"]}
+        else:
+            # Before 2025-03-31.basil, Checkout made an incomplete subscription with an open first invoice,
+            # then attempted the payment; a declined card left them for the next attempt.
+            sub_id = session["_pending_subscription"]
+            if sub_id is None:
+                customer = self._checkout_customer(session, acct, mode, args)
+                sub = self._checkout_subscription(session, customer, acct, mode, card)
+                now = int(sub["created"])
+                invoice = self._build_invoice(acct, mode, sub, "subscription_create", now, now)
+                sub["status"] = "incomplete"
+                self._store_new("subscription", sub, acct)
+                session["_pending_subscription"] = sub["id"]
+                self._emit(acct, mode, "customer.subscription.created", "subscription", sub)
+                self._emit(acct, mode, "invoice.created", "invoice", invoice)
+                self._finalize_invoice(invoice, acct, mode)
+            else:
+                sub = acct.subscriptions[sub_id]
+                invoice = acct.invoices[sub["latest_invoice"]]
+            answer = self._charge_invoice(invoice, card, acct, mode)
+            if answer["outcome"] == "requires_action":
+                acct.payment_intents[answer["payment_intent"]]["checkout_session"] = session["id"]
+            if answer["outcome"] == "succeeded":
+                self._complete_session(session, acct, mode, sub, invoice)
+        answer["checkout_session"] = self._render("checkout_session", session, [], acct)
+        return answer
+
+    def _authenticate_payment(self, acct: _Account, mode: str, intent: JSON, args: JSON) -> JSON:
+        if intent["status"] != "requires_action":
+            raise _admin_error(
+                f"The PaymentIntent {intent['id']} is {intent['status']}, not requires_action."
+            )
+        result = args.get("outcome", "succeeded")
+        if result not in ("succeeded", "failed"):
+            raise _admin_error('"outcome" must be "succeeded" or "failed".')
+        intent["status"] = "succeeded" if result == "succeeded" else "requires_payment_method"
+        session = acct.checkout_sessions.get(intent["checkout_session"] or "")
+        answer: JSON = {"payment_intent": intent["id"], "outcome": result}
+        if intent["invoice"] is None:  # a Checkout payment (basil): nothing exists before it succeeds
+            assert session is not None
+            if result == "succeeded":
+                if session["status"] != "open":
+                    raise _admin_error(f"The Checkout Session {session['id']} is {session['status']}.")
+                answer.update(
+                    self._fulfil_session(session, acct, mode, intent["card"], intent.get("args", {}))
+                )
+        else:
+            invoice = acct.invoices[intent["invoice"]]
+            sub = acct.subscriptions[invoice["parent"]["subscription_details"]["subscription"]]
+            if result == "succeeded" and invoice["status"] == "open":
+                sub["_card"] = intent["card"]
+                self._mark_paid(invoice, acct, mode)
+                if sub["status"] in ("incomplete", "past_due", "unpaid"):
+                    self._set_status(sub, "active", acct, mode)
+                if session is not None and session["status"] == "open":
+                    self._complete_session(session, acct, mode, sub, invoice)
+            elif result == "failed":
+                self._mark_failed(invoice, acct, mode, action_required=False)
+            answer.update({"invoice": invoice["id"], "subscription": sub["id"]})
+        if session is not None:
+            answer["checkout_session"] = self._render("checkout_session", session, [], acct)
+        return answer
+
+    def _pay_invoice(self, acct: _Account, mode: str, invoice: JSON, args: JSON) -> JSON:
+        if invoice["status"] != "open":
+            raise _admin_error(f"The invoice {invoice['id']} is {invoice['status']}, not open.")
+        return self._charge_invoice(invoice, _card_arg(args), acct, mode)
+
+    def _renew(self, acct: _Account, mode: str, sub: JSON, args: JSON) -> JSON:
+        """The end of the current period: a new period and a `subscription_cycle` invoice, charged."""
+        if sub["status"] not in ("active", "past_due", "unpaid", "trialing"):
+            raise _admin_error(f"The subscription {sub['id']} is {sub['status']}: it does not renew.")
+        if "card" in args and "outcome" in args:
+            raise _admin_error('Give "card" or "outcome", not both.')
+        if "outcome" in args:
+            outcomes = {
+                "paid": "4242424242424242",
+                "failed": "4000000000000002",
+                "requires_action": "4000000000003220",
+            }
+            if args["outcome"] not in outcomes:
+                raise _admin_error('"outcome" must be "paid", "failed" or "requires_action".')
+            card = outcomes[args["outcome"]]
+        else:
+            card = _card_arg(args) if "card" in args else str(sub.get("_card") or "4242424242424242")
+        if sub["cancel_at_period_end"]:
+            before = self._snapshot("subscription", sub, acct)
+            self._cancel_subscription(sub, {})
+            sub["cancellation_details"] = {**sub["cancellation_details"], "reason": "cancellation_requested"}
+            sub["canceled_at"] = before["canceled_at"] or sub["canceled_at"]
+            self._emit(acct, mode, "customer.subscription.deleted", "subscription", sub)
+            return {"outcome": "canceled", "subscription": sub["id"]}
+        before = self._snapshot("subscription", sub, acct)
+        period_start = min(int(i["current_period_start"]) for i in sub["items"])
+        period_end = max(int(i["current_period_end"]) for i in sub["items"])
+        for item in sub["items"]:
+            start = int(item["current_period_end"])
+            item["current_period_start"] = start
+            item["current_period_end"] = _period_end(start, acct.prices[item["price"]]["recurring"])
+        invoice = self._build_invoice(acct, mode, sub, "subscription_cycle", period_start, period_end)
+        self._emit_update(acct, mode, "subscription", sub, before)
+        self._emit(acct, mode, "invoice.created", "invoice", invoice)
+        self._finalize_invoice(invoice, acct, mode)
+        if invoice["amount_due"] == 0:
+            self._mark_paid(invoice, acct, mode)
+            return {"outcome": "succeeded", "invoice": invoice["id"], "subscription": sub["id"]}
+        return self._charge_invoice(invoice, card, acct, mode)
+
+    def _admin_cancel(self, acct: _Account, mode: str, sub: JSON, args: JSON) -> JSON:
+        try:
+            self._cancel_subscription(sub, {})
+        except StripeError as exc:
+            raise _admin_error(exc.message) from exc
+        self._emit(acct, mode, "customer.subscription.deleted", "subscription", sub)
+        return {"outcome": "canceled", "subscription": self._render("subscription", sub, [], acct)}
+
+    # ------------------------------------------------------------------ admin actions
+
+    def _find(self, kind: str, obj_id: str) -> tuple[_Account, str, JSON] | None:
+        for mode, acct in self._accounts.items():
+            obj = acct.store(kind).get(obj_id)
+            if obj is not None:
+                return acct, mode, obj
+        return None
+
+    def _admin_action(
+        self,
+        kind: str,
+        obj_id: str,
+        body: bytes,
+        hdrs: Mapping[str, str],
+        action: typing.Callable[[_Account, str, JSON, JSON], JSON],
+    ) -> Reply:
+        """Run one state-changing admin action like a request: under the lock, saved, events delivered
+        after the lock is released. Never subject to faults."""
+        try:
+            args = json.loads(body.decode("utf-8") or "{}")
+        except (UnicodeDecodeError, ValueError):
+            args = None
+        if not isinstance(args, dict):
+            return Reply(400, _admin_error("The body must be a JSON object.").body())
+        with self._lock:
+            with self._shared_state():
+                found = self._find(kind, obj_id)
+                if found is None:
+                    return Reply(404, _no_such(_KIND_NAMES.get(kind, kind), obj_id, "id").body())
+                acct, mode, obj = found
+                self._request_host = hdrs.get("host")
+                self._emitted = []
+                self._expire_due(acct, mode)
+                self._commit_events()
+                try:
+                    result = action(acct, mode, obj, args)
+                except StripeError as exc:
+                    self._discard_events()
+                    self._save()
+                    return Reply(exc.status, exc.body())
+                finally:
+                    self._request_host = None
+                self._commit_events()
+                self._save()
+            jobs = self._take_outbox()
+        self.deliverer.enqueue(jobs)
+        return Reply(200, result)
+
+    def _admin_flows(self, method: str, path: str, body: bytes, hdrs: Mapping[str, str]) -> Reply | None:
+        parts = path.split("/")[2:]  # after "/_emulator/"
+        if method == "GET" and path == "/_emulator/deliveries":
+            return Reply(200, {"attempts": self.deliveries(), "pending": self.deliverer.pending()})
+        if method == "POST" and path == "/_emulator/deliveries/flush":
+            try:
+                args = json.loads(body.decode("utf-8") or "{}")
+                timeout = float(args.get("timeout", 10.0)) if isinstance(args, dict) else -1.0
+            except (UnicodeDecodeError, ValueError, TypeError):
+                timeout = -1.0
+            if not 0 <= timeout <= MAX_FLUSH_SECONDS:
+                return Reply(
+                    400, _admin_error(f'"timeout" must be between 0 and {MAX_FLUSH_SECONDS:g}.').body()
+                )
+            idle = self.flush_deliveries(timeout)
+            return Reply(200, {"idle": idle, "pending": self.deliverer.pending()})
+        if len(parts) == 2 and parts[0] == "checkout" and method == "GET":
+            with self._lock, self._shared_state():
+                found = self._find("checkout_session", parts[1])
+                if found is None:
+                    return Reply(404, _no_such("checkout.session", parts[1], "id").body())
+                acct, _mode, session = found
+                return Reply(
+                    200,
+                    {
+                        "checkout_session": self._render("checkout_session", session, ["line_items"], acct),
+                        "complete_with": f"POST /_emulator/checkout/{session['id']}/complete "
+                        '{"card": "4242424242424242"}',
+                        "test_cards": {number: outcome for number, (outcome, _code) in _TEST_CARDS.items()},
+                    },
+                )
+        if method != "POST" or len(parts) != 3:
+            return None
+        kind_of: dict[tuple[str, str], tuple[str, typing.Callable[[_Account, str, JSON, JSON], JSON]]] = {
+            ("checkout", "complete"): ("checkout_session", self._complete_checkout),
+            ("payment_intents", "authenticate"): ("payment_intent", self._authenticate_payment),
+            ("invoices", "pay"): ("invoice", self._pay_invoice),
+            ("subscriptions", "renew"): ("subscription", self._renew),
+            ("subscriptions", "cancel"): ("subscription", self._admin_cancel),
+        }
+        found_action = kind_of.get((parts[0], parts[2]))
+        if found_action is None:
+            return None
+        kind, action = found_action
+        return self._admin_action(kind, unquote(parts[1]), body, hdrs, action)
 
 
 # ---------------------------------------------------------------------------------------- HTTP
@@ -2660,6 +3895,7 @@ class RunningEmulator:
             self._server.shutdown()
             self._thread.join(timeout=5)
         self._server.server_close()
+        self.emulator.close()
 
     def __enter__(self) -> RunningEmulator:
         return self
@@ -2685,6 +3921,9 @@ def start_in_thread(
     timeout_rate: float = 0.0,
     seed: int | None = None,
     hang_seconds: float = 30.0,
+    delivery_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+    delivery_timeout: float = DEFAULT_TIMEOUT,
+    shuffle_deliveries: bool = False,
 ) -> RunningEmulator:
     emulator = Emulator(
         state_file=state_file,
@@ -2694,6 +3933,9 @@ def start_in_thread(
         timeout_rate=timeout_rate,
         seed=seed,
         hang_seconds=hang_seconds,
+        delivery_retry_delays=delivery_retry_delays,
+        delivery_timeout=delivery_timeout,
+        shuffle_deliveries=shuffle_deliveries,
     )
     server = _Server((host, port), emulator)
     thread = threading.Thread(
@@ -2734,3 +3976,4 @@ def serve(
     finally:
         emulator.stopping.set()
         server.server_close()
+        emulator.close()
