@@ -153,3 +153,13 @@ def standard_plans() -> list[dict[str, Any]]:
         kuploy_plan("pro", 2000),
         kuploy_plan("team", 19900, currency="usd", billingCycle="annual"),
     ]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record",
+        action="store_true",
+        default=False,
+        help="record the real-Stripe tests as vcrpy cassettes in tests/cassettes/ "
+        "(needs KUPLOY_TEST_STRIPE_KEY=sk_test_…; see docs/stripe-emulator.md)",
+    )
