@@ -7,6 +7,7 @@ Each opens its connections, holds the advisory lock where it writes, and hands p
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -22,12 +23,12 @@ from reconciler.catalog import load_catalog
 from reconciler.connections import connect_postgres, stripe_client
 from reconciler.diff import diff
 from reconciler.drift import DriftReport, OutOfBandEvent, drift_report
-from reconciler.errors import ApplyError, KuployError
+from reconciler.errors import ApplyError, ConfigError, KuployError
 from reconciler.lock import advisory_lock
 from reconciler.model import Catalog, CurrentState, fingerprint
 from reconciler.plan import Plan
 from reconciler.savedplan import check_fresh, read_saved_plan, write_saved_plan
-from reconciler.settings import Settings
+from reconciler.settings import Secret, Settings
 from reconciler.state.from_postgres import (
     read_drift_events,
     read_last_applied,
@@ -53,6 +54,38 @@ class ApplyOutcome:
     stats: CallStats | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchiveGuard:
+    """Refuse a plan that archives more than `max_share` of the active paid plans at once, unless
+    `allow`: the guard against a bad upstream answer (or a catalog file that lost its plans)."""
+
+    max_share: float = 0.5
+    allow: bool = False
+
+
+class MassArchiveRefused(KuployError):
+    """The plan archives too many active paid plans at once; nothing was written."""
+
+
+def mass_archive(planned: Plan, current: CurrentState) -> tuple[tuple[str, ...], int]:
+    """(slugs of active paid plans `planned` archives, number of active paid plans now)."""
+    active_paid = sum(1 for row in current.rows.values() if row.spec.is_paid)
+    return planned.archived_paid_plans(), active_paid
+
+
+def check_mass_archive(planned: Plan, current: CurrentState, guard: ArchiveGuard) -> None:
+    archived, active_paid = mass_archive(planned, current)
+    if guard.allow or not archived or not active_paid:
+        return
+    share = len(archived) / active_paid
+    if share > guard.max_share:
+        raise MassArchiveRefused(
+            f"refusing to archive {len(archived)} of {active_paid} active paid plan(s) at once "
+            f"({share:.0%} > {guard.max_share:.0%}): {', '.join(archived)}. Nothing was changed. "
+            "If the catalog is right, re-run with --allow-mass-archive (or a higher --max-archive-share)"
+        )
+
+
 @contextmanager
 def _connections(settings: Settings) -> Iterator[tuple[psycopg.Connection, StripeCalls]]:
     conn = connect_postgres(settings)
@@ -62,10 +95,76 @@ def _connections(settings: Settings) -> Iterator[tuple[psycopg.Connection, Strip
         conn.close()
 
 
-def read_current(conn: psycopg.Connection, calls: StripeCalls) -> CurrentState:
+def read_current(
+    conn: psycopg.Connection, calls: StripeCalls, catalog: Catalog | None = None
+) -> CurrentState:
+    """The current state; webhook endpoints are read only for a catalog that declares one."""
     migrations.check_cloud_plans(conn)
     pending = tuple(m.label for m in migrations.pending(conn))
-    return CurrentState(rows=read_rows(conn), stripe=read_stripe(calls), pending_migrations=pending)
+    webhooks = catalog is not None and catalog.webhook_endpoint is not None
+    return CurrentState(
+        rows=read_rows(conn),
+        stripe=read_stripe(calls, webhook_endpoints=webhooks),
+        pending_migrations=pending,
+    )
+
+
+class WebhookSecretDestination:
+    """Where the signing secret of a webhook endpoint apply creates goes, once: a file made with mode
+    0600 (an existing non-empty file is never overwritten) and/or `show` (the CLI's stdout)."""
+
+    def __init__(self, file: Path | None = None, show: Callable[[str], None] | None = None) -> None:
+        self.file = file
+        self.show = show
+
+    @property
+    def given(self) -> bool:
+        return self.file is not None or self.show is not None
+
+    def prepare(self) -> None:
+        """Before any write: claim the file (create it empty, 0600), so the secret cannot be lost to a
+        file that cannot be written, and an existing secret is never overwritten."""
+        if self.file is None:
+            return
+        try:
+            if self.file.exists() and self.file.stat().st_size > 0:
+                raise ConfigError(
+                    f"--webhook-secret-file {self.file} exists and is not empty: refusing to overwrite a "
+                    "signing secret; choose another file (or remove it if it is stale). Nothing was changed"
+                )
+            fd = os.open(self.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            os.fchmod(fd, 0o600)
+            os.close(fd)
+        except OSError as e:
+            raise ConfigError(
+                f"cannot write --webhook-secret-file {self.file}: {e.strerror or e}. Nothing was changed"
+            ) from e
+
+    def deliver(self, endpoint_id: str, secret: Secret) -> None:
+        if self.file is not None:
+            fd = os.open(self.file, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(secret.reveal())  # no newline: `kubectl create secret --from-file` takes it as is
+            log.warning("webhook endpoint %s created: its signing secret is in %s", endpoint_id, self.file)
+        if self.show is not None:
+            self.show(f"STRIPE_WEBHOOK_SECRET={secret.reveal()}")
+
+
+def _check_webhook(
+    planned: Plan, catalog: Catalog, settings: Settings, secrets: WebhookSecretDestination
+) -> None:
+    """Before any write: a created endpoint needs a place for its secret; live mode needs https."""
+    change = planned.webhook_endpoint
+    if change is None:
+        return
+    url = catalog.webhook_endpoint.url if catalog.webhook_endpoint else ""
+    if settings.live and not url.startswith("https://"):
+        raise ConfigError(f"webhook endpoint {url}: live mode needs an https:// URL. Nothing was changed")
+    if change.creates and not secrets.given:
+        raise ConfigError(
+            "this apply creates the webhook endpoint, and Stripe shows its signing secret only once: pass "
+            "--webhook-secret-file PATH (or --print-webhook-secret). Nothing was changed"
+        )
 
 
 def _plan(calls: StripeCalls, catalog: Catalog, current: CurrentState, *, adopt: bool) -> Plan:
@@ -75,14 +174,29 @@ def _plan(calls: StripeCalls, catalog: Catalog, current: CurrentState, *, adopt:
     return replace(planned, subscriptions=count_active_subscriptions(calls, planned.archived_price_ids()))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanOutcome:
+    plan: Plan
+    archived_paid: tuple[str, ...] = ()
+    """Active paid plans the plan archives (for the mass-archive warning)."""
+    active_paid: int = 0
+
+
 def plan(settings: Settings, catalog: Catalog, *, adopt: bool = False, out: Path | None = None) -> Plan:
     """What `apply` would do now. Reads only; with `out`, also saves the plan file there."""
+    return plan_outcome(settings, catalog, adopt=adopt, out=out).plan
+
+
+def plan_outcome(
+    settings: Settings, catalog: Catalog, *, adopt: bool = False, out: Path | None = None
+) -> PlanOutcome:
     with _connections(settings) as (conn, calls):
-        current = read_current(conn, calls)
+        current = read_current(conn, calls, catalog)
         planned = _plan(calls, catalog, current, adopt=adopt)
     if out is not None:
         write_saved_plan(out, planned, catalog, current, adopt=adopt, tool_version=tool_version())
-    return planned
+    archived, active_paid = mass_archive(planned, current)
+    return PlanOutcome(plan=planned, archived_paid=archived, active_paid=active_paid)
 
 
 def apply(
@@ -92,22 +206,35 @@ def apply(
     confirm: Callable[[Plan], bool],
     on_op: OnOp = lambda op: None,
     adopt: bool = False,
+    guard: ArchiveGuard = ArchiveGuard(),
+    secrets: WebhookSecretDestination | None = None,
 ) -> ApplyOutcome:
-    """Lock, read, plan, ask, migrate, execute. The plan is recomputed under the lock."""
+    """Lock, read, plan, check the guards, ask, migrate, execute. The plan is recomputed under the lock."""
+    secrets = secrets or WebhookSecretDestination()
     with _connections(settings) as (conn, calls), advisory_lock(conn, timeout=settings.lock_timeout):
-        current = read_current(conn, calls)
+        current = read_current(conn, calls, catalog)
         planned = _plan(calls, catalog, current, adopt=adopt)
         if not planned.has_changes:
             _remember_catalog(conn, catalog)
             return ApplyOutcome(plan=planned, confirmed=True)
+        check_mass_archive(planned, current, guard)
+        _check_webhook(planned, catalog, settings, secrets)
         if not confirm(planned):
             return ApplyOutcome(plan=planned, confirmed=False)
+        if planned.webhook_endpoint is not None and planned.webhook_endpoint.creates:
+            secrets.prepare()
         record = ApplyRecord(catalog=catalog, summary=planned.summary())
-        return _execute(conn, calls, planned, record, on_op, settings=settings, adopt=adopt)
+        return _execute(conn, calls, planned, record, on_op, settings=settings, adopt=adopt, secrets=secrets)
 
 
 def apply_saved(
-    settings: Settings, path: Path, *, confirm: Callable[[Plan], bool], on_op: OnOp = lambda op: None
+    settings: Settings,
+    path: Path,
+    *,
+    confirm: Callable[[Plan], bool],
+    on_op: OnOp = lambda op: None,
+    guard: ArchiveGuard = ArchiveGuard(),
+    secrets: WebhookSecretDestination | None = None,
 ) -> ApplyOutcome:
     """Apply exactly the saved plan in `path`, or refuse (exit 1, nothing written) if it is stale."""
     saved = read_saved_plan(path)
@@ -116,15 +243,22 @@ def apply_saved(
             raise KuployError(
                 f"{path}: this plan was already applied at {when:%Y-%m-%d %H:%M:%S %Z}; run plan again"
             )
-        current = read_current(conn, calls)
+        current = read_current(conn, calls, saved.catalog)
         replanned = _plan(calls, saved.catalog, current, adopt=saved.adopt)
         check_fresh(saved, current, replanned)
         if not replanned.has_changes:
             return ApplyOutcome(plan=replanned, confirmed=True)
+        check_mass_archive(replanned, current, guard)
+        secrets = secrets or WebhookSecretDestination()
+        _check_webhook(replanned, saved.catalog, settings, secrets)
         if not confirm(replanned):
             return ApplyOutcome(plan=replanned, confirmed=False)
+        if replanned.webhook_endpoint is not None and replanned.webhook_endpoint.creates:
+            secrets.prepare()
         record = ApplyRecord(catalog=saved.catalog, summary=replanned.summary(), plan_file_id=saved.id)
-        return _execute(conn, calls, replanned, record, on_op, settings=settings, adopt=saved.adopt)
+        return _execute(
+            conn, calls, replanned, record, on_op, settings=settings, adopt=saved.adopt, secrets=secrets
+        )
 
 
 def _execute(
@@ -136,11 +270,12 @@ def _execute(
     *,
     settings: Settings,
     adopt: bool = False,
+    secrets: WebhookSecretDestination | None = None,
 ) -> ApplyOutcome:
     """Migrate, then apply; a round stopped by a transient Stripe failure (rate limit, outage, lost
     answer) is followed by another that re-reads the state first, so what was done is adopted."""
     ran = migrations.migrate(conn)
-    if not planned.changes:
+    if not planned.has_resource_changes:
         _remember_catalog(conn, record.catalog)
         return ApplyOutcome(plan=planned, confirmed=True, migrations=ran, stats=calls.stats)
     count, todo = 0, planned
@@ -154,6 +289,7 @@ def _execute(
                 on_op=on_op,
                 concurrency=settings.concurrency,
                 round=round,
+                on_webhook_secret=secrets.deliver if secrets is not None else None,
             )
             return ApplyOutcome(
                 plan=planned,
@@ -169,8 +305,8 @@ def _execute(
             log.warning(
                 "apply round %d stopped on a transient error; re-reading state to finish: %s", round + 1, e
             )
-        todo = _plan(calls, record.catalog, read_current(conn, calls), adopt=adopt)
-        if not todo.changes:
+        todo = _plan(calls, record.catalog, read_current(conn, calls, record.catalog), adopt=adopt)
+        if not todo.has_resource_changes:
             break
     return ApplyOutcome(
         plan=planned, confirmed=True, operations=count, migrations=ran, rounds=round + 1, stats=calls.stats
@@ -190,7 +326,6 @@ def _remember_catalog(conn: psycopg.Connection, catalog: Catalog) -> None:
 def drift(settings: Settings, catalog: Catalog | None = None) -> DriftReport:
     """Out-of-band changes against `catalog`, or against the last catalog successfully applied."""
     with _connections(settings) as (conn, calls):
-        current = read_current(conn, calls)
         if catalog is not None:
             baseline = "the catalog given"
         else:
@@ -198,6 +333,7 @@ def drift(settings: Settings, catalog: Catalog | None = None) -> DriftReport:
             if last is None:
                 raise KuployError("no catalog has been applied yet: run drift with a CATALOG argument")
             catalog, baseline = last[0], "the last applied catalog"
+        current = read_current(conn, calls, catalog)
         events = tuple(
             OutOfBandEvent(
                 plan=(detail or "").removeprefix("plan ").split(":")[0] or "?",

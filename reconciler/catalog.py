@@ -16,8 +16,10 @@ A folder loads every such file directly in it, sorted by name; plans merge into 
 from __future__ import annotations
 
 import difflib
+import errno
 import json
 import re
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -38,7 +40,9 @@ __all__ = [
     "dump_catalog",
     "format_size",
     "load_catalog",
+    "load_catalog_text",
     "parse_size",
+    "webhook_endpoint_from_flag",
 ]
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
@@ -159,6 +163,21 @@ class _Found:
         return _problem(self.doc, self.path, self.message, self.line or None)
 
 
+def _printable(text: str) -> str:
+    """`text` with every character that is not printable escaped (`\\n`, `\\u2028`, `\\x00`...):
+    a problem is one line, whatever a key, a slug or a file name holds."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
+
+
+def _key(part: str) -> str:
+    """A mapping key in a path: as written, or quoted when it is empty, odd or not printable."""
+    if part and part.isprintable() and not any(c in part for c in ".[] "):
+        return part
+    return f"[{json.dumps(part)}]"
+
+
 def _where(doc: _Doc, path: JsonPath) -> str:
     """`plans[2] (pro).limits.maxApps` for a path."""
     out = ""
@@ -166,9 +185,10 @@ def _where(doc: _Doc, path: JsonPath) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
             if i == 1 and path[0] == "plans" and (slug := doc.slug_at(part)):
-                out += f" ({slug})"
+                out += f" ({_printable(slug)})"
         else:
-            out += f".{part}" if out else part
+            key = _key(part)
+            out += f".{key}" if out and not key.startswith("[") else key
     return out
 
 
@@ -189,6 +209,7 @@ def _show(value: Any) -> str:
     kind = kinds.get(type(value))
     text = json.dumps(value, ensure_ascii=False, default=str) if kind else str(value)
     kind = kind or type(value).__name__
+    text = _printable(text)
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{kind} {text}"
@@ -201,23 +222,53 @@ def _one_line(text: str) -> str:
 # --- reading --------------------------------------------------------------------------------------
 
 
+def _not_a_file(path: Path) -> str:
+    """Why `path` (not a regular file, not a folder) cannot be read, without opening it: opening a
+    FIFO blocks, and a device such as /dev/zero never ends."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "cannot read: a symlink loop (too many levels of symbolic links)"
+        if e.errno == errno.ENOENT:
+            return "cannot read: a broken symlink (its target does not exist)"
+        return f"cannot read: {e.strerror or e}"
+    if stat.S_ISFIFO(mode):
+        kind = "a FIFO"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    else:
+        kind = "not a file"
+    return f"not a regular file ({kind}); refusing to read it as a catalog"
+
+
 def _catalog_files(path: Path) -> list[Path]:
+    shown = _printable(str(path))
     if path.is_dir():
-        files = sorted(
-            (p for p in path.iterdir() if p.suffix.lower() in CATALOG_SUFFIXES and p.is_file()),
-            key=lambda p: p.name,
-        )
+        files: list[Path] = []
+        problems: list[str] = []
+        for p in sorted(path.iterdir(), key=lambda p: p.name):
+            if p.suffix.lower() not in CATALOG_SUFFIXES or p.is_dir():
+                continue  # only files directly in the folder; a folder named x.yaml is not one
+            if p.is_file():
+                files.append(p)
+            else:  # never skipped silently: its plans would be missing, so apply would archive them
+                problems.append(f"{_printable(str(p))}: {_not_a_file(p)}")
+        if problems:
+            raise errors.CatalogError(problems)
         if not files:
             raise errors.CatalogError(
-                [f"{path}: no catalog files (*.yaml, *.yml, *.json) directly in this folder"]
+                [f"{shown}: no catalog files (*.yaml, *.yml, *.json) directly in this folder"]
             )
         return files
-    if not path.exists():
-        raise errors.CatalogError([f"{path}: no such file or folder"])
+    if not path.exists() and not path.is_symlink():
+        raise errors.CatalogError([f"{shown}: no such file or folder"])
     if not path.is_file():
-        raise errors.CatalogError([f"{path}: not a regular file or folder"])
+        raise errors.CatalogError([f"{shown}: {_not_a_file(path)}"])
     if path.suffix.lower() not in CATALOG_SUFFIXES:
-        raise errors.CatalogError([f"{path}: not a catalog file: expected a .yaml, .yml or .json file"])
+        raise errors.CatalogError([f"{shown}: not a catalog file: expected a .yaml, .yml or .json file"])
     return [path]
 
 
@@ -450,6 +501,38 @@ _TYPE_NAMES = {
 }
 
 
+def _text_problem(text: str) -> str | None:
+    """Why a parsed string is not storable text: JSON `\\u0000` and `\\ud800` escapes (YAML's
+    `"\\0"` too) parse, but Postgres refuses NUL and a lone surrogate cannot be encoded as UTF-8."""
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which PostgreSQL cannot store"
+    if match := _SURROGATE.search(text):
+        shown = json.dumps(match.group())[1:-1]
+        return f"contains a lone surrogate ({shown}), which is not text and cannot be encoded as UTF-8"
+    return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_text(doc: _Doc) -> None:
+    """Report every key and string value that is not storable text (iterative: any depth)."""
+    todo: list[tuple[JsonPath, Any]] = [((), doc.data)]
+    while todo:
+        path, value = todo.pop()
+        if isinstance(value, str):
+            if problem := _text_problem(value):
+                doc.report(path, problem)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and (problem := _text_problem(key)):
+                    doc.report((*path, key), problem)
+                else:
+                    todo.append(((*path, key), item))
+        elif isinstance(value, list):
+            todo.extend(((*path, i), item) for i, item in enumerate(value))
+
+
 def _check_schema(doc: _Doc) -> None:
     seen: set[tuple[JsonPath, str]] = set()
     for error in _validator().iter_errors(doc.data):
@@ -458,6 +541,7 @@ def _check_schema(doc: _Doc) -> None:
             if (sub_path, message) not in seen:  # `required` reports each missing key as its own error
                 seen.add((sub_path, message))
                 doc.report(sub_path, message)
+    _check_text(doc)
     # Sizes the schema's pattern lets through can still be fractional bytes (1.5B) or too large.
     plans = doc.data.get("plans") if isinstance(doc.data, dict) else None
     for index, plan in enumerate(plans if isinstance(plans, list) else ()):
@@ -515,6 +599,13 @@ def _explain(error: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
                 f"63 characters, not {_show(instance)}"
             ),
         )
+    elif kind == "pattern" and name == "url" and path[:1] == ("webhookEndpoint",):
+        yield (
+            path,
+            f"must be an absolute http(s) URL ending {model.WEBHOOK_PATH}, not {_show(instance)}",
+        )
+    elif kind == "pattern" and path[:2] == ("webhookEndpoint", "events"):
+        yield path, f"must be a Stripe event type such as invoice.paid, not {_show(instance)}"
     elif kind == "pattern" and name == "currency":
         yield path, f"must be a three-letter ISO 4217 currency code such as usd, not {_show(instance)}"
     elif kind == "pattern" and name == "name":
@@ -618,7 +709,8 @@ class _Resolver:
                 first = self.by_slug[slug]
                 self.problems.append(
                     entry.problem(
-                        f"duplicate slug '{slug}': already defined at {first.at()} (plans[{first.index}])",
+                        f"duplicate slug '{_printable(slug)}': already defined at {first.at()} "
+                        f"(plans[{first.index}])",
                         "slug",
                     )
                 )
@@ -657,10 +749,11 @@ class _Resolver:
         elif isinstance(source_slug := data.get("copy_from"), str):
             source = self.by_slug.get(source_slug)
             if source is None:
-                known = ", ".join(sorted(self.by_slug)) or "none"
+                known = ", ".join(_printable(s) for s in sorted(self.by_slug)) or "none"
                 self.problems.append(
                     entry.problem(
-                        f"unknown plan '{source_slug}' (plans in the catalog: {known})", "copy_from"
+                        f"unknown plan '{_printable(source_slug)}' (plans in the catalog: {known})",
+                        "copy_from",
                     )
                 )
                 return None
@@ -736,11 +829,11 @@ def _plan_problems(entry: _Entry, plan: model.PlanSpec) -> Iterator[str]:
         yield entry.problem("required for an active paid plan: monthly or annual", "billingCycle")
 
 
-def _default_problems(path: Path, resolved: list[tuple[_Entry, model.PlanSpec]]) -> Iterator[str]:
+def _default_problems(label: str, resolved: list[tuple[_Entry, model.PlanSpec]]) -> Iterator[str]:
     defaults = [(entry, plan) for entry, plan in resolved if plan.is_default and plan.is_active]
     if not defaults:
         yield (
-            f"{path}: no default plan: exactly one active plan must have isDefault: true "
+            f"{label}: no default plan: exactly one active plan must have isDefault: true "
             "(the free plan new organizations get)"
         )
     first = defaults[0][0] if defaults else None
@@ -757,7 +850,7 @@ def _default_problems(path: Path, resolved: list[tuple[_Entry, model.PlanSpec]])
 
 
 def _parse(path: Path, number: int) -> _Doc:
-    doc = _Doc(file=str(path), number=number)
+    doc = _Doc(file=_printable(str(path)), number=number)
     text = _read_text(path, doc.file)
     try:
         if path.suffix.lower() == ".json":
@@ -778,7 +871,7 @@ def load_catalog(path: Path) -> model.Catalog:
     try:
         files = _catalog_files(path)
     except OSError as e:
-        raise errors.CatalogError([f"{path}: cannot read: {e.strerror or e}"]) from e
+        raise errors.CatalogError([f"{_printable(str(path))}: cannot read: {e.strerror or e}"]) from e
     fatal: list[str] = []
     docs: list[_Doc] = []
     for number, file_path in enumerate(files):
@@ -786,6 +879,74 @@ def load_catalog(path: Path) -> model.Catalog:
             docs.append(_parse(file_path, number))
         except errors.CatalogError as e:
             fatal.extend(e.problems)
+    return _resolve_docs(docs, fatal, _printable(str(path)))
+
+
+def load_catalog_text(text: str, *, source: str) -> model.Catalog:
+    """Validate and resolve a kuploy.app catalog JSON document already in memory (fetched from a URL);
+    problems name `source` as they name a file. Raises `errors.CatalogError`."""
+    doc = _Doc(file=_printable(source))
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise errors.CatalogError([f"{doc.file}: larger than 10 MiB; refusing to parse it as a catalog"])
+    try:
+        _parse_json(doc, text.removeprefix("\ufeff"))
+    except RecursionError as e:
+        raise errors.CatalogError([f"{doc.file}: nested too deeply to be a catalog"]) from e
+    _check_schema(doc)
+    return _resolve_docs([doc], [], doc.file)
+
+
+def _webhook_endpoint(docs: list[_Doc], problems: list[str]) -> model.WebhookEndpointSpec | None:
+    """The one `webhookEndpoint` the catalog declares (in at most one file), events defaulted."""
+    declared = [
+        d for d in docs if isinstance(d.data, dict) and isinstance(d.data.get("webhookEndpoint"), dict)
+    ]
+    if len(declared) > 1:
+        problems.append(
+            _problem(
+                declared[1],
+                ("webhookEndpoint",),
+                f"declared again (first in {declared[0].file}); one webhook endpoint per catalog",
+            )
+        )
+        return None
+    if not declared:
+        return None
+    doc = declared[0]
+    if any(item.path[:1] == ("webhookEndpoint",) for item in doc.found):
+        return None  # the schema check reported it
+    data = doc.data["webhookEndpoint"]
+    url, events = data.get("url"), data.get("events", list(model.WEBHOOK_EVENTS))
+    if (
+        not isinstance(url, str)
+        or not isinstance(events, list)
+        or not all(isinstance(e, str) for e in events)
+    ):
+        return None  # the schema check reported it
+    if "*" not in events and (missing := [e for e in model.WEBHOOK_EVENTS if e not in events]):
+        problems.append(
+            _problem(
+                doc,
+                ("webhookEndpoint", "events"),
+                f"misses {', '.join(missing)}: kuploy-cloud needs all six events of the billing guide",
+            )
+        )
+        return None
+    return model.WebhookEndpointSpec(url=url, events=tuple(sorted(set(events))))
+
+
+def webhook_endpoint_from_flag(url: str) -> model.WebhookEndpointSpec:
+    """`--webhook-url URL`: the endpoint with the six events of the guide, URL checked as the schema does."""
+    pattern = _validator().schema["properties"]["webhookEndpoint"]["properties"]["url"]["pattern"]
+    if not re.match(pattern, url):
+        raise errors.ConfigError(
+            f"--webhook-url must be an absolute http(s) URL ending {model.WEBHOOK_PATH}, "
+            f"not {_printable(url)!r}"
+        )
+    return model.WebhookEndpointSpec(url=url)
+
+
+def _resolve_docs(docs: list[_Doc], fatal: list[str], label: str) -> model.Catalog:
     found = sorted((item for doc in docs for item in doc.found), key=lambda item: item.key)
     problems = fatal + [item.text for item in found]
 
@@ -806,7 +967,7 @@ def load_catalog(path: Path) -> model.Catalog:
         try:
             fields = resolver.resolve(entry)
         except RecursionError as e:
-            raise errors.CatalogError([*problems, f"{path}: copy_from chains are nested too deeply"]) from e
+            raise errors.CatalogError([*problems, f"{label}: copy_from chains are nested too deeply"]) from e
         if fields is None:
             complete = False
             continue
@@ -815,10 +976,15 @@ def load_catalog(path: Path) -> model.Catalog:
             resolved.append((entry, plan))
         problems.extend(_plan_problems(entry, plan))
     if complete and not resolver.failed:
-        problems.extend(_default_problems(path, resolved))
+        problems.extend(_default_problems(label, resolved))
+    endpoint = _webhook_endpoint(docs, problems)
     if problems:
         raise errors.CatalogError(problems)
-    return model.Catalog(plans=tuple(plan for _, plan in resolved), sources=tuple(d.file for d in docs))
+    return model.Catalog(
+        plans=tuple(plan for _, plan in resolved),
+        sources=tuple(d.file for d in docs),
+        webhook_endpoint=endpoint,
+    )
 
 
 # --- writing ---------------------------------------------------------------------------------------

@@ -19,16 +19,18 @@ from typing import Any
 import click
 
 from reconciler import api
-from reconciler.catalog import dump_catalog, load_catalog
+from reconciler.catalog import dump_catalog, load_catalog, webhook_endpoint_from_flag
 from reconciler.doctor import run_checks
 from reconciler.errors import ConfigError, KuployError
+from reconciler.fetch import fetch_catalog, is_url, url_label
+from reconciler.model import Catalog
 from reconciler.plan import Op, Plan
 from reconciler.render.drift import render_drift_json, render_drift_text
 from reconciler.render.json import render_json
 from reconciler.render.markdown import render_markdown
 from reconciler.render.text import render_text, summary_line
 from reconciler.savedplan import is_saved_plan
-from reconciler.settings import SANDBOX_STRIPE_KEY, Environment, Secret, Settings
+from reconciler.settings import SANDBOX_STRIPE_KEY, CatalogFetch, Environment, Secret, Settings
 
 
 def _color(stream: Any) -> bool:
@@ -101,7 +103,103 @@ def _progress(ctx: click.Context) -> Iterator[Callable[[Op], None]]:
         yield tick
 
 
-catalog_argument = click.argument("catalog", type=click.Path(path_type=Path))
+def _fetch_config() -> CatalogFetch:
+    return CatalogFetch.read()
+
+
+def _load(
+    source: str | None,
+    *,
+    write_cache: bool = False,
+    webhook_url: str | None = None,
+    required: bool = True,
+) -> Catalog | None:
+    """The desired catalog from a file, a folder or an https:// URL; with no SOURCE, from
+    KUPLOY_CATALOG_URL. `--webhook-url` declares (or replaces) the catalog's webhook endpoint."""
+    if source is None:
+        config = _fetch_config()
+        if config.url is None:
+            if required:
+                raise click.UsageError(
+                    "give a CATALOG (file, folder or https:// URL) or set KUPLOY_CATALOG_URL"
+                )
+            return None
+        source = config.url
+    if is_url(source):
+        fetched = fetch_catalog(source, _fetch_config(), write_cache=write_cache)
+        how = "unchanged since the last fetch (304), cached copy" if fetched.not_modified else "fetched"
+        click.echo(f"catalog: {url_label(source)}: {how}, {len(fetched.catalog.plans)} plan(s)", err=True)
+        catalog = fetched.catalog
+    else:
+        catalog = load_catalog(Path(source))
+    if webhook_url is not None:
+        catalog = dataclasses.replace(catalog, webhook_endpoint=webhook_endpoint_from_flag(webhook_url))
+    return catalog
+
+
+def _required(catalog: Catalog | None) -> Catalog:
+    assert catalog is not None
+    return catalog
+
+
+def _warn_mass_archive(outcome: api.PlanOutcome) -> None:
+    if outcome.archived_paid and outcome.active_paid:
+        click.echo(
+            f"Warning: this plan archives {len(outcome.archived_paid)} of {outcome.active_paid} active "
+            f"paid plan(s) ({', '.join(outcome.archived_paid)}); apply and sync refuse more than "
+            "--max-archive-share (default 50%) without --allow-mass-archive.",
+            err=True,
+        )
+
+
+catalog_argument = click.argument("catalog", metavar="CATALOG")
+optional_catalog_argument = click.argument("catalog", metavar="[CATALOG]", required=False)
+webhook_url_option = click.option(
+    "--webhook-url",
+    metavar="URL",
+    help="Declare the Stripe webhook endpoint (https://…/api/webhooks/stripe, the six billing events), "
+    "e.g. for a kuploy.app catalog; replaces the catalog's webhookEndpoint.",
+)
+guard_options = [
+    click.option(
+        "--max-archive-share",
+        type=click.FloatRange(0, 1),
+        default=0.5,
+        show_default=True,
+        help="Refuse a plan archiving more than this share of the active paid plans at once.",
+    ),
+    click.option(
+        "--allow-mass-archive", is_flag=True, help="Archive any number of active paid plans (no guard)."
+    ),
+]
+secret_options = [
+    click.option(
+        "--webhook-secret-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="When the webhook endpoint is created, write its signing secret here (mode 0600; an "
+        "existing non-empty file is never overwritten).",
+    ),
+    click.option(
+        "--print-webhook-secret",
+        is_flag=True,
+        help="When the webhook endpoint is created, print STRIPE_WEBHOOK_SECRET=… on stdout (shown once).",
+    ),
+]
+
+
+def _secrets(file: Path | None, print_secret: bool) -> api.WebhookSecretDestination:
+    return api.WebhookSecretDestination(file=file, show=click.echo if print_secret else None)
+
+
+def _with(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    def decorate(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
 live_option = click.option("--live", is_flag=True, help="Allow a live Stripe key (sk_live_…): real money.")
 adopt_option = click.option(
     "--adopt",
@@ -128,15 +226,17 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 @cli.command()
 @catalog_argument
-def validate(catalog: Path) -> int:
-    """Check a catalog (schema and invariants). Reads the catalog only."""
-    loaded = load_catalog(catalog)
-    click.echo(f"{catalog}: valid, {len(loaded.plans)} plan(s)")
+def validate(catalog: str) -> int:
+    """Check a catalog (schema and invariants): a file, a folder or an https:// URL.
+    Reads the catalog only."""
+    loaded = _required(_load(catalog))
+    shown = url_label(catalog) if is_url(catalog) else catalog
+    click.echo(f"{shown}: valid, {len(loaded.plans)} plan(s)")
     return 0
 
 
 @cli.command("plan")
-@catalog_argument
+@optional_catalog_argument
 @click.option(
     "-o",
     "--output",
@@ -148,20 +248,25 @@ def validate(catalog: Path) -> int:
 @click.option("--out", type=click.Path(path_type=Path), help="Save the plan for a later `apply FILE`.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on error.")
 @adopt_option
+@webhook_url_option
 @live_option
 @click.pass_context
 def plan_command(
     ctx: click.Context,
-    catalog: Path,
+    catalog: str | None,
     output: str,
     out: Path | None,
     detailed_exitcode: bool,
     adopt: bool,
+    webhook_url: str | None,
     live: bool,
 ) -> int:
-    """Show what apply would change. Writes nothing but the --out file."""
-    desired = load_catalog(catalog)
-    planned = api.plan(_settings(ctx, live=live), desired, adopt=adopt, out=out)
+    """Show what apply would change to match CATALOG (a file, a folder or an https:// URL; default
+    KUPLOY_CATALOG_URL). Writes nothing but the --out file."""
+    desired = _required(_load(catalog, webhook_url=webhook_url))
+    outcome = api.plan_outcome(_settings(ctx, live=live), desired, adopt=adopt, out=out)
+    planned = outcome.plan
+    _warn_mass_archive(outcome)
     if output == "json":
         click.echo(render_json(planned), nl=False)
     elif output == "markdown":
@@ -173,36 +278,53 @@ def plan_command(
     return 2 if detailed_exitcode and planned.has_changes else 0
 
 
-@cli.command("apply")
-@click.argument("target", metavar="CATALOG|PLANFILE", type=click.Path(path_type=Path))
-@click.option("--auto-approve", is_flag=True, help="Apply without asking (CI).")
-@adopt_option
-@live_option
-@lock_option
-@click.option(
+max_rps_option = click.option(
     "--max-rps",
     type=click.FloatRange(min=0.1),
     help="Stripe requests per second (default: 25 with a test key, 90 with a live key; "
     "env KUPLOY_STRIPE_MAX_RPS).",
 )
+
+
+@cli.command("apply")
+@click.argument("target", metavar="[CATALOG|PLANFILE]", required=False)
+@click.option("--auto-approve", is_flag=True, help="Apply without asking (CI).")
+@adopt_option
+@webhook_url_option
+@_with(secret_options)
+@_with(guard_options)
+@live_option
+@lock_option
+@max_rps_option
 @click.pass_context
 def apply_command(
     ctx: click.Context,
-    target: Path,
+    target: str | None,
     auto_approve: bool,
     adopt: bool,
+    webhook_url: str | None,
+    webhook_secret_file: Path | None,
+    print_webhook_secret: bool,
+    max_archive_share: float,
+    allow_mass_archive: bool,
     live: bool,
     lock_timeout: float,
     max_rps: float | None,
 ) -> int:
-    """Make cloud_plans and Stripe match CATALOG, after showing the plan; or apply a saved PLANFILE
-    exactly (no prompt; refused, with nothing written, if the state changed since it was made)."""
-    saved = is_saved_plan(target)
-    desired = None if saved else load_catalog(target)
-    if saved and adopt:
-        raise ConfigError("--adopt is decided at plan time: run plan --adopt --out FILE, then apply FILE")
+    """Make cloud_plans and Stripe match CATALOG (a file, a folder or an https:// URL; default
+    KUPLOY_CATALOG_URL), after showing the plan; or apply a saved PLANFILE exactly (no prompt;
+    refused, with nothing written, if the state changed since it was made)."""
+    saved = target is not None and not is_url(target) and is_saved_plan(Path(target))
+    if saved and (adopt or webhook_url):
+        raise ConfigError(
+            "--adopt and --webhook-url are decided at plan time: run plan with them and --out FILE, "
+            "then apply FILE"
+        )
     if not saved and not auto_approve and not sys.stdin.isatty():
         raise ConfigError("apply needs confirmation: run it on a terminal, or pass --auto-approve")
+    desired = None if saved else _load(target, write_cache=True, webhook_url=webhook_url)
+    guard = api.ArchiveGuard(max_share=max_archive_share, allow=allow_mass_archive)
+    secrets = _secrets(webhook_secret_file, print_webhook_secret)
     settings = _settings(ctx, live=live, lock_timeout=lock_timeout, max_rps=max_rps)
 
     def confirm(planned: Plan) -> bool:
@@ -214,9 +336,18 @@ def apply_command(
 
     with _progress(ctx) as on_op:
         if desired is None:
-            outcome = api.apply_saved(settings, target, confirm=confirm, on_op=on_op)
+            assert target is not None
+            outcome = api.apply_saved(
+                settings, Path(target), confirm=confirm, on_op=on_op, guard=guard, secrets=secrets
+            )
         else:
-            outcome = api.apply(settings, desired, confirm=confirm, on_op=on_op, adopt=adopt)
+            outcome = api.apply(
+                settings, desired, confirm=confirm, on_op=on_op, adopt=adopt, guard=guard, secrets=secrets
+            )
+    return _report(outcome)
+
+
+def _report(outcome: api.ApplyOutcome) -> int:
     if not outcome.plan.has_changes:
         click.echo(render_text(outcome.plan), nl=False)
         return 0
@@ -235,15 +366,64 @@ def apply_command(
     return 0
 
 
+@cli.command("sync")
+@optional_catalog_argument
+@click.option(
+    "--dry-run", is_flag=True, help="Fetch and show the plan; write nothing at all (not even the cache)."
+)
+@webhook_url_option
+@_with(secret_options)
+@_with(guard_options)
+@live_option
+@lock_option
+@max_rps_option
+@click.pass_context
+def sync_command(
+    ctx: click.Context,
+    catalog: str | None,
+    dry_run: bool,
+    webhook_url: str | None,
+    webhook_secret_file: Path | None,
+    print_webhook_secret: bool,
+    max_archive_share: float,
+    allow_mass_archive: bool,
+    live: bool,
+    lock_timeout: float,
+    max_rps: float | None,
+) -> int:
+    """The license sync, unattended: fetch the kuploy.app catalog (KUPLOY_CATALOG_URL with the bearer
+    KUPLOY_LICENSE_KEY, or CATALOG), print the plan, apply it without a prompt. Exit 0 done or nothing
+    to do, 1 on any failure (an unreachable or invalid catalog writes nothing)."""
+    desired = _required(_load(catalog, write_cache=not dry_run, webhook_url=webhook_url))
+    settings = _settings(ctx, live=live, lock_timeout=lock_timeout, max_rps=max_rps)
+    if dry_run:
+        preview = api.plan_outcome(settings, desired)
+        _warn_mass_archive(preview)
+        click.echo(render_text(preview.plan, color=_color(sys.stdout)), nl=False)
+        click.echo("Dry run: nothing was written.", err=True)
+        return 0
+    guard = api.ArchiveGuard(max_share=max_archive_share, allow=allow_mass_archive)
+
+    def show(planned: Plan) -> bool:
+        click.echo(render_text(planned, color=_color(sys.stdout)), nl=False)
+        return True
+
+    secrets = _secrets(webhook_secret_file, print_webhook_secret)
+    with _progress(ctx) as on_op:
+        outcome = api.apply(settings, desired, confirm=show, on_op=on_op, guard=guard, secrets=secrets)
+    return _report(outcome)
+
+
 @cli.command("drift")
-@click.argument("catalog", required=False, type=click.Path(path_type=Path))
+@optional_catalog_argument
 @output_option
 @live_option
 @click.pass_context
-def drift_command(ctx: click.Context, catalog: Path | None, output: str, live: bool) -> int:
-    """Report changes made by hand in Stripe or cloud_plans, against CATALOG or else the last
-    applied catalog. Exit 0 no drift, 2 drift, 1 error."""
-    desired = load_catalog(catalog) if catalog is not None else None
+def drift_command(ctx: click.Context, catalog: str | None, output: str, live: bool) -> int:
+    """Report changes made by hand in Stripe or cloud_plans, against CATALOG (a file, a folder or an
+    https:// URL) or else the last applied catalog (also when KUPLOY_CATALOG_URL is set: sync records
+    what it applied). Exit 0 no drift, 2 drift, 1 error."""
+    desired = _load(catalog) if catalog is not None else None
     report = api.drift(_settings(ctx, live=live), desired)
     click.echo(render_drift_json(report) if output == "json" else render_drift_text(report), nl=False)
     return 2 if report.has_drift else 0
@@ -345,6 +525,46 @@ def listen(ctx: click.Context, host: str, port: int, live: bool) -> int:
 @cli.group()
 def sandbox() -> None:
     """The local Stripe emulator (and embedded Postgres) for tests and local work."""
+
+
+@sandbox.command("checkout")
+@click.option(
+    "--plan", "plan_slug", required=True, help="Slug of an active paid plan (apply a catalog first)."
+)
+@click.option("--org", "organization", default="org_sandbox", show_default=True, help="Organization id.")
+@click.option(
+    "--card",
+    default="4242 4242 4242 4242",
+    show_default=True,
+    help="A test card of the guide: 4242… succeeds, 4000 0000 0000 0002 is declined, "
+    "4000 0000 0000 3220 requires 3D Secure.",
+)
+@click.option("--no-authenticate", is_flag=True, help="Leave a 3D Secure payment unauthenticated.")
+@click.pass_context
+def sandbox_checkout(
+    ctx: click.Context, plan_slug: str, organization: str, card: str, no_authenticate: bool
+) -> int:
+    """The guide's "Test your setup": check out a plan with a test card in the sandbox and show the
+    subscription as kuploy-cloud and as Stripe see it. Exit 0 when both agree."""
+    from reconciler.sandbox.checkout import run_checkout
+
+    report = run_checkout(
+        _settings(ctx), plan=plan_slug, organization=organization, card=card, authenticate=not no_authenticate
+    )
+    for step in report.steps:
+        click.echo(f"  {step}", err=True)
+    fields = sorted(set(report.kuploy or {}) | set(report.stripe or {}))
+    click.echo(f"{'field':<22} {'kuploy-cloud (cloud_subscriptions)':<40} Stripe")
+    for name in fields:
+        ours = (report.kuploy or {}).get(name, "")
+        theirs = (report.stripe or {}).get(name, "")
+        click.echo(f"{name:<22} {ours!s:<40} {theirs}")
+    if not fields:
+        click.echo(
+            f"no subscription: the card {card} was {report.outcome}, nothing was recorded on either side"
+        )
+    click.echo(f"Result: {'consistent' if report.consistent else 'INCONSISTENT'} ({report.outcome})")
+    return 0 if report.consistent else 1
 
 
 @sandbox.command("serve")

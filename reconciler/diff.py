@@ -15,6 +15,7 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
+from reconciler.errors import KuployError
 from reconciler.model import (
     Catalog,
     CurrentState,
@@ -22,19 +23,25 @@ from reconciler.model import (
     PlanSpec,
     StripePrice,
     StripeProduct,
+    StripeState,
+    StripeWebhookEndpoint,
+    WebhookEndpointSpec,
     lookup_key,
     owned_slug,
     ownership_metadata,
 )
 from reconciler.plan import (
+    WEBHOOK_ADDRESS,
     Action,
     AdoptPrice,
     AdoptProduct,
+    AdoptWebhookEndpoint,
     ArchivePrice,
     ArchiveProduct,
     Created,
     CreatePrice,
     CreateProduct,
+    CreateWebhookEndpoint,
     FieldChange,
     Op,
     Phase,
@@ -46,6 +53,8 @@ from reconciler.plan import (
     SetDefaultPrice,
     SetLookupKey,
     UpdateProduct,
+    UpdateWebhookEndpoint,
+    WebhookEndpointChange,
     WriteRow,
 )
 
@@ -78,7 +87,66 @@ def diff(desired: Catalog, current: CurrentState, *, adopt: bool = False) -> Pla
         )
         if change is not None:
             changes.append(change)
-    return Plan(changes=tuple(changes), pending_migrations=current.pending_migrations)
+    return Plan(
+        changes=tuple(changes),
+        pending_migrations=current.pending_migrations,
+        webhook_endpoint=_diff_webhook_endpoint(desired.webhook_endpoint, current.stripe, adopt=adopt),
+    )
+
+
+def _diff_webhook_endpoint(
+    spec: WebhookEndpointSpec | None, stripe: StripeState, *, adopt: bool
+) -> WebhookEndpointChange | None:
+    """Create the declared endpoint, or update the owned one in place (URL, events, enabled). Nothing
+    declared: endpoints are left alone. An endpoint at the same URL made without the tool is adopted
+    with `adopt`, else refused (a second endpoint would sign with a secret the listener lacks)."""
+    if spec is None:
+        return None
+    after = {"url": spec.url, "events": list(spec.events), "enabled": True}
+    owned = [e for e in stripe.webhook_endpoints if e.owned]
+    ops: list[Op] = []
+    endpoint: StripeWebhookEndpoint | None = None
+    if owned:
+        endpoint = max(owned, key=lambda e: (e.url == spec.url, e.created, e.id))
+    else:
+        same_url = [e for e in stripe.webhook_endpoints if e.url == spec.url]
+        if same_url and not adopt:
+            raise KuployError(
+                f"webhook endpoint {same_url[0].id} at {spec.url} was not made by kuploy-reconciler: "
+                "pass --adopt to manage it (its signing secret stays the one you have), or delete it"
+            )
+        if same_url:
+            endpoint = max(same_url, key=lambda e: (e.created, e.id))
+            ops.append(AdoptWebhookEndpoint(slug=WEBHOOK_ADDRESS, endpoint_id=endpoint.id, url=endpoint.url))
+    if endpoint is None:
+        ops.append(CreateWebhookEndpoint(slug=WEBHOOK_ADDRESS, url=spec.url, events=spec.events))
+        return WebhookEndpointChange(
+            action=Action.CREATE, before=None, after=after, fields=(), ops=tuple(ops)
+        )
+    before = {"url": endpoint.url, "events": list(endpoint.events), "enabled": endpoint.enabled}
+    changed = [key for key in after if after[key] != before[key]]
+    if changed:
+        ops.append(
+            UpdateWebhookEndpoint(
+                slug=WEBHOOK_ADDRESS,
+                endpoint_id=endpoint.id,
+                before=tuple((k, _stripe_value(k, before[k])) for k in changed),
+                after=tuple((k, _stripe_value(k, after[k])) for k in changed),
+            )
+        )
+    if not ops:
+        return None
+    return WebhookEndpointChange(
+        action=Action.UPDATE,
+        before=before,
+        after=after,
+        fields=tuple(FieldChange(path=k, before=before[k], after=after[k]) for k in changed),
+        ops=tuple(ops),
+    )
+
+
+def _stripe_value(key: str, value: Any) -> Any:
+    return tuple(value) if key == "events" else value
 
 
 def _adopt(

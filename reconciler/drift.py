@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.plan import (
+    WEBHOOK_ADDRESS,
     ArchivePrice,
     ArchiveProduct,
     Created,
@@ -23,6 +24,7 @@ from reconciler.plan import (
     SetDefaultPrice,
     SetLookupKey,
     UpdateProduct,
+    WebhookEndpointChange,
 )
 
 
@@ -63,6 +65,8 @@ def drift_report(plan: Plan, *, baseline: str, events: tuple[OutOfBandEvent, ...
     """Drift from the plan that would heal it, plus the listener's out-of-band Product/Price events
     since the last apply (a change made and undone by hand leaves no state difference, but an event)."""
     items: list[DriftItem] = []
+    if plan.webhook_endpoint is not None:
+        items.extend(_webhook_items(plan.webhook_endpoint))
     for change in plan.changes:
         items.extend(_items(change))
     items.extend(
@@ -76,6 +80,31 @@ def drift_report(plan: Plan, *, baseline: str, events: tuple[OutOfBandEvent, ...
         for e in events
     )
     return DriftReport(items=tuple(items), baseline=baseline)
+
+
+def _webhook_items(change: WebhookEndpointChange) -> list[DriftItem]:
+    """The endpoint deleted, or its URL, events or status changed by hand (reported under the
+    address `webhook_endpoint`)."""
+    if change.before is None:
+        return [
+            DriftItem(
+                plan=WEBHOOK_ADDRESS,
+                where="stripe",
+                field="webhook_endpoint",
+                expected=f"endpoint at {change.after['url']}",
+                actual="missing (deleted, or never made by kuploy-reconciler)",
+            )
+        ]
+    return [
+        DriftItem(
+            plan=WEBHOOK_ADDRESS,
+            where="stripe",
+            field=f"webhook_endpoint.{f.path}",
+            expected=f.after,
+            actual=f.before,
+        )
+        for f in change.fields
+    ]
 
 
 def _items(change: PlanChange) -> list[DriftItem]:

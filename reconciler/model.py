@@ -130,24 +130,66 @@ def plan_from_dict(slug: str, values: Mapping[str, Any]) -> PlanSpec:
     )
 
 
+WEBHOOK_PATH = "/api/webhooks/stripe"
+"""The path kuploy-cloud (and `listen`) receives Stripe events on."""
+WEBHOOK_EVENTS: tuple[str, ...] = (
+    "checkout.session.completed",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.paid",
+    "invoice.payment_failed",
+)
+"""The six events of the billing guide, in the guide's order."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookEndpointSpec:
+    """The Stripe webhook endpoint the catalog declares: its URL and the events it receives (sorted)."""
+
+    url: str
+    events: tuple[str, ...] = tuple(sorted(WEBHOOK_EVENTS))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "events": list(self.events)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WebhookEndpointSpec:
+        return cls(url=str(data["url"]), events=tuple(sorted(str(e) for e in data["events"])))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Catalog:
-    """The desired state: every plan, fully explicit, in catalog order."""
+    """The desired state: every plan, fully explicit, in catalog order; optionally the webhook endpoint
+    (None: the catalog does not manage one, and any existing endpoint is left alone)."""
 
     plans: tuple[PlanSpec, ...]
     sources: tuple[str, ...] = ()
+    webhook_endpoint: WebhookEndpointSpec | None = None
 
     def by_slug(self) -> dict[str, PlanSpec]:
         return {p.slug: p for p in self.plans}
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready and lossless: what saved plans and apply records store."""
-        return {"sources": list(self.sources), "plans": [{"slug": p.slug, **p.as_dict()} for p in self.plans]}
+        """JSON-ready and lossless: what saved plans and apply records store. `webhookEndpoint` is
+        present only when declared, so catalogs without one keep the fingerprint they always had."""
+        data: dict[str, Any] = {
+            "sources": list(self.sources),
+            "plans": [{"slug": p.slug, **p.as_dict()} for p in self.plans],
+        }
+        if self.webhook_endpoint is not None:
+            data["webhookEndpoint"] = self.webhook_endpoint.as_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Catalog:
         plans = tuple(plan_from_dict(p["slug"], p) for p in data["plans"])
-        return cls(plans=plans, sources=tuple(data.get("sources", ())))
+        endpoint = data.get("webhookEndpoint")
+        return cls(
+            plans=plans,
+            sources=tuple(data.get("sources", ())),
+            webhook_endpoint=WebhookEndpointSpec.from_dict(endpoint) if endpoint else None,
+        )
 
 
 # --- current state -------------------------------------------------------------------------------
@@ -187,6 +229,21 @@ class StripePrice:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StripeWebhookEndpoint:
+    id: str
+    url: str
+    events: tuple[str, ...]
+    """Sorted."""
+    enabled: bool
+    metadata: Mapping[str, str]
+    created: int = 0
+
+    @property
+    def owned(self) -> bool:
+        return self.metadata.get(OWNER_KEY) == OWNER_VALUE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StripeState:
     """Every Product and Price the tool owns (marked in metadata), active or archived."""
 
@@ -195,6 +252,8 @@ class StripeState:
     unowned_products: tuple[StripeProduct, ...] = ()
     unowned_prices: tuple[StripePrice, ...] = ()
     """Objects without ownership metadata: never touched, only candidates for `apply --adopt`."""
+    webhook_endpoints: tuple[StripeWebhookEndpoint, ...] = ()
+    """Every webhook endpoint of the account, owned or not (only owned ones are ever changed)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,6 +296,23 @@ class CurrentState:
                 for p in sorted(self.stripe.prices, key=lambda p: p.id)
             },
             "pending_migrations": list(self.pending_migrations),
+            **self._webhook_snapshot(),
+        }
+
+    def _webhook_snapshot(self) -> dict[str, Any]:
+        """Webhook endpoints, only when there are any (plan files made before they were read stay fresh)."""
+        if not self.stripe.webhook_endpoints:
+            return {}
+        return {
+            "stripe_webhook_endpoints": {
+                e.id: {
+                    "url": e.url,
+                    "events": list(e.events),
+                    "enabled": e.enabled,
+                    "metadata": dict(sorted(e.metadata.items())),
+                }
+                for e in sorted(self.stripe.webhook_endpoints, key=lambda e: e.id)
+            }
         }
 
 
@@ -252,6 +328,14 @@ OWNER_KEY = "kuploy_managed_by"
 OWNER_VALUE = "kuploy-reconciler"
 PLAN_KEY = "kuploy_plan"
 """Stripe metadata keys marking an object as the tool's, and which plan it serves."""
+
+
+WEBHOOK_KEY = "kuploy_resource"
+WEBHOOK_VALUE = "webhook_endpoint"
+
+
+def webhook_ownership_metadata() -> dict[str, str]:
+    return {OWNER_KEY: OWNER_VALUE, WEBHOOK_KEY: WEBHOOK_VALUE}
 
 
 def ownership_metadata(slug: str) -> dict[str, str]:

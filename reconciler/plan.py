@@ -206,6 +206,55 @@ class ArchivePrice(Op):
         return f"archive Stripe Price {self.price_id}"
 
 
+WEBHOOK_ADDRESS = "webhook_endpoint"
+"""The address of the webhook endpoint in plans and drift reports (and the `slug` of its ops)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateWebhookEndpoint(Op):
+    """A new webhook endpoint; Stripe shows its signing secret in this one answer only, so apply hands it
+    to the destination the operator chose (a 0600 file, or stdout on request), never to a log."""
+
+    phase: ClassVar[Phase] = Phase.PREPARE
+    url: str
+    events: tuple[str, ...]
+
+    def describe(self) -> str:
+        return (
+            f"create Stripe webhook endpoint {self.url} ({len(self.events)} events); "
+            "its signing secret is written once"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateWebhookEndpoint(Op):
+    """Sets URL, events or enabled in place: the endpoint and its signing secret stay."""
+
+    phase: ClassVar[Phase] = Phase.PREPARE
+    endpoint_id: str
+    before: tuple[tuple[str, Any], ...]
+    after: tuple[tuple[str, Any], ...]
+
+    def describe(self) -> str:
+        fields = ", ".join(key for key, _ in self.after)
+        return f"update Stripe webhook endpoint {self.endpoint_id} ({fields})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdoptWebhookEndpoint(Op):
+    """Marks an existing endpoint at the catalog's URL, made without the tool, as managed (`--adopt`);
+    its signing secret stays the one the operator has."""
+
+    phase: ClassVar[Phase] = Phase.PREPARE
+    endpoint_id: str
+    url: str
+
+    def describe(self) -> str:
+        return (
+            f"adopt Stripe webhook endpoint {self.endpoint_id} at {self.url} (it had no ownership metadata)"
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FieldChange:
     """One field of a plan that changes: `path` like `name`, `limits.maxApps`, `stripe.product.name`."""
@@ -232,15 +281,44 @@ class PlanChange:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookEndpointChange:
+    """What happens to the catalog's webhook endpoint: `before`/`after` are `{url, events, enabled}`."""
+
+    action: Action  # CREATE or UPDATE
+    before: dict[str, Any] | None
+    after: dict[str, Any]
+    fields: tuple[FieldChange, ...]
+    ops: tuple[Op, ...]
+    address: ClassVar[str] = WEBHOOK_ADDRESS
+
+    @property
+    def creates(self) -> bool:
+        return any(isinstance(op, CreateWebhookEndpoint) for op in self.ops)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     changes: tuple[PlanChange, ...] = ()
     pending_migrations: tuple[str, ...] = ()
     subscriptions: Mapping[str, int] = field(default_factory=dict)
     """Active subscriptions per Price this plan archives (they stay on it), where Stripe reported them."""
+    webhook_endpoint: WebhookEndpointChange | None = None
+    """The change to the webhook endpoint the catalog declares, if any."""
 
     def archived_price_ids(self) -> tuple[str, ...]:
         return tuple(
             op.price_id for change in self.changes for op in change.ops if isinstance(op, ArchivePrice)
+        )
+
+    def archived_paid_plans(self) -> tuple[str, ...]:
+        """Slugs of the plans this plan archives that are active paid plans now (what customers can buy)."""
+        return tuple(
+            change.slug
+            for change in self.changes
+            if change.action is Action.ARCHIVE
+            and change.before is not None
+            and change.before.get("isActive")
+            and not change.before.get("isDefault")
         )
 
     def subscriptions_staying(self, change: PlanChange) -> int | None:
@@ -252,13 +330,26 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes) or bool(self.pending_migrations)
+        return self.has_resource_changes or bool(self.pending_migrations)
+
+    @property
+    def has_resource_changes(self) -> bool:
+        """Something to do in Stripe or `cloud_plans` (migrations aside)."""
+        return bool(self.changes) or self.webhook_endpoint is not None
+
+    @property
+    def resource_count(self) -> int:
+        return len(self.changes) + (self.webhook_endpoint is not None)
 
     def summary(self) -> dict[str, int]:
         counts = Counter(change.action for change in self.changes)
+        if self.webhook_endpoint is not None:
+            counts[self.webhook_endpoint.action] += 1
         return {action.value: counts.get(action, 0) for action in Action}
 
     def ops_in_order(self) -> tuple[Op, ...]:
-        """All operations, phase by phase, in plan order within a phase (sort is stable)."""
-        ops = [op for change in self.changes for op in change.ops]
+        """All operations, phase by phase, in plan order within a phase (sort is stable); the webhook
+        endpoint's first."""
+        ops = list(self.webhook_endpoint.ops) if self.webhook_endpoint is not None else []
+        ops += [op for change in self.changes for op in change.ops]
         return tuple(sorted(ops, key=lambda op: op.phase))

@@ -120,9 +120,48 @@ class Environment:
             database_url=Secret(database_url) if database_url else None,
             stripe_secret_key=Secret(key) if key else None,
             stripe_api_base=env.get("STRIPE_API_BASE") or None,
-            state_dir=Path(env.get("KUPLOY_SANDBOX_DIR") or DEFAULT_STATE_DIR),
+            state_dir=state_dir(env),
             live=live,
             max_rps=_positive_float(env, "KUPLOY_STRIPE_MAX_RPS"),
+        )
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The tool's local state folder: the sandbox's data and the fetched-catalog cache.
+    `KUPLOY_STATE_DIR`, else `KUPLOY_SANDBOX_DIR` (its older name), else `.kuploy-sandbox/`."""
+    env = os.environ if env is None else env
+    return Path(env.get("KUPLOY_STATE_DIR") or env.get("KUPLOY_SANDBOX_DIR") or DEFAULT_STATE_DIR)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CatalogFetch:
+    """How a catalog URL is fetched (license sync): from `KUPLOY_CATALOG_URL`, `KUPLOY_LICENSE_KEY`,
+    `KUPLOY_CATALOG_TIMEOUT` (seconds, to connect and for each read), `KUPLOY_CATALOG_RETRIES`."""
+
+    url: str | None
+    license_key: Secret | None
+    timeout: float = 10.0
+    retries: int = 3
+    """Retries after the first attempt, for 5xx, 408/429, timeouts and connection errors only."""
+    backoff: float = 0.5
+    """First retry delay in seconds; doubles each retry (with jitter), at most 8 s."""
+    cache_dir: Path = DEFAULT_STATE_DIR / "catalog-cache"
+
+    @classmethod
+    def read(cls, env: Mapping[str, str] | None = None) -> CatalogFetch:
+        env = os.environ if env is None else env
+        retries_raw = env.get("KUPLOY_CATALOG_RETRIES") or "3"
+        if not retries_raw.isdigit() or int(retries_raw) > 10:
+            raise ConfigError(
+                f"KUPLOY_CATALOG_RETRIES must be a whole number from 0 to 10, not {retries_raw!r}"
+            )
+        key = env.get("KUPLOY_LICENSE_KEY") or None
+        return cls(
+            url=env.get("KUPLOY_CATALOG_URL") or None,
+            license_key=Secret(key.strip()) if key else None,
+            timeout=_positive_float(env, "KUPLOY_CATALOG_TIMEOUT") or 10.0,
+            retries=int(retries_raw),
+            cache_dir=state_dir(env) / "catalog-cache",
         )
 
 

@@ -403,7 +403,9 @@ def test_unknown_key_with_suggestion() -> None:
 def test_unknown_top_level_key() -> None:
     path = write("catalog.yaml", "currency: usd\n" + BASE)
     (problem,) = problems(path)
-    assert problem.startswith("catalog.yaml:1: currency: unknown key (allowed: version, plans)")
+    assert problem.startswith(
+        "catalog.yaml:1: currency: unknown key (allowed: version, plans, webhookEndpoint)"
+    )
 
 
 def test_bad_enum_and_slug() -> None:

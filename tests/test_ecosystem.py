@@ -43,6 +43,7 @@ MANIFESTS = {
         "configmap-catalog.yaml",
         "job-apply.yaml",
         "cronjob-drift.yaml",
+        "cronjob-sync.yaml",
         "deployment-listen.yaml",
     )
 }
@@ -56,6 +57,7 @@ RELIED_ON = {
     "apply": "PRODUCT.md 'The command line': apply CATALOG --auto-approve, or apply a saved plan file",
     "drift": "PRODUCT.md 'The command line': drift [CATALOG] [-o text|json], exit 0 / 2 drift / 1",
     "listen": "PRODUCT.md 'Webhook listener mode': listen --host H --port P",
+    "sync": "PRODUCT.md 'The command line': sync, the license sync (KUPLOY_CATALOG_URL), exit 0 / 1",
 }
 # Options (or choice values, as "-o markdown") used here that PRODUCT.md promises and the CLI does
 # not have yet, as (subcommand, option): skipped while missing. Any other unknown one fails.
@@ -531,6 +533,7 @@ EXPECTED_KINDS = {
     "configmap-catalog.yaml": ["ConfigMap"],
     "job-apply.yaml": ["Job"],
     "cronjob-drift.yaml": ["CronJob"],
+    "cronjob-sync.yaml": ["CronJob"],
     "deployment-listen.yaml": ["Deployment", "Service"],
 }
 
@@ -582,7 +585,7 @@ def test_the_configmap_catalog_loads_as_mounted(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["Job", "CronJob"])
 def test_catalog_jobs_mount_the_configmap_at_catalog(kind: str) -> None:
     [configmap] = docs_of_kind("ConfigMap")
-    [doc] = docs_of_kind(kind)
+    [doc] = [d for d in docs_of_kind(kind) if d["metadata"]["name"] != SYNC_CRONJOB]
     pod = _pod_spec(doc)
     assert pod is not None and pod["restartPolicy"] == "Never"
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -599,11 +602,26 @@ def test_the_apply_job_needs_no_terminal() -> None:
 
 
 def test_the_drift_cronjob_never_overlaps() -> None:
-    [cron] = docs_of_kind("CronJob")
+    [cron] = [d for d in docs_of_kind("CronJob") if d["metadata"]["name"] != SYNC_CRONJOB]
     assert len(cron["spec"]["schedule"].split()) == 5
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     [container] = _containers(cron)
     assert container["args"][:2] == ["drift", "/catalog"]
+
+
+SYNC_CRONJOB = "kuploy-reconciler-sync"
+
+
+def test_the_sync_cronjob_fetches_with_the_license_key_from_the_secret() -> None:
+    [cron] = [d for d in docs_of_kind("CronJob") if d["metadata"]["name"] == SYNC_CRONJOB]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    [container] = _containers(cron)
+    assert container["args"][0] == "sync"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["KUPLOY_CATALOG_URL"]["value"].startswith("https://")
+    assert env["KUPLOY_LICENSE_KEY"]["valueFrom"]["secretKeyRef"]["name"] == SECRET_NAME
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert env["KUPLOY_STATE_DIR"]["value"] in mounts  # a writable cache on a read-only root
 
 
 def test_the_listener_is_probed_and_served() -> None:

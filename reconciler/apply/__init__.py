@@ -17,7 +17,7 @@ import psycopg
 import stripe
 
 from reconciler.apply.to_postgres import ApplyRecord, write_rows
-from reconciler.apply.to_stripe import StripeWriter, run_stripe_op
+from reconciler.apply.to_stripe import OnWebhookSecret, StripeWriter, run_stripe_op
 from reconciler.errors import ApplyError
 from reconciler.plan import Op, Phase, Plan, WriteRow
 from reconciler.throttle import StripeCalls, transient
@@ -34,11 +34,14 @@ def apply_plan(
     on_op: OnOp = lambda op: None,
     concurrency: int = 8,
     round: int = 0,
+    on_webhook_secret: OnWebhookSecret | None = None,
 ) -> int:
     """Run every operation of `plan`; returns how many ran. Raises `ApplyError` naming the failed one
     (`transient` when a later round, after re-reading the state, can finish the job)."""
     ops = plan.ops_in_order()
     writer = StripeWriter(calls=calls, round=round)
+    if on_webhook_secret is not None:
+        writer.on_webhook_secret = on_webhook_secret
     done = 0
     lock = threading.Lock()
 

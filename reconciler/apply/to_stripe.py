@@ -15,33 +15,46 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Any
 
-from reconciler.model import ownership_metadata
+from reconciler.model import ownership_metadata, webhook_ownership_metadata
 from reconciler.plan import (
     AdoptPrice,
     AdoptProduct,
+    AdoptWebhookEndpoint,
     ArchivePrice,
     ArchiveProduct,
     Created,
     CreatePrice,
     CreateProduct,
+    CreateWebhookEndpoint,
     Op,
     ReactivatePrice,
     Ref,
     SetDefaultPrice,
     SetLookupKey,
     UpdateProduct,
+    UpdateWebhookEndpoint,
 )
+from reconciler.settings import Secret
 from reconciler.throttle import StripeCalls
+
+OnWebhookSecret = Callable[[str, Secret], None]
+"""Receives (endpoint id, signing secret) of a webhook endpoint just created; the secret goes nowhere else."""
+
+
+def _no_destination(endpoint_id: str, secret: Secret) -> None:
+    raise AssertionError("api checks that a created webhook endpoint has a secret destination")
 
 
 @dataclass
 class StripeWriter:
     calls: StripeCalls
     round: int = 0
+    on_webhook_secret: OnWebhookSecret = _no_destination
     """Which attempt of this apply: round 0 keys are pure content, so a re-run after a crash replays."""
     ids: dict[tuple[str, str], str] = field(default_factory=dict)
     """Ids of objects created during this apply, by (plan slug, "product" | "price")."""
@@ -158,3 +171,42 @@ def _(op: ArchiveProduct, writer: StripeWriter) -> None:
 @run_stripe_op.register
 def _(op: ArchivePrice, writer: StripeWriter) -> None:
     writer.update("prices", op.price_id, {"active": False})
+
+
+WEBHOOK_DESCRIPTION = "kuploy-cloud billing events (managed by kuploy-reconciler)"
+
+
+@run_stripe_op.register
+def _(op: CreateWebhookEndpoint, writer: StripeWriter) -> None:
+    endpoint = writer.create(
+        "webhook_endpoints",
+        {
+            "url": op.url,
+            "enabled_events": list(op.events),
+            "description": WEBHOOK_DESCRIPTION,
+            "metadata": webhook_ownership_metadata(),
+        },
+    )
+    secret = getattr(endpoint, "secret", None)
+    if not secret:
+        raise AssertionError("Stripe returns the signing secret when it creates a webhook endpoint")
+    writer.on_webhook_secret(endpoint.id, Secret(str(secret)))
+
+
+_WEBHOOK_PARAMS = {"url": "url", "events": "enabled_events", "enabled": "disabled"}
+
+
+@run_stripe_op.register
+def _(op: UpdateWebhookEndpoint, writer: StripeWriter) -> None:
+    params: dict[str, Any] = {}
+    for key, value in op.after:
+        if key == "enabled":
+            params["disabled"] = not value
+        else:
+            params[_WEBHOOK_PARAMS[key]] = list(value) if key == "events" else value
+    writer.update("webhook_endpoints", op.endpoint_id, params)
+
+
+@run_stripe_op.register
+def _(op: AdoptWebhookEndpoint, writer: StripeWriter) -> None:
+    writer.update("webhook_endpoints", op.endpoint_id, {"metadata": webhook_ownership_metadata()})

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from reconciler.drift import DriftReport
+from reconciler.plan import WEBHOOK_ADDRESS
 
 FORMAT_VERSION = "1"
 
@@ -15,7 +16,7 @@ def render_drift_text(report: DriftReport) -> str:
         return f"No drift: Stripe and cloud_plans match {report.baseline}.\n"
     lines = [f"Drift against {report.baseline}:", ""]
     for plan in report.plans():
-        lines.append(f"~ plan.{plan}")
+        lines.append("~ webhook_endpoint" if plan == WEBHOOK_ADDRESS else f"~ plan.{plan}")
         for item in (i for i in report.items if i.plan == plan):
             shown = f"expected {_show(item.expected)}, actual {_show(item.actual)}"
             lines.append(f"    {item.where:<8} {item.field}: {shown}")

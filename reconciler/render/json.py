@@ -7,7 +7,7 @@ from dataclasses import fields, is_dataclass
 from typing import Any
 
 from reconciler.model import PlanRow
-from reconciler.plan import Created, Op, Plan, PlanChange
+from reconciler.plan import Created, Op, Plan, PlanChange, WebhookEndpointChange
 
 FORMAT_VERSION = "1"
 
@@ -16,14 +16,31 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     summary = plan.summary()
     return {
         "format_version": FORMAT_VERSION,
-        "changes": [_change(change) for change in plan.changes],
+        "changes": _webhook(plan.webhook_endpoint) + [_change(change) for change in plan.changes],
         "pending_migrations": list(plan.pending_migrations),
-        "summary": {**{k.replace("-", "_"): v for k, v in summary.items()}, "total": len(plan.changes)},
+        "summary": {**{k.replace("-", "_"): v for k, v in summary.items()}, "total": plan.resource_count},
     }
 
 
 def render_json(plan: Plan) -> str:
     return json.dumps(plan_document(plan), indent=2, ensure_ascii=False) + "\n"
+
+
+def _webhook(change: WebhookEndpointChange | None) -> list[dict[str, Any]]:
+    """The webhook endpoint as a change like a plan's: address `webhook_endpoint`, `plan` null."""
+    if change is None:
+        return []
+    return [
+        {
+            "address": change.address,
+            "plan": None,
+            "action": change.action.value,
+            "before": change.before,
+            "after": change.after,
+            "fields": [{"path": f.path, "before": f.before, "after": f.after} for f in change.fields],
+            "operations": [_op(op) for op in change.ops],
+        }
+    ]
 
 
 def _change(change: PlanChange) -> dict[str, Any]:

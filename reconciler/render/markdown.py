@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.plan import Action, ArchivePrice, Plan, PlanChange
+from reconciler.plan import Action, ArchivePrice, Plan, PlanChange, WebhookEndpointChange
 from reconciler.render.text import MARKERS, _flatten, _show, summary_line
 
 GITHUB_COMMENT_LIMIT = 65_536
@@ -40,7 +40,7 @@ def render_markdown(plan: Plan, *, limit: int = GITHUB_COMMENT_LIMIT) -> str:
     differently on the way (line endings sent as CRLF, astral characters counted as two).
     """
     budget = limit - limit // 16
-    head = _head(plan, budget // 4)
+    head = _head(plan, budget // 4) + _webhook_block(plan.webhook_endpoint)
     ordered = sorted(plan.changes, key=lambda change: _ORDER.index(change.action))
     pieces = [_section_heading(ordered, index) + _block(plan, change) for index, change in enumerate(ordered)]
 
@@ -60,7 +60,7 @@ def render_markdown(plan: Plan, *, limit: int = GITHUB_COMMENT_LIMIT) -> str:
 
 def _head(plan: Plan, room: int) -> str:
     title = "### kuploy-reconciler · "
-    if plan.changes:
+    if plan.has_resource_changes:
         title += summary_line(plan)
     elif plan.pending_migrations:
         title += "No plan changes."
@@ -78,6 +78,28 @@ def _head(plan: Plan, room: int) -> str:
             break
         names.append(_escape(name))
     return f"{title}\n\n**Pending migrations** (apply runs them first): {', '.join(names)}\n"
+
+
+def _webhook_block(change: WebhookEndpointChange | None) -> str:
+    """The webhook endpoint's change, always shown (it is small: a URL and six events)."""
+    if change is None:
+        return ""
+    marker, _ = MARKERS[change.action]
+    lines = [
+        "",
+        "#### Webhook endpoint",
+        "",
+        f"<details><summary>{marker} <b>{change.address}</b>: {change.action.value}</summary>",
+        "",
+    ]
+    if change.before is None:
+        lines += ["| field | value |", "| --- | --- |"]
+        lines += [f"| {key} | {_cell(value)} |" for key, value in change.after.items()]
+    else:
+        lines += ["| field | before | after |", "| --- | --- | --- |"]
+        lines += [f"| {_escape(f.path)} | {_cell(f.before)} | {_cell(f.after)} |" for f in change.fields]
+    lines += ["", *(f"1. {_escape(_shorten(op.describe()))}" for op in change.ops), "", "</details>"]
+    return "\n".join(lines) + "\n"
 
 
 def _section_heading(ordered: list[PlanChange], index: int) -> str:

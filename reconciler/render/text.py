@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from reconciler.plan import Action, Plan, PlanChange
+from reconciler.plan import Action, Plan, PlanChange, WebhookEndpointChange
 
 MARKERS = {
     Action.CREATE: ("+", "green"),
@@ -28,9 +28,18 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
             + f" (apply runs them first): {', '.join(plan.pending_migrations)}"
         )
         lines.append("")
-    if not plan.changes:
+    if not plan.has_resource_changes:
         lines.append("No changes. cloud_plans and Stripe match the catalog.")
         return "\n".join(lines) + "\n"
+
+    if (endpoint := plan.webhook_endpoint) is not None:
+        marker, style = MARKERS[endpoint.action]
+        lines.append(
+            paint(f"{marker} {endpoint.address}", style) + f"  {paint(endpoint.action.value, 'bold')}"
+        )
+        lines.extend(f"    {line}" for line in _webhook_body(endpoint))
+        lines.extend(paint(f"    · {op.describe()}", "dim") for op in endpoint.ops)
+        lines.append("")
 
     for change in plan.changes:
         marker, style = MARKERS[change.action]
@@ -46,6 +55,12 @@ def summary_line(plan: Plan) -> str:
     counts = plan.summary()
     parts = [f"{n} to {action.replace('-', ' ')}" for action, n in counts.items() if n]
     return "Plan: " + ", ".join(parts) + "."
+
+
+def _webhook_body(change: WebhookEndpointChange) -> list[str]:
+    if change.before is None:
+        return [f"{key}: {_show(value)}" for key, value in change.after.items()]
+    return [f"{f.path}: {_show(f.before)} → {_show(f.after)}" for f in change.fields]
 
 
 def _body(change: PlanChange) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 import stripe
 
 from reconciler.errors import StateReadError
-from reconciler.model import StripePrice, StripeProduct, StripeState, owned_slug
+from reconciler.model import StripePrice, StripeProduct, StripeState, StripeWebhookEndpoint, owned_slug
 from reconciler.throttle import StripeCalls
 
 PAGE = 100
@@ -33,11 +33,15 @@ def list_all(calls: StripeCalls, resource: str, params: dict[str, Any] | None = 
         query = {**query, "starting_after": page.data[-1].id}
 
 
-def read_stripe(calls: StripeCalls) -> StripeState:
-    """Owned objects, and the unowned ones apart (never touched; candidates for `--adopt`)."""
+def read_stripe(calls: StripeCalls, *, webhook_endpoints: bool = False) -> StripeState:
+    """Owned objects, and the unowned ones apart (never touched; candidates for `--adopt`); with
+    `webhook_endpoints` (the catalog declares one), every webhook endpoint too."""
+    endpoints: list[StripeWebhookEndpoint] = []
     try:
         products = [_product(p) for p in list_all(calls, "products")]
         prices = [_price(p) for p in list_all(calls, "prices")]
+        if webhook_endpoints:
+            endpoints = [_webhook_endpoint(e) for e in list_all(calls, "webhook_endpoints")]
     except stripe.AuthenticationError as e:
         raise StateReadError(
             f"Stripe rejected STRIPE_SECRET_KEY: {e.user_message or 'authentication failed'}"
@@ -49,6 +53,18 @@ def read_stripe(calls: StripeCalls) -> StripeState:
         prices=tuple(p for p in prices if owned_slug(p.metadata) is not None),
         unowned_products=tuple(p for p in products if owned_slug(p.metadata) is None),
         unowned_prices=tuple(p for p in prices if owned_slug(p.metadata) is None),
+        webhook_endpoints=tuple(endpoints),
+    )
+
+
+def _webhook_endpoint(e: Any) -> StripeWebhookEndpoint:
+    return StripeWebhookEndpoint(
+        id=e.id,
+        url=e.url,
+        events=tuple(sorted(e.enabled_events or ())),
+        enabled=e.status == "enabled",
+        metadata=_metadata(e),
+        created=int(e.created or 0),
     )
 
 
