@@ -487,7 +487,22 @@ def _validator() -> Any:
     strict = jsonschema.validators.extend(
         base, type_checker=base.TYPE_CHECKER.redefine("integer", _is_integer)
     )
-    return strict(schema)
+    # Local references inlined once: resolving `#/$defs/...` for every plan of a large catalog
+    # was most of the time of loading it (0.5 s of 0.7 s at 1,000 plans).
+    return strict(_inline_refs(schema, schema.get("$defs", {})))
+
+
+def _inline_refs(node: Any, defs: Mapping[str, Any], seen: tuple[str, ...] = ()) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and ref not in seen:
+            target = _inline_refs(defs[ref.removeprefix("#/$defs/")], defs, (*seen, ref))
+            rest = {k: _inline_refs(v, defs, seen) for k, v in node.items() if k != "$ref"}
+            return {**target, **rest} if rest else target
+        return {k: _inline_refs(v, defs, seen) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs, seen) for v in node]
+    return node
 
 
 _TYPE_NAMES = {
