@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import standard_plans, write_catalog
 from reconciler import api
 from reconciler.catalog import load_catalog
 from reconciler.errors import KuployError
 from reconciler.sandbox.checkout import run_checkout
 from reconciler.settings import Settings
+
+from conftest import standard_plans, write_catalog
 
 
 @pytest.fixture
