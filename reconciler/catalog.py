@@ -57,13 +57,14 @@ _CURRENCY_CODES = """
     usd aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bhd bif bmd bnd bob brl bsd bwp byn bzd
     cad cdf chf clp cny cop crc cve czk djf dkk dop dzd egp etb eur fjd fkp gbp gel gip gmd gnf gtq gyd
     hkd hnl htg huf idr ils inr isk jmd jod jpy kes kgs khr kmf krw kwd kyd kzt lak lbp lkr lrd lsl mad
-    mdl mga mkd mmk mnt mop mro mur mvr mwk mxn myr mzn nad ngn nio nok npr nzd omr pab pen pgk php pkr
-    pln pyg qar ron rsd rub rwf sar sbd scr sek sgd shp sle sll sos srd std svc szl thb tjs tnd top try
+    mdl mga mkd mmk mnt mop mur mvr mwk mxn myr mzn nad ngn nio nok npr nzd omr pab pen pgk php pkr
+    pln pyg qar ron rsd rub rwf sar sbd scr sek sgd shp sle sos srd std szl thb tjs tnd top try
     ttd twd tzs uah ugx uyu uzs vnd vuv wst xaf xcd xcg xof xpf yer zar zmw
 """
 STRIPE_CURRENCIES: frozenset[str] = frozenset(_CURRENCY_CODES.split())
 """Presentment currencies Stripe accepts for Prices (lowercase ISO 4217), from Stripe's
-"Supported currencies" page. HRK is gone (Croatia uses EUR since 2023)."""
+"Supported currencies" page and its "Invalid currency" error. Not accepted: HRK (Croatia uses EUR
+since 2023) and the replaced MRO, SLL and SVC. The emulator accepts the same set (plus USDC)."""
 
 LIMIT_KEYS: tuple[str, ...] = tuple(model.LIMIT_COLUMNS.values())
 FEATURE_KEYS: tuple[str, ...] = tuple(model.FEATURE_KEYS.values())

@@ -6,7 +6,7 @@ import psycopg
 import stripe
 
 from reconciler.errors import ConfigError
-from reconciler.settings import Settings
+from reconciler.settings import Settings, scrub
 from reconciler.throttle import StripeCalls, Throttle
 
 APPLICATION_NAME = "kuploy-reconciler"
@@ -22,9 +22,16 @@ def connect_postgres(settings: Settings) -> psycopg.Connection:
             connect_timeout=10,
             application_name=APPLICATION_NAME,
         )
+    except psycopg.ProgrammingError:
+        # libpq's parse errors may quote the whole DSN, password included: say only what is wrong.
+        raise ConfigError(
+            "cannot connect to DATABASE_URL: it is not a valid PostgreSQL connection string "
+            "(postgresql://user:password@host:5432/db)"
+        ) from None
     except psycopg.Error as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"cannot connect to DATABASE_URL ({settings.database_label}): {reason}") from e
+        reason = scrub(reason, settings.database_url.reveal())
+        raise ConfigError(f"cannot connect to DATABASE_URL ({settings.database_label}): {reason}") from None
 
 
 def stripe_client(settings: Settings) -> StripeCalls:

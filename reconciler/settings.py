@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +44,32 @@ def redact_dsn(dsn: str) -> str:
         return " ".join(
             "password=***" if part.lower().startswith("password=") else part for part in dsn.split()
         )
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    try:
+        parts = urlsplit(dsn)
+        password = parts.password
+    except ValueError:  # e.g. an unclosed IPv6 bracket: mask whatever sits between ':' and '@'
+        return _USERINFO_PASSWORD.sub(r"\1***@", dsn)
+    if password is None:
+        return _USERINFO_PASSWORD.sub(r"\1***@", dsn) if "@" in dsn else dsn
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+_USERINFO_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def scrub(text: str, dsn: str) -> str:
+    """`text` (say, a driver's error message) without the DSN or its password in it."""
+    secrets = {dsn}
+    match = _USERINFO_PASSWORD.search(dsn)
+    if match:
+        secrets.add(match.group(0)[len(match.group(1)) : -1])
+    for part in dsn.split():
+        if part.lower().startswith("password="):
+            secrets.add(part.split("=", 1)[1])
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

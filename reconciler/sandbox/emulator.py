@@ -289,6 +289,7 @@ _CURRENCIES_IN_ORDER = [
     "wst",
     "xaf",
     "xcd",
+    "xcg",  # the Caribbean guilder replaced ANG in 2025
     "xof",
     "xpf",
     "yer",
