@@ -27,21 +27,29 @@ T = TypeVar("T")
 
 
 class Throttle:
-    """A token bucket shared by all threads of one command, adapting down on 429 and back up after."""
+    """A token bucket shared by all threads of one command, adapting down on 429 and back up after.
 
-    def __init__(self, max_rps: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    Like Stripe's own limiter it lets a short burst through after a pause (`burst` seconds' worth
+    of requests, half a second by default, well inside the second's worth Stripe allows), then
+    holds the steady rate. After a 429 the burst allowance is dropped until the rate recovers."""
+
+    def __init__(
+        self, max_rps: float, *, burst: float = 0.5, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_rps = max(0.1, max_rps)
         self.rate = self.max_rps
+        self.burst = burst
         self._clock = clock
         self._lock = threading.Lock()
-        self._next_slot = clock()
+        self._next_slot = clock() - burst
         self._last_cut = -1e9
 
     def acquire(self) -> None:
         """Wait for the next free slot at the current rate."""
         with self._lock:
             now = self._clock()
-            slot = max(now, self._next_slot)
+            allowance = self.burst if self.rate >= self.max_rps else 0.0
+            slot = max(now - allowance, self._next_slot)
             self._next_slot = slot + 1.0 / self.rate
         delay = slot - now
         if delay > 0:
@@ -51,6 +59,7 @@ class Throttle:
         with self._lock:
             self.rate = max(1.0, self.rate / 2)
             self._last_cut = self._clock()
+            self._next_slot = max(self._next_slot, self._clock())
 
     def speed_up(self) -> None:
         """After a success, creep back towards the maximum, no sooner than a second after a cut."""
