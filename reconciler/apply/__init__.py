@@ -45,13 +45,17 @@ def apply_plan(
     done = 0
     lock = threading.Lock()
 
-    def fail(op: Op, reason: str, *, transient: bool) -> ApplyError:
+    def stopped(what: str, others: int = 0) -> str:
+        also = f" ({others} other plan(s) also stopped)" if others else ""
         before = f"{done} of {len(ops)} operations had completed" if done else "nothing had been changed"
-        return ApplyError(
-            f"apply stopped at: {op.describe()} (plan {op.slug!r}): {reason}. {before}. "
-            "Re-running apply is safe: it adopts what was done and finishes the rest.",
-            transient=transient,
+        return (
+            f"apply stopped at: {what}{also}. {before}. "
+            "Re-running apply is safe: it adopts what was done and finishes the rest."
         )
+
+    def fail(op: Op, reason: str, *, transient: bool) -> ApplyError:
+        """The failure of one operation; the apply's message is made once every plan has stopped."""
+        return ApplyError(f"{op.describe()} (plan {op.slug!r}): {reason}", transient=transient)
 
     def completed(op: Op) -> None:
         nonlocal done
@@ -82,10 +86,8 @@ def apply_plan(
             futures = [pool.submit(run_chain, chain) for chain in chains.values()]
         errors = [e for f in futures if isinstance(e := f.exception(), ApplyError)]
         if errors:
-            first = errors[0]
             raise ApplyError(
-                str(first) + (f" ({len(errors) - 1} other plan(s) also stopped)" if len(errors) > 1 else ""),
-                transient=all(e.transient for e in errors),
+                stopped(str(errors[0]), len(errors) - 1), transient=all(e.transient for e in errors)
             )
         for future in futures:
             future.result()  # anything that is not an ApplyError is a bug: let it surface
@@ -105,11 +107,8 @@ def apply_plan(
             write_rows(conn, resolved, record)
         except psycopg.Error as e:
             first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise fail(
-                rows[0] if rows else ops[0],
-                f"Postgres error, no row was written: {first_line}",
-                transient=False,
-            ) from e
+            what = "writing cloud_plans" + (f" (first row {rows[0].slug!r})" if rows else "")
+            raise ApplyError(stopped(f"{what}: Postgres error, no row was written: {first_line}")) from e
         for op in rows:
             completed(op)
     run_phase(Phase.RETIRE)
