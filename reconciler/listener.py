@@ -50,10 +50,9 @@ names its `latest_invoice`, only that invoice may set the status (Stripe's own a
 invoice itself would be stricter; it needs `invoices.retrieve` in the emulator.
 
 **Product and Price events** on objects the tool owns (`kuploy_managed_by` metadata) are recorded
-with outcome `drift` for `drift` to report, unless an apply caused them: the request carried the
-apply's `kuploy-reconciler-` idempotency key (creates), the apply lock is held right now, or an
-apply was recorded within `APPLY_WINDOW` of the event (updates carry random SDK keys, so these two
-are a heuristic). Anything else is acknowledged and recorded as `ignored`.
+with outcome `drift` for `drift` to report, unless an apply caused them: every write of an apply
+carries an idempotency key starting `kuploy-reconciler-`, and Stripe names that key in the event's
+`request`. Anything else is acknowledged and recorded as `ignored`.
 
 **Connections.** A small pool (`ConnectionPool`, a LIFO queue of autocommit connections with a
 bounded number of slots); a connection that failed is closed along with every idle one. One
@@ -90,7 +89,6 @@ from starlette.routing import Route
 
 from reconciler import migrations
 from reconciler.connections import stripe_client
-from reconciler.lock import LOCK_KEY
 from reconciler.model import owned_slug
 from reconciler.settings import Secret, Settings
 from reconciler.throttle import StripeCalls
@@ -105,8 +103,6 @@ DRAIN_FACTOR = 16
 TOLERANCE = 300
 LOCK_SPACE = 0x6B75
 """First key of the listener's two-int4 advisory locks (one per subscription)."""
-APPLY_WINDOW = 600
-"""Seconds around a recorded apply within which an owned Product/Price event counts as the apply's."""
 APPLY_KEY_PREFIX = "kuploy-reconciler-"
 
 HANDLED = frozenset(
@@ -408,29 +404,15 @@ def _on_catalog_object(conn: psycopg.Connection, calls: StripeCalls, event: Even
     slug = owned_slug(metadata) if isinstance(metadata, Mapping) else None
     if slug is None:
         return Outcome("ignored", "not owned by kuploy-reconciler")
-    if _caused_by_apply(conn, event):
+    if _caused_by_apply(event):
         return Outcome("apply", f"plan {slug}: made by an apply")
     return Outcome("drift", f"plan {slug}: {event.type} outside the tool")
 
 
-def _caused_by_apply(conn: psycopg.Connection, event: Event) -> bool:
-    if event.idempotency_key and event.idempotency_key.startswith(APPLY_KEY_PREFIX):
-        return True
-    row = conn.execute(
-        """
-        SELECT EXISTS (
-                 SELECT 1 FROM pg_locks
-                  WHERE locktype = 'advisory' AND granted AND objsubid = 1
-                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                    AND classid = (%(key)s >> 32)::oid AND objid = (%(key)s & 4294967295)::oid)
-            OR EXISTS (
-                 SELECT 1 FROM cloud_reconciler_applies
-                  WHERE "appliedAt" BETWEEN to_timestamp(%(created)s) - make_interval(secs => %(window)s)
-                                        AND to_timestamp(%(created)s) + make_interval(secs => %(window)s))
-        """,
-        {"key": LOCK_KEY, "created": event.created, "window": APPLY_WINDOW},
-    ).fetchone()
-    return bool(row and row[0])
+def _caused_by_apply(event: Event) -> bool:
+    """Every write an apply makes carries an idempotency key with the apply's prefix (creates derive
+    it from their content, updates make one per call), and Stripe puts that key on the event."""
+    return bool(event.idempotency_key and event.idempotency_key.startswith(APPLY_KEY_PREFIX))
 
 
 # --- the subscription row ----------------------------------------------------------------------

@@ -385,3 +385,23 @@ def test_seed_only_into_an_empty_table(settings: Settings, tmp_path: Path, db: p
     assert [(r["planId"], r["isDefault"]) for r in rows(db).values()] == [("free", True)]
     with pytest.raises(Exception, match="seed only writes into an empty table"):
         api.seed(settings)
+
+
+def test_every_write_of_an_apply_is_marked_as_the_apply_s_in_stripe_events(
+    settings: Settings, tmp_path: Path, stripe_client: stripe.StripeClient
+) -> None:
+    """The listener tells an apply's changes from hand edits by the idempotency key on the event."""
+    path = write_catalog(tmp_path, standard_plans())
+    apply(settings, path)
+    plans = standard_plans()
+    plans[1].update(name="Pro+", priceCents=2100)
+    write_catalog(tmp_path, plans[:2])  # rename + price change + a removal
+    apply(settings, path)
+    events = [
+        e
+        for e in stripe_client.v1.events.list(params={"limit": 100}).auto_paging_iter()
+        if e.type.startswith(("product.", "price."))
+    ]
+    assert events
+    keys = {e.type: e.request.idempotency_key if e.request else None for e in events}
+    assert all(key and key.startswith("kuploy-reconciler-") for key in keys.values()), keys
