@@ -238,7 +238,7 @@ def _diff_plan(
     fields = _field_changes(before, after) + fields
     return PlanChange(
         slug=slug,
-        action=_action(row, target, ops),
+        action=_action(row, target),
         before=before,
         after=after,
         fields=tuple(fields),
@@ -379,7 +379,7 @@ def _first_index_after_prepare(ops: list[Op]) -> int:
     return len(ops)
 
 
-def _action(row: PlanRow | None, target: PlanSpec | None, ops: list[Op]) -> Action:
+def _action(row: PlanRow | None, target: PlanSpec | None) -> Action:
     if target is None:
         return Action.ARCHIVE  # only leftover Stripe objects of a plan that has no row
     if row is None:
