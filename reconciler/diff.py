@@ -8,7 +8,6 @@ Stripe and writing Postgres is adopted rather than duplicated.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import replace
 from typing import Any
@@ -395,9 +394,6 @@ def _action(row: PlanRow | None, target: PlanSpec | None) -> Action:
     return Action.UPDATE
 
 
-_PATH_PART = re.compile(r"\['([^']*)'\]")
-
-
 def _field_changes(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[FieldChange]:
     """Per-field changes of the catalog-owned fields, in a stable order."""
     if before is None or after is None:
@@ -406,7 +402,7 @@ def _field_changes(before: dict[str, Any] | None, after: dict[str, Any] | None) 
     changes = []
     for report in ("values_changed", "type_changes", "dictionary_item_added", "dictionary_item_removed"):
         for item in result.get(report, []):
-            path = ".".join(_PATH_PART.findall(item.path()))
+            path = ".".join(str(part) for part in item.path(output_format="list"))
             old = None if report == "dictionary_item_added" else item.t1
             new = None if report == "dictionary_item_removed" else item.t2
             changes.append(FieldChange(path=path, before=old, after=new))

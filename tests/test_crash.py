@@ -72,9 +72,15 @@ class KillAfterWrites(list[dict[str, Any]]):
         super().append(entry)
         if entry["method"] == "POST" and entry["status"] == 200:
             self.writes += 1
-            if self.writes == self.k and self.pid is not None and not self.killed:
-                os.kill(self.pid, signal.SIGKILL)
-                self.killed = True
+            if self.writes == self.k and not self.killed:
+                self.killed = self.strike()
+
+    def strike(self) -> bool:
+        """What happens right after the k-th write; True once it has happened."""
+        if self.pid is None:
+            return False
+        os.kill(self.pid, signal.SIGKILL)
+        return True
 
 
 def assert_exact_state(
@@ -183,17 +189,13 @@ class DropPostgresAfterWrites(KillAfterWrites):
         super().__init__(k)
         self.admin = admin
 
-    def append(self, entry: dict[str, Any]) -> None:
-        list.append(self, entry)
-        if entry["method"] == "POST" and entry["status"] == 200:
-            self.writes += 1
-            if self.writes == self.k and not self.killed:
-                with psycopg.connect(self.admin, autocommit=True) as conn:
-                    conn.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE application_name = 'kuploy-reconciler' AND datname = current_database()"
-                    )
-                self.killed = True
+    def strike(self) -> bool:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'kuploy-reconciler' AND datname = current_database()"
+            )
+        return True
 
 
 @pytest.mark.parametrize("k", [1, CHANGE_WRITES // 2])  # both before the record transaction
