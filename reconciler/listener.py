@@ -30,8 +30,11 @@ second than `"stateAsOf"` stores its own snapshot (it is newer); one from an *ea
 recorded as `stale` and changes nothing; one from the *same* second is ambiguous, so the listener
 RE-FETCHES the subscription from Stripe (`subscriptions.retrieve`) inside the lock and stores what
 Stripe says now; a 404 means it was deleted: stored as `canceled`. Checkout and invoice events
-always re-read (their payload is not the subscription). Each stored state is therefore at least as
-new as the one before it, whatever the arrival order, and Stripe is asked only when seconds tie.
+carry no subscription snapshot: they re-read it only when its row does not exist yet (the row is
+made from Stripe's answer); otherwise they change only their own columns. Each stored state is
+therefore at least as new as the one before it, whatever the arrival order, and Stripe is asked
+only for a subscription's first checkout/invoice event and when seconds tie. That is what keeps a
+webhook fast: a re-read costs a round trip to Stripe (100–300 ms from most hosts), a snapshot none.
 (The lock lives in the two-int4 advisory key space, never the reconciler's bigint apply lock, so
 `listen` never waits on `apply`.)
 
@@ -42,12 +45,14 @@ plan the Price is owned by (`kuploy_plan` metadata: subscriptions left on an arc
 otherwise NULL with `"priceUnknown"` set — the row is kept, never dropped.
 
 **Invoices.** `latestInvoiceStatus` ("paid" / "payment_failed") comes from the invoice event, under
-the same subscription lock, guarded against going backwards: when the re-fetched subscription
-names its `latest_invoice`, only that invoice may set the status (Stripe's own answer). Without it
-(the emulator does not model invoices yet), a different invoice wins only if it is newer by
-(`created`, id) — the id breaks same-second ties arbitrarily but the same way in every arrival order
-— and for the same invoice "paid" is final (a paid invoice never fails afterwards). Re-fetching the
-invoice itself would be stricter; it needs `invoices.retrieve` in the emulator.
+the same subscription lock, guarded against going backwards by the invoice's own state: the same
+invoice only moves forward ("paid" is final: a paid invoice never fails afterwards), and a
+different invoice wins only if it was created in a later second. Two different invoices of the same
+second are a tie, settled like a subscription's: the subscription is re-read, and when it names
+its `latest_invoice` only that invoice may set the status (Stripe's own answer); without one, the
+invoice id breaks the tie, arbitrarily but the same way in every arrival order. The status of the
+subscription itself comes from its own `customer.subscription.*` events, which Stripe sends with
+every status change an invoice causes (`past_due`, `active` again).
 
 **Product and Price events** on objects the tool owns (`kuploy_managed_by` metadata) are recorded
 with outcome `drift` for `drift` to report, unless an apply caused them: every write of an apply
@@ -259,9 +264,11 @@ class ConnectionPool:
             if not (conn.closed or conn.broken):
                 return conn
         try:
-            return psycopg.connect(self._dsn.reveal(), autocommit=True, connect_timeout=self._connect_timeout)
+            conn = psycopg.connect(self._dsn.reveal(), autocommit=True, connect_timeout=self._connect_timeout)
+            conn.execute("SET lock_timeout = '30s'")  # a stuck peer answers 503, and Stripe retries
         except psycopg.Error as e:
             raise Unavailable("database unreachable") from e
+        return conn
 
     def _give_back(self, conn: psycopg.Connection) -> None:
         healthy = not (conn.closed or conn.broken)
@@ -286,7 +293,6 @@ def process_event(
 ) -> Outcome | None:
     """Record `event` and its effect in one transaction; None when it was already recorded."""
     with conn.transaction():
-        conn.execute("SET LOCAL lock_timeout = '30s'")  # a stuck peer answers 503, Stripe retries
         inserted = conn.execute(
             "INSERT INTO cloud_stripe_events "
             '(id, type, "objectId", created, livemode, "receivedAt", outcome) '
@@ -334,8 +340,19 @@ def _on_checkout(conn: psycopg.Connection, calls: StripeCalls, event: Event) -> 
     sub_id = _id_of(session.get("subscription"))
     if sub_id is None:
         return Outcome("ignored", "checkout session without a subscription")
-    org = session.get("client_reference_id")
-    state = _sync_subscription(conn, calls, sub_id, organization=org if isinstance(org, str) else None)
+    client_reference = session.get("client_reference_id")
+    org = client_reference if isinstance(client_reference, str) and client_reference else None
+    # The session is not the subscription: a row its own events made only gains the organization.
+    known = conn.execute(
+        'UPDATE cloud_subscriptions SET "organizationId" = COALESCE(%s, "organizationId"), '
+        '"stripeCustomerId" = COALESCE("stripeCustomerId", %s), "updatedAt" = now() '
+        'WHERE "stripeSubscriptionId" = %s RETURNING status',
+        (org, _id_of(session.get("customer")), sub_id),
+    ).fetchone()
+    if known is not None:
+        return Outcome("processed", f"subscription {sub_id}: {known[0]}")
+    _lock_subscription(conn, sub_id)
+    state = _sync_subscription(conn, calls, sub_id, organization=org)  # no row yet: ask Stripe
     return Outcome("processed", f"subscription {sub_id}: {state.get('status')}")
 
 
@@ -343,7 +360,7 @@ def _on_subscription(conn: psycopg.Connection, calls: StripeCalls, event: Event)
     sub_id = event.object_id
     if sub_id is None:
         return Outcome("ignored", "subscription event without an id")
-    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_SPACE, sub_id))
+    _lock_subscription(conn, sub_id)
     row = conn.execute(
         'SELECT "stateAsOf" FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s', (sub_id,)
     ).fetchone()
@@ -371,19 +388,24 @@ def _on_invoice(conn: psycopg.Connection, calls: StripeCalls, event: Event) -> O
     invoice_id = event.object_id
     if sub_id is None or invoice_id is None:
         return Outcome("ignored", "invoice without a subscription")
-    state = _sync_subscription(conn, calls, sub_id)
     status = _INVOICE_STATUS[event.type]
     created = invoice.get("created") if isinstance(invoice.get("created"), int) else event.created
-    newest = _id_of(state.get("latest_invoice"))
-    if newest is not None and newest != invoice_id:
-        return Outcome("stale", f"invoice {invoice_id} is not subscription {sub_id}'s latest ({newest})")
+    _lock_subscription(conn, sub_id)
     row = conn.execute(
         'SELECT "latestInvoiceId", "latestInvoiceStatus", extract(epoch FROM "latestInvoiceCreated")::bigint '
         'FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s',
         (sub_id,),
     ).fetchone()
-    if row is not None and row[0] is not None:
-        stored_id, stored_status, stored_created = row
+    stored_id, stored_status, stored_created = row if row is not None else (None, None, None)
+    newest: str | None = None
+    tie = stored_id is not None and stored_id != invoice_id and created == stored_created
+    if row is None or tie:
+        # No row yet (it is made from Stripe's answer), or two invoices of the same second: ask Stripe
+        # which invoice is the subscription's latest.
+        newest = _id_of(_sync_subscription(conn, calls, sub_id).get("latest_invoice"))
+    if newest is not None and newest != invoice_id:
+        return Outcome("stale", f"invoice {invoice_id} is not subscription {sub_id}'s latest ({newest})")
+    if stored_id is not None:
         if stored_id == invoice_id:
             newer = _INVOICE_RANK.get(status, 0) >= _INVOICE_RANK.get(stored_status, 0)
         else:
@@ -418,6 +440,12 @@ def _caused_by_apply(event: Event) -> bool:
 # --- the subscription row ----------------------------------------------------------------------
 
 
+def _lock_subscription(conn: psycopg.Connection, sub_id: str) -> None:
+    """Wait for, and hold until commit, the subscription's lock (fetched: in a pipeline it is not
+    enough to queue it, Stripe must not be asked before it is held)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_SPACE, sub_id)).fetchone()
+
+
 def _sync_subscription(
     conn: psycopg.Connection,
     calls: StripeCalls,
@@ -426,8 +454,7 @@ def _sync_subscription(
     organization: str | None = None,
     fallback: Mapping[str, Any] | None = None,
 ) -> Mapping[str, Any]:
-    """Under the subscription's lock, store what Stripe says it is now; returns that state."""
-    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_SPACE, sub_id))
+    """Store what Stripe says the subscription is now; returns that state. Caller holds its lock."""
     as_of = int(time.time())
     try:
         fetched = calls.read(lambda c: c.v1.subscriptions.retrieve(sub_id))

@@ -399,6 +399,34 @@ def test_invoice_events_set_the_latest_invoice_status_and_never_go_backwards(
     )
 
 
+def test_checkout_and_invoice_events_of_a_known_subscription_ask_stripe_only_on_a_tie(
+    listener: Listener,
+    db: psycopg.Connection,
+    stripe_client: stripe.StripeClient,
+    catalog: Catalog,
+    emulator: RunningEmulator,
+) -> None:
+    sub = new_subscription(stripe_client, catalog, org=None)
+    now = int(time.time())
+    assert listener.post(make_event("customer.subscription.created", sub, created=now)).status == 200
+    session = {"id": "cs_test_9", "object": "checkout.session", "subscription": sub["id"]}
+    reply = listener.post(make_event("checkout.session.completed", {**session, "client_reference_id": "o9"}))
+    assert reply == Reply(200, {"received": True, "outcome": "processed"})
+    assert (
+        listener.post(make_event("invoice.payment_failed", invoice(sub["id"], "in_1", now, "open"))).status
+        == 200
+    )
+    row = subscription_row(db, sub["id"])
+    assert row is not None and row["organizationId"] == "o9" and row["status"] == sub["status"]
+    assert (row["latestInvoiceId"], row["latestInvoiceStatus"]) == ("in_1", "payment_failed")
+    assert subscription_reads(emulator, sub["id"]) == 0  # the row exists: the events' own state decides
+    # A second invoice of the same second is a tie: Stripe is asked which is the latest.
+    assert listener.post(make_event("invoice.paid", invoice(sub["id"], "in_2", now, "paid"))).status == 200
+    assert subscription_reads(emulator, sub["id"]) == 1
+    row = subscription_row(db, sub["id"])
+    assert row is not None and (row["latestInvoiceId"], row["latestInvoiceStatus"]) == ("in_2", "paid")
+
+
 @pytest.mark.parametrize("order", list(itertools.permutations(["in_a", "in_b"])))
 def test_two_invoices_in_the_same_second_converge_whatever_the_order(
     listener: Listener,
