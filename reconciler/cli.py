@@ -49,15 +49,7 @@ def _settings(
     env = Environment.read(live=live, strict=strict)
     max_rps = max_rps or env.max_rps
     if not env.wants_sandbox:
-        assert env.database_url is not None and env.stripe_secret_key is not None
-        return Settings(
-            database_url=env.database_url,
-            stripe_secret_key=env.stripe_secret_key,
-            stripe_api_base=env.stripe_api_base,
-            live=live,
-            lock_timeout=lock_timeout,
-            max_rps=max_rps,
-        )
+        return env.settings(lock_timeout=lock_timeout, max_rps=max_rps)
     if live:
         raise ConfigError(
             "--live needs DATABASE_URL and a live STRIPE_SECRET_KEY; the sandbox is test-mode only"
@@ -497,28 +489,55 @@ def seed(ctx: click.Context, lock_timeout: float, live: bool) -> int:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 in a pod).")
 @click.option("--port", type=int, default=8080, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes sharing the port. They share nothing but Postgres (the event id keeps "
+    "them exactly-once) and split the Stripe rate limit; about one per core.",
+)
 @live_option
 @click.pass_context
-def listen(ctx: click.Context, host: str, port: int, live: bool) -> int:
+def listen(ctx: click.Context, host: str, port: int, workers: int, live: bool) -> int:
     """Serve the Stripe webhook listener: POST /api/webhooks/stripe, GET /healthz, GET /readyz.
     Needs STRIPE_WEBHOOK_SECRET; run `migrate` (or an apply) first so /readyz reports ready."""
     import uvicorn
 
-    from reconciler.listener import WEBHOOK_PATH, create_app
+    from reconciler import listener
 
-    webhook_secret = os.environ.get("STRIPE_WEBHOOK_SECRET") or None
-    if webhook_secret is None:
-        raise ConfigError(
-            "listen needs STRIPE_WEBHOOK_SECRET: the signing secret (whsec_…) of the Stripe webhook "
-            "endpoint pointing at this listener (Stripe Dashboard → Developers → Webhooks)"
-        )
+    webhook_secret = listener.webhook_secret_from_environment()
     settings = _settings(ctx, live=live)
-    app = create_app(settings, webhook_secret=Secret(webhook_secret))
-    listener_log = logging.getLogger("reconciler.listener")
-    if listener_log.getEffectiveLevel() > logging.INFO:
-        listener_log.setLevel(logging.INFO)
-    click.echo(f"Webhook listener on http://{host}:{port}{WEBHOOK_PATH}; Ctrl-C stops it", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+    listener.configure_logging()
+    click.echo(
+        f"Webhook listener on http://{host}:{port}{listener.WEBHOOK_PATH}"
+        f"{f' ({workers} workers)' if workers > 1 else ''}; Ctrl-C stops it",
+        err=True,
+    )
+    app: Any = "reconciler.listener:app_from_environment"  # an import string, or the app itself
+    if workers == 1:
+        app = listener.create_app(settings, webhook_secret=webhook_secret)
+    else:
+        # Workers are new processes that import the app: hand them the resolved settings (the
+        # sandbox's too, which this process keeps serving) through the environment they inherit.
+        os.environ.update(
+            DATABASE_URL=settings.database_url.reveal(),
+            STRIPE_SECRET_KEY=settings.stripe_secret_key.reveal(),
+            KUPLOY_STRIPE_MAX_RPS=repr(settings.effective_max_rps / workers),
+            **{listener.WORKER_LIVE_ENV: "1" if live else "0"},
+        )
+        if settings.stripe_api_base:
+            os.environ["STRIPE_API_BASE"] = settings.stripe_api_base
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        factory=workers > 1,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )
     return 0
 
 

@@ -76,7 +76,9 @@ import dataclasses
 import email.utils
 import json
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -94,8 +96,9 @@ from starlette.routing import Route
 
 from reconciler import migrations
 from reconciler.connections import stripe_client
+from reconciler.errors import ConfigError
 from reconciler.model import owned_slug
-from reconciler.settings import Secret, Settings
+from reconciler.settings import Environment, Secret, Settings
 from reconciler.throttle import StripeCalls
 
 logger = logging.getLogger(__name__)
@@ -109,6 +112,8 @@ TOLERANCE = 300
 LOCK_SPACE = 0x6B75
 """First key of the listener's two-int4 advisory locks (one per subscription)."""
 APPLY_KEY_PREFIX = "kuploy-reconciler-"
+WORKER_LIVE_ENV = "KUPLOY_LISTENER_LIVE"
+"""Set to 1 by `listen --live --workers N` for its worker processes (see `app_from_environment`)."""
 
 HANDLED = frozenset(
     {
@@ -657,3 +662,30 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+
+
+def configure_logging() -> None:
+    """One line per event on stderr: `reconciler.listener` at info, whatever else is configured."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)  # no-op when the CLI already did
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
+def webhook_secret_from_environment() -> Secret:
+    secret = os.environ.get("STRIPE_WEBHOOK_SECRET") or None
+    if secret is None:
+        raise ConfigError(
+            "listen needs STRIPE_WEBHOOK_SECRET: the signing secret (whsec_…) of the Stripe webhook "
+            "endpoint pointing at this listener (Stripe Dashboard → Developers → Webhooks)"
+        )
+    return Secret(secret)
+
+
+def app_from_environment() -> Starlette:
+    """The app of one worker process of `listen --workers N` (uvicorn starts workers from an import
+    string, so only the environment crosses): `listen` resolved the settings, sandbox included, into
+    DATABASE_URL, STRIPE_SECRET_KEY, STRIPE_API_BASE, KUPLOY_STRIPE_MAX_RPS (its share of the rate)
+    and `WORKER_LIVE_ENV`, before the workers started."""
+    configure_logging()
+    env = Environment.read(live=os.environ.get(WORKER_LIVE_ENV) == "1", strict=False)
+    return create_app(env.settings(), webhook_secret=webhook_secret_from_environment())

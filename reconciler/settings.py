@@ -113,6 +113,19 @@ class Environment:
     def wants_sandbox(self) -> bool:
         return self.database_url is None and self.stripe_secret_key is None
 
+    def settings(self, *, lock_timeout: float = 60.0, max_rps: float | None = None) -> Settings:
+        """Settings for the database and Stripe configured here (the sandbox is the CLI's to start)."""
+        if self.database_url is None or self.stripe_secret_key is None:
+            raise ConfigError("DATABASE_URL and STRIPE_SECRET_KEY are not set")
+        return Settings(
+            database_url=self.database_url,
+            stripe_secret_key=self.stripe_secret_key,
+            stripe_api_base=self.stripe_api_base,
+            live=self.live,
+            lock_timeout=lock_timeout,
+            max_rps=max_rps or self.max_rps,
+        )
+
     @classmethod
     def read(
         cls, env: Mapping[str, str] | None = None, *, live: bool = False, strict: bool = True

@@ -7,6 +7,7 @@ them. No timed assertions: waits only poll for readiness.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -14,6 +15,7 @@ import http.client
 import itertools
 import json
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -763,18 +766,25 @@ def test_listen_needs_the_webhook_secret(cli_env: dict[str, str]) -> None:
     assert "STRIPE_WEBHOOK_SECRET" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_listen_serves_until_stopped(cli_env: dict[str, str], migrated: str) -> None:
+def child_pids(pid: int) -> set[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                children.add(int(stat.parent.name))
+    return children
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_listen_serves_until_stopped(cli_env: dict[str, str], migrated: str, workers: int) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**cli_env, "STRIPE_WEBHOOK_SECRET": SECRET}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "listen", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    command = [sys.executable, "-m", "reconciler", "listen", "--port", str(port), "--workers", str(workers)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -786,10 +796,28 @@ def test_listen_serves_until_stopped(cli_env: dict[str, str], migrated: str) -> 
                 assert proc.poll() is None and time.monotonic() < deadline, "listen did not start"
                 time.sleep(0.05)
         assert ready.status == 200
-        body = make_event("payment_intent.succeeded", {"id": "pi_1", "object": "payment_intent"})
-        assert request(url, "POST", WEBHOOK_PATH, body, {"Stripe-Signature": sign(body)}).status == 200
+        if workers > 1:  # the worker processes, besides multiprocessing's resource tracker
+            assert len(child_pids(proc.pid)) >= workers
+        bodies = [
+            make_event("payment_intent.succeeded", {"id": f"pi_{n}", "object": "payment_intent"})
+            for n in range(20)
+        ]
+        with ThreadPoolExecutor(4) as pool:
+            replies = list(
+                pool.map(
+                    lambda b: request(url, "POST", WEBHOOK_PATH, b, {"Stripe-Signature": sign(b)}), bodies
+                )
+            )
+        assert [r.status for r in replies] == [200] * len(bodies)
+        assert request(url, "POST", WEBHOOK_PATH, bodies[0], {"Stripe-Signature": sign(bodies[0])}).body == {
+            "received": True,
+            "duplicate": True,
+        }
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=30)
+    assert proc.returncode in (0, -signal.SIGTERM) and "Traceback" not in err, err
     assert SECRET not in out + err and cli_env["DATABASE_URL"] not in out + err
-    assert "outcome=ignored" in err
+    assert err.count("outcome=ignored") == len(bodies) and err.count("outcome=duplicate") == 1
+    with psycopg.connect(migrated, autocommit=True) as db:
+        assert count(db, "cloud_stripe_events") == len(bodies)
