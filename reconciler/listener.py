@@ -293,21 +293,31 @@ class ConnectionPool:
 # --- processing --------------------------------------------------------------------------------
 
 
+_INSERT_EVENT = (
+    "INSERT INTO cloud_stripe_events "
+    '(id, type, "objectId", created, livemode, "receivedAt", outcome, detail, "processedAt") '
+    "VALUES (%s, %s, %s, to_timestamp(%s), %s, %s, %s, %s, {processed}) "
+    "ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+
+
 def process_event(
     conn: psycopg.Connection, calls: StripeCalls, event: Event, received: datetime
 ) -> Outcome | None:
     """Record `event` and its effect in one transaction; None when it was already recorded."""
-    with conn.transaction():
+    row = (event.id, event.type, event.object_id, event.created, event.livemode, received)
+    handler = _route(event)
+    if isinstance(handler, Outcome):
+        # Nothing to do but record it: one statement, atomic on its own.
         inserted = conn.execute(
-            "INSERT INTO cloud_stripe_events "
-            '(id, type, "objectId", created, livemode, "receivedAt", outcome) '
-            "VALUES (%s, %s, %s, to_timestamp(%s), %s, %s, 'processing') "
-            "ON CONFLICT (id) DO NOTHING RETURNING id",
-            (event.id, event.type, event.object_id, event.created, event.livemode, received),
+            _INSERT_EVENT.format(processed="clock_timestamp()"), (*row, handler.outcome, handler.detail)
         ).fetchone()
+        return None if inserted is None else handler
+    with conn.transaction():
+        inserted = conn.execute(_INSERT_EVENT.format(processed="NULL"), (*row, "processing", None)).fetchone()
         if inserted is None:
             return None
-        outcome = _handler(event.type)(conn, calls, event)
+        outcome = handler(conn, calls, event)
         conn.execute(
             'UPDATE cloud_stripe_events SET outcome = %s, detail = %s, "processedAt" = clock_timestamp() '
             "WHERE id = %s",
@@ -319,16 +329,18 @@ def process_event(
 Handler = Callable[[psycopg.Connection, StripeCalls, Event], Outcome]
 
 
-def _handler(event_type: str) -> Handler:
-    if event_type == "checkout.session.completed":
+def _route(event: Event) -> Handler | Outcome:
+    """What `event` does: a handler that runs in the event's transaction, or an outcome known from
+    the event alone (nothing to write but the event's own row)."""
+    if event.type == "checkout.session.completed":
         return _on_checkout
-    if event_type.startswith("customer.subscription.") and event_type in HANDLED:
+    if event.type.startswith("customer.subscription.") and event.type in HANDLED:
         return _on_subscription
-    if event_type in _INVOICE_STATUS:
+    if event.type in _INVOICE_STATUS:
         return _on_invoice
-    if event_type.startswith(("product.", "price.")):
-        return _on_catalog_object
-    return lambda conn, calls, event: Outcome("ignored", "event type not handled")
+    if event.type.startswith(("product.", "price.")):
+        return _catalog_outcome(event)
+    return Outcome("ignored", "event type not handled")
 
 
 def _id_of(ref: Any) -> str | None:
@@ -426,7 +438,7 @@ def _on_invoice(conn: psycopg.Connection, calls: StripeCalls, event: Event) -> O
     return Outcome("processed", f"subscription {sub_id}: invoice {invoice_id} {status}")
 
 
-def _on_catalog_object(conn: psycopg.Connection, calls: StripeCalls, event: Event) -> Outcome:
+def _catalog_outcome(event: Event) -> Outcome:
     metadata = event.object.get("metadata")
     slug = owned_slug(metadata) if isinstance(metadata, Mapping) else None
     if slug is None:
