@@ -59,11 +59,14 @@ with outcome `drift` for `drift` to report, unless an apply caused them: every w
 carries an idempotency key starting `kuploy-reconciler-`, and Stripe names that key in the event's
 `request`. Anything else is acknowledged and recorded as `ignored`.
 
-**Connections.** A small pool (`ConnectionPool`, a LIFO queue of autocommit connections with a
-bounded number of slots); a connection that failed is closed along with every idle one. One
+**Connections and threads.** Events are processed on the event loop with psycopg's async
+connections, from a small pool (`ConnectionPool`, a LIFO list of autocommit connections with a
+bounded number of slots; a connection that failed is closed along with every idle one). A thread
+per event cost more CPU than the SQL itself (the hand-off, and the GIL passed back and forth on
+every statement). Only the rare Stripe re-read runs in a thread, since the SDK blocks: one
 `StripeCalls` per app (the thread-safe SDK client behind the shared client-side rate limit, with
-few retries: a slow webhook is better answered 503 and retried by Stripe). Event handling runs in
-starlette's thread pool.
+few retries: a slow webhook is better answered 503 and retried by Stripe). `/readyz` opens its own
+connection. One process is bound by one core; `listen --workers N` runs N of them on one port.
 
 Logging: one line per event (`id`, `type`, `outcome`, `ms`) or per rejected request (`reason`), on
 `reconciler.listener`. Never the secret, headers or payloads.
@@ -71,17 +74,17 @@ Logging: one line per event (`id`, `type`, `outcome`, `ms`) or per rejected requ
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import email.utils
 import json
 import logging
 import os
-import queue
 import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -231,63 +234,65 @@ def _event(data: Any) -> Event:
 
 
 class ConnectionPool:
-    """At most `size` autocommit connections, reused LIFO; a failed one is closed with the idle ones."""
+    """At most `size` autocommit connections, reused LIFO; a failed one is closed with the idle ones.
+
+    Asynchronous: events are processed on the event loop, no thread per event (a thread hop and the
+    GIL passed back and forth on every statement cost more CPU than the statements themselves)."""
 
     def __init__(self, dsn: Secret, *, size: int = 8, wait: float = 10.0, connect_timeout: int = 5) -> None:
         self._dsn = dsn
-        self._slots = threading.BoundedSemaphore(size)
-        self._idle: queue.LifoQueue[psycopg.Connection] = queue.LifoQueue()
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[psycopg.AsyncConnection] = []
         self._wait = wait
         self._connect_timeout = connect_timeout
 
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
-        if not self._slots.acquire(timeout=self._wait):
-            raise Unavailable("no database connection free")
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
         try:
-            conn = self._take()
+            await asyncio.wait_for(self._slots.acquire(), self._wait)
+        except TimeoutError:
+            raise Unavailable("no database connection free") from None
+        try:
+            conn = await self._take()
             try:
                 yield conn
             except psycopg.OperationalError:
-                conn.close()
-                self.clear()  # the server probably went away: the idle ones are dead too
+                await conn.close()
+                await self.clear()  # the server probably went away: the idle ones are dead too
                 raise
             except BaseException:
-                self._give_back(conn)
+                await self._give_back(conn)
                 raise
             else:
-                self._give_back(conn)
+                await self._give_back(conn)
         finally:
             self._slots.release()
 
-    def _take(self) -> psycopg.Connection:
-        while True:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                break
+    async def _take(self) -> psycopg.AsyncConnection:
+        while self._idle:
+            conn = self._idle.pop()
             if not (conn.closed or conn.broken):
                 return conn
         try:
-            conn = psycopg.connect(self._dsn.reveal(), autocommit=True, connect_timeout=self._connect_timeout)
-            conn.execute("SET lock_timeout = '30s'")  # a stuck peer answers 503, and Stripe retries
+            conn = await psycopg.AsyncConnection.connect(
+                self._dsn.reveal(), autocommit=True, connect_timeout=self._connect_timeout
+            )
+            await conn.execute("SET lock_timeout = '30s'")  # a stuck peer answers 503, and Stripe retries
         except psycopg.Error as e:
             raise Unavailable("database unreachable") from e
         return conn
 
-    def _give_back(self, conn: psycopg.Connection) -> None:
+    async def _give_back(self, conn: psycopg.AsyncConnection) -> None:
         healthy = not (conn.closed or conn.broken)
         if healthy and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-            self._idle.put(conn)
+            self._idle.append(conn)
         else:
-            conn.close()
+            await conn.close()
 
-    def clear(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
+    async def clear(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
 
 
 # --- processing --------------------------------------------------------------------------------
@@ -301,24 +306,32 @@ _INSERT_EVENT = (
 )
 
 
-def process_event(
-    conn: psycopg.Connection, calls: StripeCalls, event: Event, received: datetime
+async def process_event(
+    conn: psycopg.AsyncConnection, calls: StripeCalls, event: Event, received: datetime
 ) -> Outcome | None:
     """Record `event` and its effect in one transaction; None when it was already recorded."""
     row = (event.id, event.type, event.object_id, event.created, event.livemode, received)
-    handler = _route(event)
-    if isinstance(handler, Outcome):
+    route = _route(event)
+    if isinstance(route, Outcome):
         # Nothing to do but record it: one statement, atomic on its own.
-        inserted = conn.execute(
-            _INSERT_EVENT.format(processed="clock_timestamp()"), (*row, handler.outcome, handler.detail)
-        ).fetchone()
-        return None if inserted is None else handler
-    with conn.transaction():
-        inserted = conn.execute(_INSERT_EVENT.format(processed="NULL"), (*row, "processing", None)).fetchone()
-        if inserted is None:
+        cur = await conn.execute(
+            _INSERT_EVENT.format(processed="clock_timestamp()"), (*row, route.outcome, route.detail)
+        )
+        inserted = await cur.fetchone()
+        return None if inserted is None else route
+    handler, sub_id = route
+    async with conn.transaction():
+        # The row is inserted first (a copy racing on another connection waits here for this one to
+        # commit or roll back), and only a new event takes its subscription's lock, in the same
+        # statement: RETURNING runs for inserted rows only.
+        cur = await conn.execute(
+            _INSERT_EVENT.format(processed="NULL") + ", pg_advisory_xact_lock(%s, hashtext(%s))",
+            (*row, "processing", None, LOCK_SPACE, sub_id),
+        )
+        if await cur.fetchone() is None:
             return None
-        outcome = handler(conn, calls, event)
-        conn.execute(
+        outcome = await handler(conn, calls, event, sub_id)
+        await conn.execute(
             'UPDATE cloud_stripe_events SET outcome = %s, detail = %s, "processedAt" = clock_timestamp() '
             "WHERE id = %s",
             (outcome.outcome, outcome.detail, event.id),
@@ -326,18 +339,32 @@ def process_event(
         return outcome
 
 
-Handler = Callable[[psycopg.Connection, StripeCalls, Event], Outcome]
+Handler = Callable[[psycopg.AsyncConnection, StripeCalls, Event, str], Awaitable[Outcome]]
+"""Runs in the event's transaction, holding the lock of the subscription (its last argument)."""
 
 
-def _route(event: Event) -> Handler | Outcome:
-    """What `event` does: a handler that runs in the event's transaction, or an outcome known from
-    the event alone (nothing to write but the event's own row)."""
+def _route(event: Event) -> tuple[Handler, str] | Outcome:
+    """What `event` does: a handler and the subscription it changes, or an outcome known from the
+    event alone (nothing to write but the event's own row)."""
     if event.type == "checkout.session.completed":
-        return _on_checkout
+        sub_id = _id_of(event.object.get("subscription"))
+        return (
+            (_on_checkout, sub_id)
+            if sub_id
+            else Outcome("ignored", "checkout session without a subscription")
+        )
     if event.type.startswith("customer.subscription.") and event.type in HANDLED:
-        return _on_subscription
+        sub_id = event.object_id
+        return (
+            (_on_subscription, sub_id) if sub_id else Outcome("ignored", "subscription event without an id")
+        )
     if event.type in _INVOICE_STATUS:
-        return _on_invoice
+        sub_id = _subscription_of_invoice(event.object)
+        return (
+            (_on_invoice, sub_id)
+            if sub_id and event.object_id
+            else Outcome("ignored", "invoice without a subscription")
+        )
     if event.type.startswith(("product.", "price.")):
         return _catalog_outcome(event)
     return Outcome("ignored", "event type not handled")
@@ -352,35 +379,42 @@ def _id_of(ref: Any) -> str | None:
     return None
 
 
-def _on_checkout(conn: psycopg.Connection, calls: StripeCalls, event: Event) -> Outcome:
+def _subscription_of_invoice(invoice: Mapping[str, Any]) -> str | None:
+    """`invoice.subscription` before API 2025-03-31, `parent.subscription_details.subscription` since."""
+    parent = invoice.get("parent") if isinstance(invoice.get("parent"), Mapping) else {}
+    details = parent.get("subscription_details") if isinstance(parent, Mapping) else None
+    return _id_of(invoice.get("subscription")) or (
+        _id_of(details.get("subscription")) if isinstance(details, Mapping) else None
+    )
+
+
+async def _on_checkout(
+    conn: psycopg.AsyncConnection, calls: StripeCalls, event: Event, sub_id: str
+) -> Outcome:
     session = event.object
-    sub_id = _id_of(session.get("subscription"))
-    if sub_id is None:
-        return Outcome("ignored", "checkout session without a subscription")
     client_reference = session.get("client_reference_id")
     org = client_reference if isinstance(client_reference, str) and client_reference else None
     # The session is not the subscription: a row its own events made only gains the organization.
-    known = conn.execute(
+    cur = await conn.execute(
         'UPDATE cloud_subscriptions SET "organizationId" = COALESCE(%s, "organizationId"), '
         '"stripeCustomerId" = COALESCE("stripeCustomerId", %s), "updatedAt" = now() '
         'WHERE "stripeSubscriptionId" = %s RETURNING status',
         (org, _id_of(session.get("customer")), sub_id),
-    ).fetchone()
+    )
+    known = await cur.fetchone()
     if known is not None:
         return Outcome("processed", f"subscription {sub_id}: {known[0]}")
-    _lock_subscription(conn, sub_id)
-    state = _sync_subscription(conn, calls, sub_id, organization=org)  # no row yet: ask Stripe
+    state = await _sync_subscription(conn, calls, sub_id, organization=org)  # no row yet: ask Stripe
     return Outcome("processed", f"subscription {sub_id}: {state.get('status')}")
 
 
-def _on_subscription(conn: psycopg.Connection, calls: StripeCalls, event: Event) -> Outcome:
-    sub_id = event.object_id
-    if sub_id is None:
-        return Outcome("ignored", "subscription event without an id")
-    _lock_subscription(conn, sub_id)
-    row = conn.execute(
+async def _on_subscription(
+    conn: psycopg.AsyncConnection, calls: StripeCalls, event: Event, sub_id: str
+) -> Outcome:
+    cur = await conn.execute(
         'SELECT "stateAsOf" FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s', (sub_id,)
-    ).fetchone()
+    )
+    row = await cur.fetchone()
     as_of = row[0] if row is not None else None
     if as_of is not None and event.created < as_of:
         return Outcome("stale", f"subscription {sub_id}: stored state is newer than this event")
@@ -389,37 +423,32 @@ def _on_subscription(conn: psycopg.Connection, calls: StripeCalls, event: Event)
         snapshot = event.object
         if event.type == "customer.subscription.deleted":
             snapshot = {**snapshot, "status": "canceled"}  # deleted is final, whatever the payload says
-        _store_subscription(conn, sub_id, snapshot, as_of=event.created)
+        await _store_subscription(conn, sub_id, snapshot, as_of=event.created)
         return Outcome("processed", f"subscription {sub_id}: {snapshot.get('status')}")
-    state = _sync_subscription(conn, calls, sub_id, fallback=event.object)  # same second: ask Stripe
+    state = await _sync_subscription(conn, calls, sub_id, fallback=event.object)  # same second: ask Stripe
     return Outcome("processed", f"subscription {sub_id}: {state.get('status')} (re-read)")
 
 
-def _on_invoice(conn: psycopg.Connection, calls: StripeCalls, event: Event) -> Outcome:
+async def _on_invoice(
+    conn: psycopg.AsyncConnection, calls: StripeCalls, event: Event, sub_id: str
+) -> Outcome:
     invoice = event.object
-    parent = invoice.get("parent") if isinstance(invoice.get("parent"), Mapping) else {}
-    details = parent.get("subscription_details") if isinstance(parent, Mapping) else None
-    sub_id = _id_of(invoice.get("subscription")) or (
-        _id_of(details.get("subscription")) if isinstance(details, Mapping) else None
-    )
-    invoice_id = event.object_id
-    if sub_id is None or invoice_id is None:
-        return Outcome("ignored", "invoice without a subscription")
+    invoice_id = str(event.object_id)
     status = _INVOICE_STATUS[event.type]
     created = invoice.get("created") if isinstance(invoice.get("created"), int) else event.created
-    _lock_subscription(conn, sub_id)
-    row = conn.execute(
+    cur = await conn.execute(
         'SELECT "latestInvoiceId", "latestInvoiceStatus", extract(epoch FROM "latestInvoiceCreated")::bigint '
         'FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s',
         (sub_id,),
-    ).fetchone()
+    )
+    row = await cur.fetchone()
     stored_id, stored_status, stored_created = row if row is not None else (None, None, None)
     newest: str | None = None
     tie = stored_id is not None and stored_id != invoice_id and created == stored_created
     if row is None or tie:
         # No row yet (it is made from Stripe's answer), or two invoices of the same second: ask Stripe
         # which invoice is the subscription's latest.
-        newest = _id_of(_sync_subscription(conn, calls, sub_id).get("latest_invoice"))
+        newest = _id_of((await _sync_subscription(conn, calls, sub_id)).get("latest_invoice"))
     if newest is not None and newest != invoice_id:
         return Outcome("stale", f"invoice {invoice_id} is not subscription {sub_id}'s latest ({newest})")
     if stored_id is not None:
@@ -430,7 +459,7 @@ def _on_invoice(conn: psycopg.Connection, calls: StripeCalls, event: Event) -> O
         if not newer:
             older = f"invoice {invoice_id} {status} is older than {stored_id} {stored_status}"
             return Outcome("stale", older)
-    conn.execute(
+    await conn.execute(
         'UPDATE cloud_subscriptions SET "latestInvoiceId" = %s, "latestInvoiceStatus" = %s, '
         '"latestInvoiceCreated" = to_timestamp(%s), "updatedAt" = now() WHERE "stripeSubscriptionId" = %s',
         (invoice_id, status, created, sub_id),
@@ -457,40 +486,35 @@ def _caused_by_apply(event: Event) -> bool:
 # --- the subscription row ----------------------------------------------------------------------
 
 
-def _lock_subscription(conn: psycopg.Connection, sub_id: str) -> None:
-    """Wait for, and hold until commit, the subscription's lock (fetched: in a pipeline it is not
-    enough to queue it, Stripe must not be asked before it is held)."""
-    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_SPACE, sub_id)).fetchone()
-
-
-def _sync_subscription(
-    conn: psycopg.Connection,
+async def _sync_subscription(
+    conn: psycopg.AsyncConnection,
     calls: StripeCalls,
     sub_id: str,
     *,
     organization: str | None = None,
     fallback: Mapping[str, Any] | None = None,
 ) -> Mapping[str, Any]:
-    """Store what Stripe says the subscription is now; returns that state. Caller holds its lock."""
-    as_of = int(time.time())
+    """Store what Stripe says the subscription is now; returns that state. The caller holds its lock:
+    Stripe is asked only once it is held (in a thread: the SDK blocks)."""
+    path = f"/v1/subscriptions/{urllib.parse.quote(sub_id, safe='')}"
     try:
-        fetched = calls.read(lambda c: c.v1.subscriptions.retrieve(sub_id))
-        as_of = _stripe_clock(fetched) or as_of
-        state: Mapping[str, Any] = fetched.to_dict()
+        response = await asyncio.to_thread(calls.read, lambda c: c.raw_request("get", path))
     except stripe.InvalidRequestError as e:
         if e.http_status != 404:
             raise Unavailable(f"Stripe refused to read subscription {sub_id} ({e.http_status})") from e
-        state = {**(fallback or {"id": sub_id}), "status": "canceled"}
+        state: Mapping[str, Any] = {**(fallback or {"id": sub_id}), "status": "canceled"}
+        as_of = int(time.time())
     except stripe.StripeError as e:
         raise Unavailable(f"cannot read subscription {sub_id} from Stripe ({e.http_status})") from e
-    _store_subscription(conn, sub_id, state, as_of=as_of, organization=organization)
+    else:
+        state = response.data
+        as_of = _stripe_clock(response.headers.get("Date")) or int(time.time())
+    await _store_subscription(conn, sub_id, state, as_of=as_of, organization=organization)
     return state
 
 
-def _stripe_clock(fetched: Any) -> int | None:
+def _stripe_clock(date: str | None) -> int | None:
     """Stripe's own clock at the answer (its `Date` header), in whole seconds."""
-    response = getattr(fetched, "last_response", None)
-    date = response.headers.get("Date") if response is not None else None
     if not date:
         return None
     try:
@@ -499,8 +523,8 @@ def _stripe_clock(fetched: Any) -> int | None:
         return None
 
 
-def _store_subscription(
-    conn: psycopg.Connection,
+async def _store_subscription(
+    conn: psycopg.AsyncConnection,
     sub_id: str,
     state: Mapping[str, Any],
     *,
@@ -510,13 +534,31 @@ def _store_subscription(
     """Upsert the subscription row from `state` (Stripe's as of second `as_of`). Caller holds its lock."""
     metadata = state.get("metadata") if isinstance(state.get("metadata"), Mapping) else {}
     org = organization or (metadata or {}).get("organizationId")
-    price_id, plan_id = _plan_of(conn, state)
-    conn.execute(
+    prices = [
+        (price_id, _slug_of(item.get("price")))
+        for item in _items(state)
+        if (price_id := _id_of(item.get("price")))
+    ]
+    # One statement: the plan is looked up as the row is written. It is the first item whose Price
+    # is a plan's in cloud_plans (its current or an older row), else whose Price is owned by a plan
+    # (`kuploy_plan` metadata) that has a row; without one, the first item's Price, flagged unknown.
+    await conn.execute(
         """
+        WITH item AS (
+            SELECT i.price, i.n,
+                   COALESCE((SELECT p."planId" FROM cloud_plans p WHERE p."stripePriceId" = i.price
+                             ORDER BY p."isActive" DESC LIMIT 1),
+                            (SELECT p."planId" FROM cloud_plans p WHERE p."planId" = i.slug)) AS plan
+            FROM unnest(%(prices)s::text[], %(slugs)s::text[]) WITH ORDINALITY AS i(price, slug, n)
+        ), chosen AS (
+            SELECT price, plan FROM item ORDER BY plan IS NULL, n LIMIT 1
+        )
         INSERT INTO cloud_subscriptions AS s
             ("stripeSubscriptionId", "organizationId", "stripeCustomerId", "stripePriceId", "planId",
              "priceUnknown", status, "currentPeriodEnd", "cancelAtPeriodEnd", "stateAsOf", "updatedAt")
-        VALUES (%s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s, %s, now())
+        SELECT %(sub)s, %(org)s, %(customer)s, chosen.price, chosen.plan, chosen.plan IS NULL, %(status)s,
+               to_timestamp(%(period_end)s), %(cancel)s, %(as_of)s, now()
+        FROM (SELECT 1) AS one LEFT JOIN chosen ON true
         ON CONFLICT ("stripeSubscriptionId") DO UPDATE SET
             "organizationId" = COALESCE(EXCLUDED."organizationId", s."organizationId"),
             "stripeCustomerId" = COALESCE(EXCLUDED."stripeCustomerId", s."stripeCustomerId"),
@@ -530,18 +572,17 @@ def _store_subscription(
             "stateAsOf" = GREATEST(EXCLUDED."stateAsOf", s."stateAsOf"),
             "updatedAt" = now()
         """,
-        (
-            sub_id,
-            org if isinstance(org, str) and org else None,
-            _id_of(state.get("customer")),
-            price_id,
-            plan_id,
-            plan_id is None,
-            str(state.get("status") or "unknown"),
-            _period_end(state),
-            bool(state.get("cancel_at_period_end", False)),
-            as_of,
-        ),
+        {
+            "prices": [price for price, _ in prices],
+            "slugs": [slug for _, slug in prices],
+            "sub": sub_id,
+            "org": org if isinstance(org, str) and org else None,
+            "customer": _id_of(state.get("customer")),
+            "status": str(state.get("status") or "unknown"),
+            "period_end": _period_end(state),
+            "cancel": bool(state.get("cancel_at_period_end", False)),
+            "as_of": as_of,
+        },
     )
 
 
@@ -558,28 +599,10 @@ def _period_end(state: Mapping[str, Any]) -> int | None:
     return max(values) if values else None
 
 
-def _plan_of(conn: psycopg.Connection, state: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """(price id, plan id) of the subscription: the first item whose Price is a known plan's."""
-    first: str | None = None
-    for item in _items(state):
-        price = item.get("price")
-        price_id = _id_of(price)
-        if price_id is None:
-            continue
-        first = first or price_id
-        row = conn.execute(
-            'SELECT "planId" FROM cloud_plans WHERE "stripePriceId" = %s ORDER BY "isActive" DESC LIMIT 1',
-            (price_id,),
-        ).fetchone()
-        if row is not None:
-            return price_id, str(row[0])
-        metadata = price.get("metadata") if isinstance(price, Mapping) else None
-        slug = owned_slug(metadata) if isinstance(metadata, Mapping) else None
-        if slug is not None:
-            row = conn.execute('SELECT "planId" FROM cloud_plans WHERE "planId" = %s', (slug,)).fetchone()
-            if row is not None:
-                return price_id, str(row[0])
-    return first, None
+def _slug_of(price: Any) -> str | None:
+    """The plan an expanded Price is owned by (`kuploy_plan` metadata), if any."""
+    metadata = price.get("metadata") if isinstance(price, Mapping) else None
+    return owned_slug(metadata) if isinstance(metadata, Mapping) else None
 
 
 # --- the app -----------------------------------------------------------------------------------
@@ -603,10 +626,10 @@ def create_app(
     # Fail fast: a webhook that cannot be read now is answered 503 and Stripe retries it later.
     calls = dataclasses.replace(stripe_client(settings), max_attempts=3, max_delay=2.0)
 
-    def handle(event: Event, received: datetime) -> Outcome | None:
+    async def handle(event: Event, received: datetime) -> Outcome | None:
         try:
-            with pool.connection() as conn:
-                return process_event(conn, calls, event, received)
+            async with pool.connection() as conn:
+                return await process_event(conn, calls, event, received)
         except psycopg.errors.UndefinedTable as e:
             raise Unavailable("the listener's tables are missing: run `kuploy-reconciler migrate`") from e
         except psycopg.errors.LockNotAvailable as e:
@@ -625,7 +648,7 @@ def create_app(
             logger.warning("stripe_webhook rejected reason=%r ms=%.1f", str(e), ms)
             return JSONResponse({"error": str(e)}, status_code=400)
         try:
-            outcome = await run_in_threadpool(handle, event, received)
+            outcome = await handle(event, received)
         except Unavailable as e:
             _log_event(event, "retry", started)
             logger.warning("stripe_event id=%s not processed: %s", event.id[:80], e)
@@ -646,10 +669,9 @@ def create_app(
 
     def readiness() -> tuple[bool, str]:
         try:
-            with pool.connection() as conn:
-                conn.execute("SELECT 1")
+            with psycopg.connect(settings.database_url.reveal(), connect_timeout=5) as conn:
                 todo = migrations.pending(conn)
-        except (Unavailable, psycopg.Error):
+        except psycopg.Error:
             return False, "database unreachable"
         if todo:
             return False, f"migrations pending: {', '.join(m.label for m in todo)}"
@@ -664,7 +686,7 @@ def create_app(
         try:
             yield
         finally:
-            pool.clear()
+            await pool.clear()
 
     return Starlette(
         routes=[
