@@ -249,7 +249,8 @@ class ConnectionPool:
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
         try:
-            await asyncio.wait_for(self._slots.acquire(), self._wait)
+            async with asyncio.timeout(self._wait):
+                await self._slots.acquire()
         except TimeoutError:
             raise Unavailable("no database connection free") from None
         try:
