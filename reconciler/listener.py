@@ -19,6 +19,10 @@ with no effect; a copy racing on another connection (or replica) waits on the pr
 the first commits (then it is a duplicate) or rolls back (then it does the work). Any failure
 while processing (database or Stripe unreachable, a lock wait over 30 s) rolls the whole
 transaction back, event row included, and answers 503, so Stripe's retry does the work later.
+The INSERT of an event that changes a subscription also takes that subscription's lock (below) in
+its RETURNING clause, which runs for an inserted row only: a duplicate never waits for the lock.
+An event with nothing to do but be recorded (an ignored type, a Product or Price event) is that
+one INSERT, with its outcome, atomic on its own.
 
 **Never backwards: compare seconds, and ask Stripe when they tie.** Events arrive out of order,
 several in the same second, so whole-second `created` alone cannot order them. Each subscription
@@ -28,7 +32,8 @@ Under a transaction-scoped advisory lock keyed on the subscription id
 (`pg_advisory_xact_lock(LOCK_SPACE, hashtext(id))`) a `customer.subscription.*` event from a *later*
 second than `"stateAsOf"` stores its own snapshot (it is newer); one from an *earlier* second is
 recorded as `stale` and changes nothing; one from the *same* second is ambiguous, so the listener
-RE-FETCHES the subscription from Stripe (`subscriptions.retrieve`) inside the lock and stores what
+RE-FETCHES the subscription from Stripe (`GET /v1/subscriptions/{id}` through the SDK's
+`raw_request`: the JSON, without building a typed object) inside the lock and stores what
 Stripe says now; a 404 means it was deleted: stored as `canceled`. Checkout and invoice events
 carry no subscription snapshot: they re-read it only when its row does not exist yet (the row is
 made from Stripe's answer); otherwise they change only their own columns. Each stored state is
