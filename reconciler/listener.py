@@ -310,6 +310,10 @@ _INSERT_EVENT = (
     "VALUES (%s, %s, %s, to_timestamp(%s), %s, %s, %s, %s, {processed}) "
     "ON CONFLICT (id) DO NOTHING RETURNING id"
 )
+RECORD_EVENT = _INSERT_EVENT.format(processed="clock_timestamp()")
+"""An event with its final outcome, nothing else to do."""
+RECORD_EVENT_AND_LOCK = _INSERT_EVENT.format(processed="NULL") + ", pg_advisory_xact_lock(%s, hashtext(%s))"
+"""An event still processing, and its subscription's lock, taken only if the event is new."""
 
 
 async def process_event(
@@ -320,9 +324,7 @@ async def process_event(
     route = _route(event)
     if isinstance(route, Outcome):
         # Nothing to do but record it: one statement, atomic on its own.
-        cur = await conn.execute(
-            _INSERT_EVENT.format(processed="clock_timestamp()"), (*row, route.outcome, route.detail)
-        )
+        cur = await conn.execute(RECORD_EVENT, (*row, route.outcome, route.detail))
         inserted = await cur.fetchone()
         return None if inserted is None else route
     handler, sub_id = route
@@ -330,10 +332,7 @@ async def process_event(
         # The row is inserted first (a copy racing on another connection waits here for this one to
         # commit or roll back), and only a new event takes its subscription's lock, in the same
         # statement: RETURNING runs for inserted rows only.
-        cur = await conn.execute(
-            _INSERT_EVENT.format(processed="NULL") + ", pg_advisory_xact_lock(%s, hashtext(%s))",
-            (*row, "processing", None, LOCK_SPACE, sub_id),
-        )
+        cur = await conn.execute(RECORD_EVENT_AND_LOCK, (*row, "processing", None, LOCK_SPACE, sub_id))
         if await cur.fetchone() is None:
             return None
         outcome = await handler(conn, calls, event, sub_id)
