@@ -524,7 +524,10 @@ def listen(ctx: click.Context, host: str, port: int, workers: int, live: bool) -
             DATABASE_URL=settings.database_url.reveal(),
             STRIPE_SECRET_KEY=settings.stripe_secret_key.reveal(),
             KUPLOY_STRIPE_MAX_RPS=repr(settings.effective_max_rps / workers),
-            **{listener.WORKER_LIVE_ENV: "1" if live else "0"},
+            **{
+                listener.WORKER_LIVE_ENV: "1" if live else "0",
+                listener.WORKER_DEBUG_ENV: "1" if logging.getLogger().isEnabledFor(logging.DEBUG) else "0",
+            },
         )
         if settings.stripe_api_base:
             os.environ["STRIPE_API_BASE"] = settings.stripe_api_base

@@ -122,6 +122,8 @@ LOCK_SPACE = 0x6B75
 APPLY_KEY_PREFIX = "kuploy-reconciler-"
 WORKER_LIVE_ENV = "KUPLOY_LISTENER_LIVE"
 """Set to 1 by `listen --live --workers N` for its worker processes (see `app_from_environment`)."""
+WORKER_DEBUG_ENV = "KUPLOY_LISTENER_DEBUG"
+"""Set to 1 by `listen --debug --workers N`: the workers log at debug level too."""
 
 HANDLED = frozenset(
     {
@@ -263,8 +265,11 @@ class ConnectionPool:
             try:
                 yield conn
             except psycopg.OperationalError:
-                await conn.close()
-                await self.clear()  # the server probably went away: the idle ones are dead too
+                if conn.broken or conn.closed:
+                    await conn.close()
+                    await self.clear()  # the server probably went away: the idle ones are dead too
+                else:
+                    await self._give_back(conn)  # a lock timeout or a cancelled query: still healthy
                 raise
             except BaseException:
                 await self._give_back(conn)
@@ -283,9 +288,17 @@ class ConnectionPool:
             conn = await psycopg.AsyncConnection.connect(
                 self._dsn.reveal(), autocommit=True, connect_timeout=self._connect_timeout
             )
-            await conn.execute("SET lock_timeout = '30s'")  # a stuck peer answers 503, and Stripe retries
         except psycopg.Error as e:
             raise Unavailable("database unreachable") from e
+        try:
+            # Per session, like apply's advisory lock: DATABASE_URL must not be a transaction-mode
+            # pooler. A stuck peer answers 503, and Stripe retries.
+            await conn.execute("SET lock_timeout = '30s'")
+        except BaseException as e:
+            await conn.close()
+            if isinstance(e, psycopg.Error):
+                raise Unavailable("database unreachable") from e
+            raise
         return conn
 
     async def _give_back(self, conn: psycopg.AsyncConnection) -> None:
@@ -703,9 +716,10 @@ def create_app(
     )
 
 
-def configure_logging() -> None:
+def configure_logging(*, debug: bool = False) -> None:
     """One line per event on stderr: `reconciler.listener` at info, whatever else is configured."""
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)  # no-op when the CLI already did
+    # A no-op when the CLI already configured logging (with --debug or not).
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr)
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
 
@@ -725,6 +739,6 @@ def app_from_environment() -> Starlette:
     string, so only the environment crosses): `listen` resolved the settings, sandbox included, into
     DATABASE_URL, STRIPE_SECRET_KEY, STRIPE_API_BASE, KUPLOY_STRIPE_MAX_RPS (its share of the rate)
     and `WORKER_LIVE_ENV`, before the workers started."""
-    configure_logging()
+    configure_logging(debug=os.environ.get(WORKER_DEBUG_ENV) == "1")
     env = Environment.read(live=os.environ.get(WORKER_LIVE_ENV) == "1", strict=False)
     return create_app(env.settings(), webhook_secret=webhook_secret_from_environment())

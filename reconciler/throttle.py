@@ -57,7 +57,7 @@ class Throttle:
 
     def slow_down(self) -> None:
         with self._lock:
-            self.rate = max(1.0, self.rate / 2)
+            self.rate = max(min(1.0, self.max_rps), self.rate / 2)  # never above a maximum under 1/s
             self._last_cut = self._clock()
             self._next_slot = max(self._next_slot, self._clock())
 

@@ -7,6 +7,7 @@ them. No timed assertions: waits only poll for readiness.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
@@ -26,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,7 +40,7 @@ from psycopg import sql
 from starlette.applications import Starlette
 
 from reconciler import migrations
-from reconciler.listener import WEBHOOK_PATH, create_app
+from reconciler.listener import LOCK_SPACE, WEBHOOK_PATH, ConnectionPool, Event, create_app, process_event
 from reconciler.model import ownership_metadata
 from reconciler.sandbox.emulator import RunningEmulator
 from reconciler.settings import Secret, Settings
@@ -723,6 +725,39 @@ def test_stripe_unreachable_answers_503_with_nothing_written_then_the_retry_conv
     with serve(create_app(settings, webhook_secret=Secret(SECRET))) as running:
         assert running.post(body) == Reply(200, {"received": True, "outcome": "processed"})
     assert count(db, "cloud_stripe_events") == 1 and count(db, "cloud_subscriptions") == 1
+
+
+def test_a_lock_timeout_fails_the_event_but_keeps_the_pools_connections(migrated: str) -> None:
+    event = Event(
+        id="evt_hot",
+        type="customer.subscription.updated",
+        created=int(time.time()),
+        livemode=False,
+        object={"id": "sub_hot", "status": "active"},
+        idempotency_key=None,
+    )
+
+    async def backends(pool: ConnectionPool) -> set[int]:
+        async with pool.connection() as a, pool.connection() as b:
+            return {a.info.backend_pid, b.info.backend_pid}
+
+    async def scenario() -> tuple[set[int], set[int]]:
+        pool = ConnectionPool(Secret(migrated), size=2)
+        before = await backends(pool)
+        with psycopg.connect(migrated, autocommit=True) as holder, holder.transaction():
+            holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext('sub_hot'))", (LOCK_SPACE,))
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                async with pool.connection() as conn:
+                    await conn.execute("SET lock_timeout = '200ms'")
+                    await process_event(conn, None, event, datetime.now(UTC))  # type: ignore[arg-type]
+        after = await backends(pool)
+        await pool.clear()
+        return before, after
+
+    before, after = asyncio.run(scenario())
+    assert after == before  # the same two server sessions: nothing was dropped and reopened
+    with psycopg.connect(migrated, autocommit=True) as db:
+        assert count(db, "cloud_stripe_events") == 0  # rolled back with the failed wait
 
 
 def test_missing_tables_answer_503(settings: Settings, db: psycopg.Connection) -> None:
