@@ -34,7 +34,10 @@ second than `"stateAsOf"` stores its own snapshot (it is newer); one from an *ea
 recorded as `stale` and changes nothing; one from the *same* second is ambiguous, so the listener
 RE-FETCHES the subscription from Stripe (`GET /v1/subscriptions/{id}` through the SDK's
 `raw_request`: the JSON, without building a typed object) inside the lock and stores what
-Stripe says now; a 404 means it was deleted: stored as `canceled`. Checkout and invoice events
+Stripe says now; a 404 means it was deleted: stored as `canceled`. A state read from Stripe
+(`"stateRead"`) is dated by the answer's `Date` header, which can be a second later than the
+moment Stripe read the state; so against a read state, an event from that second *or the one
+before it* is ambiguous and re-reads, and only an older one is stale. Checkout and invoice events
 carry no subscription snapshot: they re-read it only when its row does not exist yet (the row is
 made from Stripe's answer); otherwise they change only their own columns. Each stored state is
 therefore at least as new as the one before it, whatever the arrival order, and Stripe is asked
@@ -430,20 +433,23 @@ async def _on_subscription(
     conn: psycopg.AsyncConnection, calls: StripeCalls, event: Event, sub_id: str
 ) -> Outcome:
     cur = await conn.execute(
-        'SELECT "stateAsOf" FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s', (sub_id,)
+        'SELECT "stateAsOf", "stateRead" FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s',
+        (sub_id,),
     )
     row = await cur.fetchone()
-    as_of = row[0] if row is not None else None
-    if as_of is not None and event.created < as_of:
+    as_of, read = row if row is not None else (None, False)
+    # A state read from Stripe is dated by its `Date` header, possibly a second after the read:
+    # the second before it is ambiguous too.
+    if as_of is not None and event.created < as_of - (1 if read else 0):
         return Outcome("stale", f"subscription {sub_id}: stored state is newer than this event")
     if as_of is None or event.created > as_of:
         # A snapshot from a later second than the stored state is newer: no need to ask Stripe.
         snapshot = event.object
         if event.type == "customer.subscription.deleted":
             snapshot = {**snapshot, "status": "canceled"}  # deleted is final, whatever the payload says
-        await _store_subscription(conn, sub_id, snapshot, as_of=event.created)
+        await _store_subscription(conn, sub_id, snapshot, as_of=event.created, read=False)
         return Outcome("processed", f"subscription {sub_id}: {snapshot.get('status')}")
-    state = await _sync_subscription(conn, calls, sub_id, fallback=event.object)  # same second: ask Stripe
+    state = await _sync_subscription(conn, calls, sub_id, fallback=event.object)  # ambiguous: ask Stripe
     return Outcome("processed", f"subscription {sub_id}: {state.get('status')} (re-read)")
 
 
@@ -527,7 +533,7 @@ async def _sync_subscription(
     else:
         state = response.data
         as_of = _stripe_clock(response.headers.get("Date")) or int(time.time())
-    await _store_subscription(conn, sub_id, state, as_of=as_of, organization=organization)
+    await _store_subscription(conn, sub_id, state, as_of=as_of, read=True, organization=organization)
     return state
 
 
@@ -547,6 +553,7 @@ async def _store_subscription(
     state: Mapping[str, Any],
     *,
     as_of: int,
+    read: bool,
     organization: str | None = None,
 ) -> None:
     """Upsert the subscription row from `state` (Stripe's as of second `as_of`). Caller holds its lock."""
@@ -573,9 +580,10 @@ async def _store_subscription(
         )
         INSERT INTO cloud_subscriptions AS s
             ("stripeSubscriptionId", "organizationId", "stripeCustomerId", "stripePriceId", "planId",
-             "priceUnknown", status, "currentPeriodEnd", "cancelAtPeriodEnd", "stateAsOf", "updatedAt")
+             "priceUnknown", status, "currentPeriodEnd", "cancelAtPeriodEnd", "stateAsOf", "stateRead",
+             "updatedAt")
         SELECT %(sub)s, %(org)s, %(customer)s, chosen.price, chosen.plan, chosen.plan IS NULL, %(status)s,
-               to_timestamp(%(period_end)s), %(cancel)s, %(as_of)s, now()
+               to_timestamp(%(period_end)s), %(cancel)s, %(as_of)s, %(read)s, now()
         FROM (SELECT 1) AS one LEFT JOIN chosen ON true
         ON CONFLICT ("stripeSubscriptionId") DO UPDATE SET
             "organizationId" = COALESCE(EXCLUDED."organizationId", s."organizationId"),
@@ -588,6 +596,7 @@ async def _store_subscription(
             "currentPeriodEnd" = COALESCE(EXCLUDED."currentPeriodEnd", s."currentPeriodEnd"),
             "cancelAtPeriodEnd" = EXCLUDED."cancelAtPeriodEnd",
             "stateAsOf" = GREATEST(EXCLUDED."stateAsOf", s."stateAsOf"),
+            "stateRead" = EXCLUDED."stateRead",
             "updatedAt" = now()
         """,
         {
@@ -600,6 +609,7 @@ async def _store_subscription(
             "period_end": _period_end(state),
             "cancel": bool(state.get("cancel_at_period_end", False)),
             "as_of": as_of,
+            "read": read,
         },
     )
 

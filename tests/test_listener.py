@@ -350,6 +350,34 @@ def test_subscription_events_store_the_newest_state_and_ask_stripe_on_a_tie(
     assert row is not None and row["status"] == "canceled"
 
 
+def test_an_event_a_second_before_a_read_state_asks_stripe_again(
+    listener: Listener,
+    db: psycopg.Connection,
+    stripe_client: stripe.StripeClient,
+    catalog: Catalog,
+    emulator: RunningEmulator,
+) -> None:
+    # A read is dated by Stripe's `Date` header, which can fall a second after the read itself: a
+    # change from that earlier second may be missing from what was read. Simulated here by a change
+    # made after the read whose event says it was created the second before the read's date.
+    sub = new_subscription(stripe_client, catalog)
+    now = int(time.time())
+    listener.post(make_event("customer.subscription.created", sub, created=now))
+    listener.post(make_event("customer.subscription.updated", sub, created=now))  # a tie: read
+    row = subscription_row(db, sub["id"])
+    assert row is not None and row["stateRead"] is True and subscription_reads(emulator, sub["id"]) == 1
+    read_as_of = row["stateAsOf"]
+    updated = stripe_client.v1.subscriptions.update(
+        sub["id"], params={"cancel_at_period_end": True}
+    ).to_dict()
+    reply = listener.post(make_event("customer.subscription.updated", updated, created=read_as_of - 1))
+    assert reply.body["outcome"] == "processed" and subscription_reads(emulator, sub["id"]) == 2
+    assert subscription_row(db, sub["id"])["cancelAtPeriodEnd"] is True  # type: ignore[index]
+    # Two seconds before the read's date is older than what was read: stale, Stripe is not asked.
+    older = listener.post(make_event("customer.subscription.updated", sub, created=read_as_of - 2))
+    assert older.body["outcome"] == "stale" and subscription_reads(emulator, sub["id"]) == 2
+
+
 def test_subscription_gone_from_stripe_is_stored_canceled(
     listener: Listener, db: psycopg.Connection, catalog: Catalog
 ) -> None:
