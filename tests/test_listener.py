@@ -829,6 +829,18 @@ def test_listen_needs_the_webhook_secret(cli_env: dict[str, str]) -> None:
     assert "STRIPE_WEBHOOK_SECRET" in result.stderr and "Traceback" not in result.stderr
 
 
+def first_answer(proc: subprocess.Popen[Any], url: str, path: str, timeout: float = 60.0) -> Reply:
+    """GET `path` from a `listen` started as `proc`, as soon as it accepts connections."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return request(url, "GET", path)
+        except OSError:
+            assert proc.poll() is None, f"listen exited: {proc.communicate()}"
+            assert time.monotonic() < deadline, "listen did not start"
+            time.sleep(0.05)
+
+
 def child_pids(pid: int) -> set[int]:
     """The live child processes of `pid` (Linux /proc)."""
     children = set()
@@ -850,15 +862,7 @@ def test_listen_serves_until_stopped(cli_env: dict[str, str], migrated: str, wor
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                ready = request(url, "GET", "/readyz")
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "listen did not start"
-                time.sleep(0.05)
-        assert ready.status == 200
+        assert first_answer(proc, url, "/readyz").status == 200
         if workers > 1:  # the worker processes, besides multiprocessing's resource tracker
             assert len(child_pids(proc.pid)) >= workers
         bodies = [

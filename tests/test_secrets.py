@@ -31,6 +31,7 @@ import click
 import psycopg
 import pytest
 from test_hostile import run_in_process
+from test_listener import first_answer
 
 from reconciler.cli import cli
 from reconciler.sandbox.emulator import RunningEmulator
@@ -453,20 +454,7 @@ def test_listener_logs_hold_no_secret(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            try:
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            finally:
-                conn.close()
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "listener did not come up"
-            time.sleep(0.1)
+        assert first_answer(process, f"http://127.0.0.1:{port}", "/healthz").status == 200
         product = {"id": "prod_Handmade000001", "object": "product", "name": "Handmade", "metadata": {}}
         body = _event("product.created", product)
         assert _post(port, body, _sign(body, WEBHOOK_SECRET)) == 200
