@@ -54,12 +54,15 @@ def _settings(
         raise ConfigError(
             "--live needs DATABASE_URL and a live STRIPE_SECRET_KEY; the sandbox is test-mode only"
         )
-    from reconciler.sandbox.emulator import start_in_thread
+    from reconciler.sandbox.emulator import EmulatorConfigError, start_in_thread
     from reconciler.sandbox.postgres import start_embedded_postgres
 
     state = env.state_dir
     database_url = start_embedded_postgres(state / "postgres")
-    emulator = ctx.with_resource(start_in_thread(state_file=state / "stripe.json"))
+    try:
+        emulator = ctx.with_resource(start_in_thread(state_file=state / "stripe.json"))
+    except EmulatorConfigError as e:
+        raise ConfigError(str(e)) from e
     click.echo(
         f"sandbox mode: embedded PostgreSQL and Stripe emulator, state in {state}/ "
         "(set DATABASE_URL and STRIPE_SECRET_KEY to use real ones)",
@@ -630,20 +633,23 @@ def sandbox_serve(
     """Serve the Stripe emulator (Products, Prices, Customers, Subscriptions, Webhooks) until Ctrl-C.
 
     Faults can also be changed while it runs: POST /_emulator/faults (JSON), GET /_emulator/stats."""
-    from reconciler.sandbox.emulator import serve
+    from reconciler.sandbox import emulator
 
     click.echo(f"Stripe emulator on http://{host}:{port} (STRIPE_API_BASE); Ctrl-C stops it", err=True)
-    serve(
-        host=host,
-        port=port,
-        state_file=state_file,
-        latency_ms=latency_ms,
-        rate_limit=rate_limit,
-        error_rate=error_rate,
-        timeout_rate=timeout_rate,
-        seed=seed,
-        hang_seconds=hang_seconds,
-    )
+    try:
+        emulator.serve(
+            host=host,
+            port=port,
+            state_file=state_file,
+            latency_ms=latency_ms,
+            rate_limit=rate_limit,
+            error_rate=error_rate,
+            timeout_rate=timeout_rate,
+            seed=seed,
+            hang_seconds=hang_seconds,
+        )
+    except emulator.EmulatorConfigError as e:
+        raise ConfigError(str(e)) from e
     return 0
 
 

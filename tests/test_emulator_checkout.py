@@ -19,8 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import stripe
 
-from reconciler.sandbox.delivery import USER_AGENT, sign
-from reconciler.sandbox.emulator import Emulator, RunningEmulator, start_in_thread
+from reconciler.sandbox.emulator import USER_AGENT, Emulator, RunningEmulator, sign, start_in_thread
 
 KEY = "sk_test_checkout"
 OK_CARD = "4242 4242 4242 4242"

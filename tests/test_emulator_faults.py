@@ -16,9 +16,14 @@ import stripe._http_client
 from click.testing import CliRunner
 
 from reconciler.cli import cli
-from reconciler.errors import ConfigError
 from reconciler.sandbox import emulator as emulator_module
-from reconciler.sandbox.emulator import FAULTS, Emulator, RunningEmulator, start_in_thread
+from reconciler.sandbox.emulator import (
+    FAULTS,
+    Emulator,
+    EmulatorConfigError,
+    RunningEmulator,
+    start_in_thread,
+)
 
 KEY = "sk_test_faults"
 
@@ -331,11 +336,11 @@ def test_python_settings_are_checked() -> None:
         {"after_write_share": 1.1},
         {"error_rate": 0.6, "timeout_rate": 0.6},
     ):
-        with pytest.raises(ConfigError):
+        with pytest.raises(EmulatorConfigError):
             Emulator(**bad)
     emu = Emulator(rate_limit=10, error_rate=0.1, timeout_rate=0.2, seed=3, hang_seconds=1.5)
     assert emu.faults()["rate_limit"] == 10.0 and emu.faults()["seed"] == 3
-    with pytest.raises(ConfigError, match="Unknown"):
+    with pytest.raises(EmulatorConfigError, match="Unknown"):
         emu.set_faults(retry_rate=0.1)
     assert emu.set_faults(rate_limit=None)["rate_limit"] is None
 

@@ -1,0 +1,185 @@
+"""The `Emulator`: one object holding the store, the fault settings, the request log and the webhook
+deliverer, behind one lock that serialises requests. `handle()` is the entry point the HTTP layer calls:
+Stripe routes go through `pipeline`, `/_emulator/*` through `admin`."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import admin, pipeline
+from .delivery import DEFAULT_RETRY_DELAYS, DEFAULT_TIMEOUT, Deliverer, Job
+from .errors import JSON, EmulatorConfigError
+from .faults import FAULTS, Faults, number
+from .pipeline import Reply
+from .store import Store
+
+
+class Emulator:
+    """Stripe's state plus request handling. Thread-safe: one lock serialises requests."""
+
+    def __init__(
+        self,
+        *,
+        state_file: Path | None = None,
+        latency_ms: int = 0,
+        rate_limit: float | None = None,
+        error_rate: float = 0.0,
+        timeout_rate: float = 0.0,
+        seed: int | None = None,
+        hang_seconds: float = 30.0,
+        after_write_share: float = 0.5,
+        delivery_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        delivery_timeout: float = DEFAULT_TIMEOUT,
+        shuffle_deliveries: bool = False,
+    ) -> None:
+        self.state_file = Path(state_file) if state_file is not None else None
+        self.fault_state = Faults()
+        self._clock = time.monotonic  # tests may replace it to drive the rate limiter
+        self.stopping = threading.Event()  # set when the server stops: hanging connections end early
+        self.requests: list[JSON] = []
+        self._lock = threading.RLock()
+        self.set_faults(
+            latency_ms=latency_ms,
+            rate_limit=rate_limit,
+            error_rate=error_rate,
+            timeout_rate=timeout_rate,
+            seed=seed,
+            hang_seconds=hang_seconds,
+            after_write_share=after_write_share,
+        )
+        try:
+            self.deliverer = Deliverer(
+                retry_delays=delivery_retry_delays,
+                timeout=number("delivery_timeout", delivery_timeout, 0.001, 600.0),
+                shuffle=shuffle_deliveries,
+                seed=seed,
+                still_wanted=self._still_wanted,
+                on_delivered=self._delivered,
+            )
+        except ValueError as exc:
+            if isinstance(exc, EmulatorConfigError):
+                raise
+            raise EmulatorConfigError(f"Stripe emulator delivery_retry_delays: {exc}") from exc
+        self.store = Store(self.state_file)
+
+    @property
+    def _accounts(self) -> dict[str, Any]:
+        """The accounts by mode (tests reach objects through it)."""
+        return self.store.accounts
+
+    @property
+    def latency_ms(self) -> int:
+        return self.fault_state.latency_ms
+
+    # ------------------------------------------------------------------ entry point
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        """Answer one HTTP request. `headers` keys are matched case-insensitively."""
+        method = method.upper()
+        hdrs = {k.lower(): v for k, v in headers.items()}
+        split = urlsplit(target)
+        if split.path.startswith("/_emulator/"):
+            return admin.handle(self, method, split.path, body, hdrs)
+        with self._lock:
+            reply, jobs = pipeline.run(self, method, split.path, split.query, hdrs, body)
+        self.deliverer.enqueue(jobs)  # outside the lock: delivery never holds it
+        return reply
+
+    # ------------------------------------------------------------------ request log
+
+    def request_log(self) -> list[JSON]:
+        with self._lock:
+            return json.loads(json.dumps(self.requests))  # type: ignore[no-any-return]
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def stats(self) -> JSON:
+        """Exact counts of the logged Stripe requests: per fault ("none" when there was none), per method
+        (with its faults) and per status ("none" for timeouts, which never answer)."""
+        with self._lock:
+            by_fault = dict.fromkeys(("none", *FAULTS), 0)
+            by_method: dict[str, dict[str, int]] = {}
+            by_status: dict[str, int] = {}
+            for entry in self.requests:
+                fault = entry.get("fault") or "none"
+                by_fault[fault] = by_fault.get(fault, 0) + 1
+                per = by_method.setdefault(
+                    str(entry["method"]), {"total": 0, **dict.fromkeys(("none", *FAULTS), 0)}
+                )
+                per["total"] += 1
+                per[fault] = per.get(fault, 0) + 1
+                status = str(entry["status"]) if entry.get("status") else "none"
+                by_status[status] = by_status.get(status, 0) + 1
+            return {
+                "total": len(self.requests),
+                "by_fault": by_fault,
+                "by_method": dict(sorted(by_method.items())),
+                "by_status": dict(sorted(by_status.items())),
+            }
+
+    # ------------------------------------------------------------------ faults
+
+    def faults(self) -> JSON:
+        """The current fault settings (what `GET /_emulator/faults` answers)."""
+        with self._lock:
+            return self.fault_state.settings()
+
+    def set_faults(self, **settings: Any) -> JSON:
+        """Change fault settings (see `Faults.update`); returns the new settings."""
+        with self._lock:
+            self.fault_state.update(settings, self._clock())
+            return self.fault_state.settings()
+
+    def _draw_fault(self) -> str | None:
+        """Decide one Stripe request's fault. Called under the lock, once per request, in arrival order."""
+        return self.fault_state.draw(self._clock)
+
+    # ------------------------------------------------------------------ webhooks
+
+    def webhook_secrets(self) -> dict[str, dict[str, str]]:
+        """Signing secrets of the existing webhook endpoints, per mode: {"test": {we_id: whsec}, ...}.
+
+        Stripe shows a secret only in the create response; tests that sign payloads get it here."""
+        with self._lock, self.store.transaction():
+            return {
+                mode: {we_id: str(we["secret"]) for we_id, we in acct.webhook_endpoints.items()}
+                for mode, acct in self.store.accounts.items()
+            }
+
+    def _still_wanted(self, job: Job) -> bool:
+        with self._lock:
+            endpoint = self.store.get(job.mode, "webhook_endpoint", job.endpoint_id)
+            return endpoint is not None and endpoint["status"] == "enabled"
+
+    def _delivered(self, job: Job) -> None:
+        with self._lock, self.store.transaction():
+            event = self.store.get(job.mode, "event", job.event_id)
+            if event is not None and event["pending_webhooks"] > 0:
+                event["pending_webhooks"] -= 1
+                self.store.save()
+
+    def wait_for_deliveries(self, timeout: float = 10.0) -> bool:
+        """Wait until no webhook delivery is queued, in flight or scheduled for a retry (False on timeout).
+        Never call it while holding the emulator's lock."""
+        return self.deliverer.wait_idle(timeout)
+
+    def flush_deliveries(self, timeout: float = 10.0) -> bool:
+        """Make scheduled retries due now, then wait like `wait_for_deliveries`."""
+        self.deliverer.expedite()
+        return self.deliverer.wait_idle(timeout)
+
+    def deliveries(self) -> list[JSON]:
+        """Every delivery attempt so far, oldest first."""
+        return self.deliverer.attempts()
+
+    def close(self) -> None:
+        """Stop the delivery thread (queued and scheduled deliveries are dropped)."""
+        self.deliverer.stop()

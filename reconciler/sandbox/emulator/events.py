@@ -1,0 +1,88 @@
+"""Emitting Events: `emit` records one (stored at once, in creation order, with the request that made
+it), `emit_update` records `<kind>.updated` with `previous_attributes`; when the request ends, `commit`
+turns its events into signed-delivery jobs for the matching endpoints, or `discard` forgets them."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import stripe
+
+from .context import Ctx
+from .delivery import Job
+from .errors import JSON
+from .registry import KINDS
+from .rendering import snapshot
+
+
+def emit(
+    ctx: Ctx,
+    type_: str,
+    kind: str,
+    obj: JSON,
+    previous: JSON | None = None,
+    *,
+    frozen: JSON | None = None,
+) -> JSON:
+    """Record one Event (delivered when the request commits). `frozen`: the `data.object` to use."""
+    data: JSON = {"object": frozen if frozen is not None else snapshot(ctx, kind, obj)}
+    if previous is not None:
+        data["previous_attributes"] = previous
+    event: JSON = {
+        "id": ctx.fresh_id("evt_", 24),
+        "object": "event",
+        "api_version": stripe.api_version,
+        "created": int(time.time()),
+        "data": data,
+        "livemode": ctx.livemode,
+        "pending_webhooks": 0,
+        "request": ctx.request_ref(),
+        "type": type_,
+    }
+    ctx.put("event", event)
+    ctx.emitted.append(event)
+    return event
+
+
+def emit_update(ctx: Ctx, kind: str, obj: JSON, before: JSON, ignore: tuple[str, ...] = ()) -> None:
+    """`<kind>.updated` with `previous_attributes` (the top-level fields that changed), if any did."""
+    after = snapshot(ctx, kind, obj)
+    previous = {
+        k: before.get(k)
+        for k in sorted(set(before) | set(after))
+        if before.get(k) != after.get(k) and k not in ignore
+    }
+    if previous:
+        emit(ctx, f"{KINDS[kind].event_prefix}.updated", kind, obj, previous, frozen=after)
+
+
+def discard(ctx: Ctx) -> None:
+    """The request failed: the events it made never happened."""
+    for event in ctx.emitted:
+        ctx.delete("event", event["id"])
+    ctx.emitted = []
+
+
+def commit(ctx: Ctx) -> list[Job]:
+    """A delivery job per matching enabled endpoint, for each event of the request (sent by the caller
+    once the lock is released)."""
+    jobs: list[Job] = []
+    acct = ctx.acct
+    for event in ctx.emitted:
+        endpoints = [
+            we
+            for _id, we in sorted(acct.webhook_endpoints.items(), key=lambda kv: acct.order.get(kv[0], 0))
+            if we["status"] == "enabled"
+            and ("*" in we["enabled_events"] or event["type"] in we["enabled_events"])
+        ]
+        event["pending_webhooks"] = len(endpoints)
+        body = (json.dumps(event, indent=2) + "\n").encode("utf-8")
+        for we in endpoints:
+            jobs.append(
+                Job(ctx.mode, event["id"], event["type"], we["id"], we["url"], str(we["secret"]), body)
+            )
+    if ctx.emitted:
+        ctx.dirty = True
+    ctx.emitted = []
+    return jobs

@@ -1,0 +1,101 @@
+"""List endpoints and retrieval, the same for every kind: `limit`, `starting_after`/`ending_before`
+cursors over the kind's objects newest first, the `created` and `active` filters, then the kind's own
+filter (`Kind.matches`); `expand[]=data.x` expands inside each item. `standard_routes` registers a
+kind's `GET` list and retrieve routes."""
+
+from __future__ import annotations
+
+from .context import Ctx
+from .errors import JSON, no_such, param_error
+from .registry import KINDS, Call, route
+from .rendering import render
+
+
+def list_objects(ctx: Ctx, kind: str, p: JSON, expand: list[str]) -> JSON:
+    spec = KINDS[kind]
+    limit = p.get("limit", 10)
+    if not 1 <= limit <= 100:
+        raise param_error("Invalid limit: must be between 1 and 100", "limit")
+    if "starting_after" in p and "ending_before" in p:
+        raise param_error(
+            "You may only specify one of these parameters: ending_before, starting_after.",
+            "ending_before",
+            "parameters_exclusive",
+        )
+    order = ctx.acct.order
+
+    def rank(obj: JSON) -> tuple[int, int]:
+        return int(obj["created"]), order.get(obj["id"], 0)
+
+    cursor_rank: tuple[int, int] | None = None
+    for cursor_param in ("starting_after", "ending_before"):
+        if cursor_param in p:
+            cursor = ctx.get(kind, p[cursor_param])
+            if cursor is None:
+                raise no_such(spec.noun, p[cursor_param], cursor_param, status=400)
+            cursor_rank = rank(cursor)
+    items = [o for o in ctx.store.list(ctx.mode, kind) if _matches(kind, o, p)]
+    if "starting_after" in p:
+        assert cursor_rank is not None
+        newer_cut = cursor_rank
+        items = [o for o in items if rank(o) < newer_cut]
+        page, has_more = items[:limit], len(items) > limit
+    elif "ending_before" in p:
+        assert cursor_rank is not None
+        older_cut = cursor_rank
+        items = [o for o in items if rank(o) > older_cut]
+        page, has_more = items[-limit:], len(items) > limit
+    else:
+        page, has_more = items[:limit], len(items) > limit
+    for path in expand:
+        if not path.startswith("data."):
+            raise param_error(
+                f"This property cannot be expanded ({path}). You may want to try expanding 'data.{path}' "
+                "instead.",
+                "expand",
+            )
+    inner = [e[len("data.") :] for e in expand]
+    return {
+        "object": "list",
+        "data": [render(ctx, kind, o, inner) for o in page],
+        "has_more": has_more,
+        "url": spec.path,
+    }
+
+
+def _matches(kind: str, obj: JSON, p: JSON) -> bool:
+    if "active" in p and obj["active"] != p["active"]:
+        return False
+    created = p.get("created")
+    if isinstance(created, int) and obj["created"] != created:
+        return False
+    if isinstance(created, dict):
+        c = int(obj["created"])
+        checks = {
+            "gt": lambda v: c > v,
+            "gte": lambda v: c >= v,
+            "lt": lambda v: c < v,
+            "lte": lambda v: c <= v,
+        }
+        if not all(checks[op](v) for op, v in created.items()):
+            return False
+    own = KINDS[kind].matches
+    return own is None or own(obj, p)
+
+
+def standard_routes(kind: str, *, retrieve: bool = True, listing: bool = True) -> None:
+    """`GET <path>` (list) and `GET <path>/{id}` (retrieve) for `kind`."""
+    path = KINDS[kind].path
+    assert path is not None
+
+    if listing:
+
+        @route("GET", path, f"{kind}.list")
+        def _list(ctx: Ctx, call: Call) -> JSON:
+            return list_objects(ctx, kind, call.params, call.expand)
+
+    if retrieve:
+
+        @route("GET", path + "/{id}", f"{kind}.retrieve")
+        def _retrieve(ctx: Ctx, call: Call) -> JSON:
+            return render(ctx, kind, ctx.need(kind, call.ids[0]), call.expand)

@@ -1,0 +1,32 @@
+"""One module per Stripe resource. Importing this package registers every kind and route; a new
+resource module is added to this list."""
+
+from __future__ import annotations
+
+from . import (
+    checkout,
+    customers,
+    events,
+    invoices,
+    payment_intents,
+    payment_pages,
+    prices,
+    products,
+    renewals,
+    subscriptions,
+    webhook_endpoints,
+)
+
+__all__ = [
+    "checkout",
+    "customers",
+    "events",
+    "invoices",
+    "payment_intents",
+    "payment_pages",
+    "prices",
+    "products",
+    "renewals",
+    "subscriptions",
+    "webhook_endpoints",
+]

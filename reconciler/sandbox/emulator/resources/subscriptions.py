@@ -1,0 +1,461 @@
+"""Subscriptions and their items: create, retrieve, update, cancel, list."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..common import merge_metadata, period_end
+from ..context import Ctx
+from ..errors import JSON, StripeError, missing, no_such, param_error, unmodelled
+from ..events import emit, emit_update
+from ..listing import standard_routes
+from ..params import MODELLED_ITEM_PARAMS
+from ..registry import Call, Kind, register_kind, route
+from ..rendering import list_object, ordered, render, snapshot
+from .invoices import build_invoice, finalize_invoice, mark_paid
+
+
+def create_subscription(ctx: Ctx, p: JSON) -> JSON:
+    if "customer" not in p:
+        raise missing("customer")
+    customer = ctx.acct.customers.get(p["customer"])
+    if customer is None:
+        raise no_such("customer", p["customer"], "customer", status=400)
+    if not p.get("items"):
+        raise missing("items")
+    now = int(time.time())
+    sub_id = ctx.fresh_id("sub_", 24)
+    items: list[JSON] = []
+    for i, given in enumerate(p["items"]):
+        check_item_params(given, "subscription.create", i)
+        if "price" not in given:
+            raise missing(f"items[{i}][price]")
+        price = subscribable_price(ctx, given["price"], f"items[{i}][price]")
+        item = new_item(ctx, sub_id, price, now)
+        apply_item(ctx, item, given, price, f"items[{i}]")
+        items.append(item)
+    currency = check_items(ctx, items, customer, None)
+    behavior = p.get("payment_behavior", "allow_incomplete")
+    if behavior == "pending_if_incomplete":
+        raise param_error(
+            "payment_behavior=pending_if_incomplete can only be used when updating a subscription.",
+            "payment_behavior",
+        )
+    sub = build_subscription(
+        ctx, sub_id, customer, items, currency, now, p.get("metadata"), p.get("description")
+    )
+    set_cancel_at_period_end(ctx, sub, bool(p.get("cancel_at_period_end", False)), now)
+    customer["currency"] = customer["currency"] or currency
+    if behavior != "default_incomplete":
+        # The customer has no payment method here (API customers carry none), so Stripe would charge
+        # nothing it could: kept as before, active without a first invoice (see the module notes).
+        ctx.put("subscription", sub)
+        emit(ctx, "customer.subscription.created", "subscription", sub)
+        return sub
+    invoice = build_invoice(ctx, sub, "subscription_create", now, now)
+    sub["status"] = "incomplete" if invoice["amount_due"] > 0 else "active"
+    ctx.put("subscription", sub)
+    emit(ctx, "customer.subscription.created", "subscription", sub)
+    emit(ctx, "invoice.created", "invoice", invoice)
+    finalize_invoice(ctx, invoice)
+    if invoice["amount_due"] == 0:
+        mark_paid(ctx, invoice)
+    return sub
+
+
+def build_subscription(
+    ctx: Ctx,
+    sub_id: str,
+    customer: JSON,
+    items: list[JSON],
+    currency: str,
+    now: int,
+    metadata: Any,
+    description: str | None,
+    metadata_param: str = "metadata",
+) -> JSON:
+    return {
+        "id": sub_id,
+        "object": "subscription",
+        "application": None,
+        "application_fee_percent": None,
+        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+        "billing_cycle_anchor": now,
+        "billing_cycle_anchor_config": None,
+        # Flexible is the default billing mode of subscriptions created since API 2025-09-30.clover.
+        "billing_mode": {
+            "flexible": {"proration_discounts": "included"},
+            "type": "flexible",
+            "updated_at": now,
+        },
+        "billing_schedules": [],
+        "billing_thresholds": None,
+        "cancel_at": None,
+        "cancel_at_period_end": False,
+        "canceled_at": None,
+        "cancellation_details": {"comment": None, "feedback": None, "reason": None},
+        "collection_method": "charge_automatically",
+        "created": now,
+        "currency": currency,
+        "customer": customer["id"],
+        "customer_account": None,
+        "days_until_due": None,
+        "default_payment_method": None,
+        "default_source": None,
+        "default_tax_rates": [],
+        "description": description,
+        "discounts": [],
+        "ended_at": None,
+        "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
+        "items": items,  # stored with price ids; rendered as a list object with full prices
+        "latest_invoice": None,
+        "livemode": ctx.mode == "live",
+        "metadata": merge_metadata({}, metadata, metadata_param),
+        "next_pending_invoice_item_invoice": None,
+        "on_behalf_of": None,
+        "pause_collection": None,
+        "payment_settings": {
+            "payment_method_options": None,
+            "payment_method_types": None,
+            "save_default_payment_method": "off",
+        },
+        "pending_invoice_item_interval": None,
+        "pending_setup_intent": None,
+        "pending_update": None,
+        "schedule": None,
+        "start_date": now,
+        "status": "active",
+        "test_clock": None,
+        "transfer_data": None,
+        "trial_end": None,
+        "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+        "trial_start": None,
+    }
+
+
+def check_item_params(given: JSON, route: str, i: int) -> None:
+    for key in given:
+        if key not in MODELLED_ITEM_PARAMS[route]:
+            raise unmodelled(f"items[{i}][{key}]")
+
+
+def subscribable_price(ctx: Ctx, price_id: str, param: str) -> JSON:
+    price = ctx.acct.prices.get(price_id)
+    if price is None:
+        raise no_such("price", price_id, param, status=400)
+    if not price["active"]:
+        raise StripeError(
+            400, "The price specified is inactive. This field only accepts active prices.", param=param
+        )
+    if price["type"] != "recurring":
+        raise StripeError(
+            400,
+            "The price specified is set to `type=one_time` but this field only accepts prices with "
+            "`type=recurring`.",
+            param=param,
+        )
+    product = ctx.acct.products.get(price["product"])
+    if product is not None and not product["active"]:
+        raise StripeError(
+            400,
+            f"The product `{product['id']}` is marked as inactive, and thus no new subscriptions can be "
+            f"created with any of its prices. You provided the price `{price_id}`.",
+            param=param,
+        )
+    return price
+
+
+def new_item(ctx: Ctx, sub_id: str, price: JSON, now: int) -> JSON:
+    return {
+        "id": ctx.fresh_id("si_", 14),
+        "object": "subscription_item",
+        "billing_thresholds": None,
+        "created": now,
+        "current_period_end": period_end(now, price["recurring"]),
+        "current_period_start": now,
+        "discounts": [],
+        "metadata": {},
+        "price": price["id"],
+        "quantity": 1,
+        "subscription": sub_id,
+        "tax_rates": [],
+    }
+
+
+def apply_item(ctx: Ctx, item: JSON, given: JSON, price: JSON, prefix: str) -> None:
+    """Set an item's price, quantity and metadata from its request entry (already checked)."""
+    metered = price["recurring"]["usage_type"] == "metered"
+    if metered and "quantity" in given:
+        raise param_error(
+            f"Quantity should not be specified where usage_type is `metered`. Remove quantity from "
+            f"`{prefix}`.",
+            f"{prefix}[quantity]",
+        )
+    quantity = given.get("quantity", item["quantity"] if item["price"] == price["id"] else 1)
+    if quantity is not None and quantity < 0:
+        raise param_error(
+            "This value must be greater than or equal to 0.",
+            f"{prefix}[quantity]",
+            "parameter_invalid_integer",
+        )
+    item["quantity"] = None if metered else quantity
+    item["metadata"] = merge_metadata(item["metadata"], given.get("metadata"), f"{prefix}[metadata]")
+
+
+def check_items(ctx: Ctx, items: list[JSON], customer: JSON | None, sub_id: str | None) -> str:
+    """Stripe's rules over a subscription's whole item set; returns its currency."""
+    if len(items) > MAX_SUBSCRIPTION_ITEMS:
+        raise param_error(f"A subscription can have at most {MAX_SUBSCRIPTION_ITEMS} items.", "items")
+    seen: set[str] = set()
+    currencies: set[str] = set()
+    for item in items:
+        if item["price"] in seen:
+            raise param_error(
+                f"Cannot add multiple subscription items with the same plan: {item['price']}", "items"
+            )
+        seen.add(item["price"])
+        currencies.add(ctx.acct.prices[item["price"]]["currency"])
+    if len(currencies) > 1:
+        raise param_error(
+            f"All prices on a subscription must have the same currency; got {', '.join(sorted(currencies))}.",
+            "items",
+        )
+    currency = currencies.pop()
+    if customer is not None:
+        others = {
+            s["currency"]
+            for s in ctx.acct.subscriptions.values()
+            if s["customer"] == customer["id"]
+            and s["id"] != sub_id
+            and s["status"] not in ("canceled", "incomplete_expired")
+        }
+        held = next(iter(others - {currency}), None)
+        if held is not None:
+            raise param_error(
+                "You cannot combine currencies on a single customer. This customer has an active "
+                f"subscription, subscription schedule, discount, quote, or invoice item with currency "
+                f"{held}.",
+                "currency",
+            )
+    return currency
+
+
+def set_cancel_at_period_end(ctx: Ctx, sub: JSON, flag: bool, now: int) -> None:
+    sub["cancel_at_period_end"] = flag
+    if flag:
+        sub["cancel_at"] = max(int(i["current_period_end"]) for i in sub["items"])
+        sub["canceled_at"] = now
+        sub["cancellation_details"] = {**sub["cancellation_details"], "reason": "cancellation_requested"}
+    else:
+        sub["cancel_at"] = None
+        sub["canceled_at"] = None
+        sub["cancellation_details"] = {"comment": None, "feedback": None, "reason": None}
+
+
+def update_subscription(ctx: Ctx, sub: JSON, p: JSON) -> None:
+    if sub["status"] == "canceled" and set(p) - {"metadata"}:
+        raise StripeError(
+            400, "A canceled subscription can only update its cancellation_details and metadata."
+        )
+    now = int(time.time())
+    items = [dict(i) for i in sub["items"]]
+    if "items" in p:
+        by_id = {i["id"]: i for i in items}
+        for n, given in enumerate(p["items"]):
+            prefix = f"items[{n}]"
+            check_item_params(given, "subscription.update", n)
+            if "id" in given:
+                item = by_id.get(given["id"])
+                if item is None:
+                    raise no_such("subscription item", given["id"], f"{prefix}[id]", status=400)
+                if given.get("deleted"):
+                    items.remove(item)
+                    del by_id[item["id"]]
+                    continue
+                price = (
+                    subscribable_price(ctx, given["price"], f"{prefix}[price]")
+                    if "price" in given and given["price"] != item["price"]
+                    else ctx.acct.prices[item["price"]]
+                )
+                old = ctx.acct.prices[item["price"]]["recurring"]
+                if price["recurring"]["interval"] != old["interval"] or (
+                    price["recurring"]["interval_count"] != old["interval_count"]
+                ):  # a new billing interval starts a new period now
+                    item["current_period_start"] = now
+                    item["current_period_end"] = period_end(now, price["recurring"])
+                apply_item(ctx, item, given, price, prefix)
+                item["price"] = price["id"]
+            else:
+                if given.get("deleted"):
+                    raise missing(f"{prefix}[id]")
+                if "price" not in given:
+                    raise missing(f"{prefix}[price]")
+                price = subscribable_price(ctx, given["price"], f"{prefix}[price]")
+                item = new_item(ctx, sub["id"], price, now)
+                apply_item(ctx, item, given, price, prefix)
+                items.append(item)
+        if not items:
+            raise param_error("A subscription must have at least one item.", "items")
+    currency = check_items(ctx, items, ctx.acct.customers.get(sub["customer"]), sub["id"])
+    metadata = (
+        merge_metadata(sub["metadata"], p["metadata"], "metadata") if "metadata" in p else sub["metadata"]
+    )
+    # All checked: apply.
+    sub["items"] = items
+    sub["currency"] = currency
+    sub["metadata"] = metadata
+    if "description" in p:
+        sub["description"] = p["description"] or None
+    if "cancel_at_period_end" in p:
+        set_cancel_at_period_end(ctx, sub, p["cancel_at_period_end"], now)
+    elif sub["cancel_at_period_end"]:
+        sub["cancel_at"] = max(int(i["current_period_end"]) for i in items)
+
+
+def cancel_subscription(ctx: Ctx, sub: JSON, p: JSON) -> None:
+    if sub["status"] == "canceled":
+        raise StripeError(
+            400,
+            f"The subscription `{sub['id']}` has already been canceled; a canceled subscription can "
+            "only update its cancellation_details and metadata.",
+        )
+    now = int(time.time())
+    details = p.get("cancellation_details") or {}
+    sub["status"] = "canceled"
+    sub["canceled_at"] = now
+    sub["ended_at"] = now
+    sub["cancellation_details"] = {
+        "comment": details.get("comment") or None,
+        "feedback": details.get("feedback") or None,
+        "reason": "cancellation_requested",
+    }
+
+
+def set_status(ctx: Ctx, sub: JSON, status: str) -> None:
+    if sub["status"] == status:
+        return
+    before = snapshot(ctx, "subscription", sub)
+    sub["status"] = status
+    emit_update(ctx, "subscription", sub, before)
+
+
+def render_item(ctx: Ctx, item: JSON, expand: list[str], depth: int) -> JSON:
+    out = dict(item)
+    price_expand: list[str] = []
+    for path in expand:
+        head, _, rest = path.partition(".")
+        if head != "price" or not rest:  # the price is always a full object, never expandable
+            raise param_error(f"This property cannot be expanded ({path}).", "expand")
+        price_expand.append(rest)
+    price = ctx.acct.prices[item["price"]]
+    out["price"] = render(ctx, "price", price, price_expand, depth + 1)
+    out["plan"] = plan_of(price)
+    return ordered(out)
+
+
+MAX_SUBSCRIPTION_ITEMS = 20
+
+
+def plan_of(price: JSON) -> JSON:
+    """The legacy `plan` view of a recurring price, which subscription items still carry."""
+    recurring = price["recurring"]
+    return {
+        "id": price["id"],
+        "object": "plan",
+        "active": price["active"],
+        "amount": price["unit_amount"],
+        "amount_decimal": price["unit_amount_decimal"],
+        "billing_scheme": price["billing_scheme"],
+        "created": price["created"],
+        "currency": price["currency"],
+        "interval": recurring["interval"],
+        "interval_count": recurring["interval_count"],
+        "livemode": price["livemode"],
+        "metadata": price["metadata"],
+        "meter": recurring["meter"],
+        "nickname": price["nickname"],
+        "product": price["product"],
+        "tiers_mode": price["tiers_mode"],
+        "transform_usage": price["transform_quantity"],
+        "trial_period_days": recurring["trial_period_days"],
+        "usage_type": recurring["usage_type"],
+    }
+
+
+def _render(ctx: Ctx, obj: JSON, out: JSON, groups: dict[str, list[str]], depth: int) -> dict[str, list[str]]:
+    """Items are stored with price ids and shown as a list object with full prices (`items.data.x`)."""
+    item_expand: list[str] = []
+    for rest in groups.pop("items", []):
+        if not rest.startswith("data."):
+            raise param_error(
+                f"This property cannot be expanded (items.{rest}). You may want to try "
+                f"expanding 'items.data.{rest}' instead.",
+                "expand",
+            )
+        item_expand.append(rest[len("data.") :])
+    out["items"] = list_object(
+        [render_item(ctx, i, item_expand, depth + 1) for i in obj["items"]],
+        f"/v1/subscription_items?subscription={obj['id']}",
+        total_count=True,
+    )
+    return groups
+
+
+def _matches(obj: JSON, p: JSON) -> bool:
+    status = p.get("status")
+    if status is None and obj["status"] in ("canceled", "incomplete_expired"):
+        return False
+    if status == "ended" and obj["status"] not in ("canceled", "incomplete_expired"):
+        return False
+    if status not in (None, "all", "ended") and obj["status"] != status:
+        return False
+    if "customer" in p and obj["customer"] != p["customer"]:
+        return False
+    return "price" not in p or any(item["price"] == p["price"] for item in obj["items"])
+
+
+register_kind(
+    Kind(
+        "subscription",
+        "subscriptions",
+        event_prefix="customer.subscription",
+        path="/v1/subscriptions",
+        expandable={
+            "customer": "customer",
+            "application": "",
+            "default_payment_method": "",
+            "default_source": "",
+            "latest_invoice": "invoice",
+            "on_behalf_of": "",
+            "pending_setup_intent": "",
+            "schedule": "",
+            "test_clock": "",
+        },
+        matches=_matches,
+        render=_render,
+    )
+)
+standard_routes("subscription")
+
+
+@route("POST", "/v1/subscriptions", "subscription.create")
+def _create(ctx: Ctx, call: Call) -> JSON:
+    return render(ctx, "subscription", create_subscription(ctx, call.params), call.expand)
+
+
+@route("POST", "/v1/subscriptions/{id}", "subscription.update")
+def _update(ctx: Ctx, call: Call) -> JSON:
+    sub = ctx.need("subscription", call.ids[0])
+    before = snapshot(ctx, "subscription", sub)
+    update_subscription(ctx, sub, call.params)
+    emit_update(ctx, "subscription", sub, before)
+    return render(ctx, "subscription", sub, call.expand)
+
+
+@route("DELETE", "/v1/subscriptions/{id}", "subscription.cancel")
+def _cancel(ctx: Ctx, call: Call) -> JSON:
+    sub = ctx.need("subscription", call.ids[0])
+    cancel_subscription(ctx, sub, call.params)
+    emit(ctx, "customer.subscription.deleted", "subscription", sub)
+    return render(ctx, "subscription", sub, call.expand)
