@@ -485,6 +485,26 @@ def test_pagination_over_250_products(client: stripe.StripeClient) -> None:
     assert error_of(exc.value)["param"] == "starting_after"
 
 
+def test_pages_follow_filters_deletions_and_other_processes_writes(tmp_path: Path) -> None:
+    """A page reads the kind's ordered index from the cursor on: filtered pages, deleted objects and
+    objects another emulator process wrote into the shared state file must all show as they are."""
+    state = tmp_path / "stripe.json"
+    with start_in_thread(state_file=state) as first, start_in_thread(state_file=state) as second:
+        one, two = make_client(first.url), make_client(second.url)
+        ids = [product(one, name=f"P{i}", active=i % 3 != 0).id for i in range(30)]
+        active = [i for n, i in enumerate(ids) if n % 3 != 0]
+        assert [p.id for p in two.v1.products.list(params={"limit": 7}).auto_paging_iter()] == ids[::-1]
+        page = two.v1.products.list(params={"limit": 4, "active": True, "starting_after": ids[20]})
+        assert [p.id for p in page.data] == [ids[19], ids[17], ids[16], ids[14]] and page.has_more
+        page = two.v1.products.list(params={"limit": 4, "active": True, "ending_before": ids[20]})
+        assert [p.id for p in page.data] == [ids[26], ids[25], ids[23], ids[22]] and page.has_more
+        one.v1.products.delete(ids[19])
+        newer = [product(one, name=f"Q{i}").id for i in range(3)]
+        expected = [i for i in reversed(active) if i != ids[19]]
+        walked = two.v1.products.list(params={"limit": 4, "active": True}).auto_paging_iter()
+        assert [p.id for p in walked] == newer[::-1] + expected
+
+
 def test_list_filters(client: stripe.StripeClient) -> None:
     a = product(client, name="A")
     b = product(client, name="B", active=False)

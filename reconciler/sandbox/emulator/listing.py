@@ -1,5 +1,6 @@
 """List endpoints and retrieval, the same for every kind: `limit`, `starting_after`/`ending_before`
-cursors over the kind's objects newest first, the `created` and `active` filters, then the kind's own
+cursors over the kind's objects newest first (the store's ordered index: a page reads from the cursor
+on, never the whole table), the `created` and `active` filters, then the kind's own
 filter (`Kind.matches`); `expand[]=data.x` expands inside each item. `standard_routes` registers a
 kind's `GET` list and retrieve routes."""
 
@@ -22,31 +23,21 @@ def list_objects(ctx: Ctx, kind: str, p: JSON, expand: list[str]) -> JSON:
             "ending_before",
             "parameters_exclusive",
         )
-    order = ctx.acct.order
-
-    def rank(obj: JSON) -> tuple[int, int]:
-        return int(obj["created"]), order.get(obj["id"], 0)
-
-    cursor_rank: tuple[int, int] | None = None
+    cursors: dict[str, tuple[int, int]] = {}
     for cursor_param in ("starting_after", "ending_before"):
         if cursor_param in p:
             cursor = ctx.get(kind, p[cursor_param])
             if cursor is None:
                 raise no_such(spec.noun, p[cursor_param], cursor_param, status=400)
-            cursor_rank = rank(cursor)
-    items = [o for o in ctx.store.list(ctx.mode, kind) if _matches(kind, o, p)]
-    if "starting_after" in p:
-        assert cursor_rank is not None
-        newer_cut = cursor_rank
-        items = [o for o in items if rank(o) < newer_cut]
-        page, has_more = items[:limit], len(items) > limit
-    elif "ending_before" in p:
-        assert cursor_rank is not None
-        older_cut = cursor_rank
-        items = [o for o in items if rank(o) > older_cut]
-        page, has_more = items[-limit:], len(items) > limit
-    else:
-        page, has_more = items[:limit], len(items) > limit
+            cursors[cursor_param] = ctx.store.rank(ctx.mode, cursor)
+    page, has_more = ctx.store.page(
+        ctx.mode,
+        kind,
+        limit=limit,
+        after=cursors.get("starting_after"),
+        before=cursors.get("ending_before"),
+        matches=lambda obj: _matches(kind, obj, p),
+    )
     for path in expand:
         if not path.startswith("data."):
             raise param_error(

@@ -9,12 +9,14 @@ touching the resources."""
 
 from __future__ import annotations
 
+import bisect
+import builtins
 import contextlib
 import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import JSON, EmulatorConfigError
@@ -49,6 +51,8 @@ class Store:
         self.idempotency: dict[str, dict[str, JSON]] = {}
         self.seq = 0
         self._seen: tuple[int, int, int] | None = None  # state file signature last loaded or written
+        # (mode, kind) -> its objects' (created, creation seq, id), ascending; built on first use
+        self._index: dict[tuple[str, str], builtins.list[tuple[int, int, str]]] = {}
         if path is not None and path.exists():
             self._load(path)
             self._seen = _signature(path)
@@ -63,21 +67,74 @@ class Store:
         acct = self.accounts[mode]
         acct.table(kind)[obj["id"]] = obj
         acct.order[obj["id"]] = self.next_seq()
+        index = self._index.get((mode, kind))
+        if index is not None:
+            bisect.insort(index, self._key(mode, obj))
 
     def delete(self, mode: str, kind: str, obj_id: str) -> None:
         acct = self.accounts[mode]
+        obj = acct.table(kind).get(obj_id)
+        index = self._index.get((mode, kind))
+        if obj is not None and index is not None:
+            key = self._key(mode, obj)
+            at = bisect.bisect_left(index, key)
+            if at < len(index) and index[at] == key:
+                del index[at]
         acct.table(kind).pop(obj_id, None)
         acct.order.pop(obj_id, None)
         acct.internal.pop(obj_id, None)
 
-    def list(self, mode: str, kind: str) -> list[JSON]:
+    def rank(self, mode: str, obj: JSON) -> tuple[int, int]:
+        """Where an object sorts in lists: `created`, then creation order."""
+        return int(obj["created"]), self.accounts[mode].order.get(obj["id"], 0)
+
+    def list(self, mode: str, kind: str) -> builtins.list[JSON]:
         """A kind's objects, newest first (`created`, then creation order)."""
-        acct = self.accounts[mode]
-        return sorted(
-            acct.table(kind).values(),
-            key=lambda o: (int(o["created"]), acct.order.get(o["id"], 0)),
-            reverse=True,
-        )
+        table = self.accounts[mode].table(kind)
+        return [table[key[2]] for key in reversed(self._ordered(mode, kind))]
+
+    def page(
+        self,
+        mode: str,
+        kind: str,
+        *,
+        limit: int,
+        after: tuple[int, int] | None = None,
+        before: tuple[int, int] | None = None,
+        matches: Callable[[JSON], bool] = lambda _obj: True,
+    ) -> tuple[builtins.list[JSON], bool]:
+        """One list page, newest first, and whether more match beyond it. `after`: only objects ranked
+        below it (`starting_after`); `before`: only those above it, the `limit` nearest (`ending_before`).
+        Walks the kind's ordered index from the cursor and stops after `limit + 1` matches."""
+        index = self._ordered(mode, kind)
+        table = self.accounts[mode].table(kind)
+        found: builtins.list[JSON] = []
+        if before is not None:
+            start = bisect.bisect_left(index, (before[0], before[1] + 1))
+            positions: range = range(start, len(index))
+        else:
+            end = len(index) if after is None else bisect.bisect_left(index, after)
+            positions = range(end - 1, -1, -1)
+        for at in positions:
+            obj = table[index[at][2]]
+            if matches(obj):
+                found.append(obj)
+                if len(found) > limit:
+                    break
+        page = found[:limit]
+        if before is not None:
+            page.reverse()
+        return page, len(found) > limit
+
+    def _key(self, mode: str, obj: JSON) -> tuple[int, int, str]:
+        return (*self.rank(mode, obj), str(obj["id"]))
+
+    def _ordered(self, mode: str, kind: str) -> builtins.list[tuple[int, int, str]]:
+        index = self._index.get((mode, kind))
+        if index is None:
+            index = sorted(self._key(mode, o) for o in self.accounts[mode].table(kind).values())
+            self._index[(mode, kind)] = index
+        return index
 
     def internal(self, mode: str, obj_id: str) -> JSON:
         """The side-table row of an object: facts Stripe does not show (created on first use)."""
@@ -114,6 +171,7 @@ class Store:
             if raw.get("format") != STATE_FORMAT:
                 raise ValueError(f"format is {raw.get('format')!r}, expected {STATE_FORMAT!r}")
             self.seq = int(raw["seq"])
+            self._index = {}
             for mode in ("test", "live"):
                 given = raw["accounts"][mode]
                 acct = Account()
