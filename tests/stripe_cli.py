@@ -1,0 +1,118 @@
+"""Run the official Stripe CLI (`stripe trigger`, `stripe fixtures`) against the emulator.
+
+The CLI is the npm package `@stripe/cli`, pinned in `tools/package.json` and installed by `.ci/run`
+(`npm install --prefix tools`). It is found, in this order, at `KUPLOY_STRIPE_CLI`, at
+`tools/node_modules/.bin/stripe`, or as `stripe` on PATH; without it the tests that need it skip.
+
+Each run is isolated from the user's machine and from the network:
+- HOME and XDG_CONFIG_HOME point at a fresh temporary folder, so the CLI never reads or writes the
+  user's `~/.config/stripe/config.toml`; the working directory is that folder too, because
+  `stripe fixtures` rewrites a `.env` it finds in the working directory.
+- Before its first request every `trigger`/`fixtures` run asks GitHub for the latest release
+  (`version.CheckLatestVersion` in stripe-cli's pkg/version/version.go). There is no flag or variable
+  to turn that off, so HTTPS_PROXY points at a closed local port: the check fails at once (the CLI
+  ignores the failure) instead of waiting on a closed network. Go never proxies loopback addresses,
+  and NO_PROXY says so too, so requests to the emulator go straight to it.
+- STRIPE_CLI_TELEMETRY_OPTOUT=1, and no STRIPE_* variable of the caller is passed on: the key and
+  the API base are only ever the ones given here (`--api-key`, `--api-base`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PINNED_VERSION = "1.52.0"
+INSTALL_HINT = (
+    f"the Stripe CLI {PINNED_VERSION} is not installed: run `npm install --prefix tools --no-package-lock` "
+    "(Node.js and npm needed; .ci/run does it), or set KUPLOY_STRIPE_CLI to a `stripe` binary"
+)
+CLOSED_PORT_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused
+
+
+@dataclass(frozen=True, slots=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def describe(self) -> str:
+        """For assertion messages: what the CLI said, both streams."""
+        return f"exit {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+def find_cli() -> str | None:
+    """The path of the `stripe` executable to use, or None (then skip with INSTALL_HINT)."""
+    if explicit := os.environ.get("KUPLOY_STRIPE_CLI"):
+        return explicit if Path(explicit).is_file() else None
+    local = ROOT / "tools" / "node_modules" / ".bin" / "stripe"
+    if local.is_file() and shutil.which("node"):
+        return str(local)
+    return shutil.which("stripe")
+
+
+def run(
+    cli: str,
+    args: list[str],
+    *,
+    api_base: str,
+    api_key: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+) -> CliResult:
+    """`stripe ARGS --api-key KEY --api-base URL` in an isolated home; `env` adds variables
+    (e.g. for `${.env:NAME}` in a fixture file). A run over `timeout` seconds raises TimeoutExpired."""
+    with tempfile.TemporaryDirectory(prefix="kuploy-stripe-cli-") as home:
+        full_env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.upper().startswith(
+                ("STRIPE_", "KUPLOY_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+            )
+        }
+        full_env.update(
+            HOME=home,
+            XDG_CONFIG_HOME=str(Path(home) / "config"),
+            STRIPE_CLI_TELEMETRY_OPTOUT="1",
+            HTTPS_PROXY=CLOSED_PORT_PROXY,
+            HTTP_PROXY=CLOSED_PORT_PROXY,
+            NO_PROXY="127.0.0.1,localhost,::1",
+            NO_COLOR="1",
+        )
+        full_env.update(env or {})
+        done = subprocess.run(
+            [cli, *args, "--api-key", api_key, "--api-base", api_base],
+            cwd=home,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+def trigger(cli: str, event: str, *, api_base: str, api_key: str, timeout: float = 120.0) -> CliResult:
+    """`stripe trigger EVENT`: runs the CLI's built-in fixture for that event."""
+    return run(cli, ["trigger", event], api_base=api_base, api_key=api_key, timeout=timeout)
+
+
+def fixtures(
+    cli: str,
+    path: Path,
+    *,
+    api_base: str,
+    api_key: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+) -> CliResult:
+    """`stripe fixtures FILE`: runs a fixture file of ours (an absolute path: the CLI runs elsewhere)."""
+    return run(
+        cli, ["fixtures", str(path.resolve())], api_base=api_base, api_key=api_key, env=env, timeout=timeout
+    )
