@@ -449,6 +449,7 @@ def test_not_found_shapes(client: stripe.StripeClient, running: RunningEmulator)
         "doc_url": "https://stripe.com/docs/error-codes/resource-missing",
         "message": "No such product: 'prod_x'",
         "param": "id",
+        "request_log_url": f"{running.url}/_emulator/requests/{exc.value.request_id}",
         "type": "invalid_request_error",
     }
     with pytest.raises(stripe.InvalidRequestError, match="No such price: 'price_x'"):
@@ -591,6 +592,7 @@ def test_request_log(client: stripe.StripeClient, running: RunningEmulator) -> N
     ]
     create = log[0]
     assert set(create) == {
+        "request_id",
         "method",
         "path",
         "query",

@@ -128,6 +128,7 @@ def test_beyond_the_rate_limit_stripe_429_and_no_write(running: RunningEmulator)
             "doc_url": "https://stripe.com/docs/error-codes/rate-limit",
             "message": "Request rate limit exceeded. You can learn more about rate limits here "
             "https://stripe.com/docs/rate-limits.",
+            "request_log_url": f"{running.url}/_emulator/requests/{exc.request_id}",
             "type": "invalid_request_error",
         }
     }

@@ -11,7 +11,7 @@ resource) over `store` (tables, side tables, transactions), with `params`, `rend
 
 from __future__ import annotations
 
-from . import resources  # noqa: F401  (importing them registers their kinds and routes)
+from . import resources, search  # noqa: F401  (importing them registers their kinds and routes)
 from .app import Emulator
 from .common import SUPPORTED_CURRENCIES, period_end
 from .delivery import USER_AGENT, sign

@@ -42,6 +42,13 @@ def handle(emu: Emulator, method: str, path: str, body: bytes, hdrs: Mapping[str
         return flow
     if method == "GET" and path == "/_emulator/requests":
         return Reply(200, emu.request_log())
+    if method == "GET" and path.startswith("/_emulator/requests/"):
+        request_id = unquote(path.rsplit("/", 1)[1])
+        for entry in reversed(emu.request_log()):
+            if entry.get("request_id") == request_id:
+                return Reply(200, entry)
+        missing = StripeError(404, f"No such request: '{request_id}'", code="resource_missing")
+        return Reply(404, missing.body())
     if method == "GET" and path == "/_emulator/stats":
         return Reply(200, emu.stats())
     if method == "GET" and path == "/_emulator/faults":

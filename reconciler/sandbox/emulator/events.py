@@ -45,16 +45,30 @@ def emit(
     return event
 
 
-def emit_update(ctx: Ctx, kind: str, obj: JSON, before: JSON, ignore: tuple[str, ...] = ()) -> None:
-    """`<kind>.updated` with `previous_attributes` (the top-level fields that changed), if any did."""
+def emit_update(ctx: Ctx, kind: str, obj: JSON, before: JSON, incidental: tuple[str, ...] = ()) -> None:
+    """`<kind>.updated` with `previous_attributes`, if a field changed. An `incidental` field (a
+    product's `updated` time) is no change on its own, but is reported beside a real one, as Stripe
+    does (`{"metadata": {"k": null}, "updated": 1714547546}`)."""
     after = snapshot(ctx, kind, obj)
-    previous = {
-        k: before.get(k)
-        for k in sorted(set(before) | set(after))
-        if before.get(k) != after.get(k) and k not in ignore
-    }
-    if previous:
+    previous = previous_attributes(before, after)
+    if any(k not in incidental for k in previous):
         emit(ctx, f"{KINDS[kind].event_prefix}.updated", kind, obj, previous, frozen=after)
+
+
+def previous_attributes(before: JSON, after: JSON) -> JSON:
+    """The values before the change of what changed, as Stripe words it: a hash (`metadata`,
+    `invoice_settings`, ...) holds only its changed keys, `None` for a key that was added; any other
+    field, an array included, holds its whole old value."""
+    previous: JSON = {}
+    for k in sorted(set(before) | set(after)):
+        old, new = before.get(k), after.get(k)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            previous[k] = previous_attributes(old, new)
+        else:
+            previous[k] = old
+    return previous
 
 
 def discard(ctx: Ctx) -> None:

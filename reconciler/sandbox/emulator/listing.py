@@ -11,9 +11,15 @@ from .errors import JSON, no_such, param_error
 from .registry import KINDS, Call, route
 from .rendering import render
 
+# Array filters Stripe caps (real answer quoted in stripe/stripe-node#2089 for 12 lookup keys).
+ARRAY_LIMITS = {"lookup_keys": 10}
+
 
 def list_objects(ctx: Ctx, kind: str, p: JSON, expand: list[str]) -> JSON:
     spec = KINDS[kind]
+    for name, most in ARRAY_LIMITS.items():
+        if len(p.get(name) or ()) > most:
+            raise param_error(f"Array {name} exceeded maximum {most} allowed elements.", name)
     limit = p.get("limit", 10)
     if not 1 <= limit <= 100:
         raise param_error("Invalid limit: must be between 1 and 100", "limit")

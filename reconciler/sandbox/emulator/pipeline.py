@@ -56,6 +56,7 @@ def run(
         fault=emu._draw_fault(),
     )
     ctx.log = {
+        "request_id": ctx.request_id,
         "method": method,
         "path": path,
         "query": {},
@@ -82,7 +83,24 @@ def run(
     return _answer(emu, ctx, hdrs, status, payload), jobs
 
 
+def request_log_url(host: str | None, request_id: str) -> str:
+    """Where an error's request can be read back: the emulator's own request log, as Stripe's errors
+    point at the Dashboard's (`https://dashboard.stripe.com/test/logs/req_…`)."""
+    return f"http://{host or '127.0.0.1'}/_emulator/requests/{request_id}"
+
+
+def _with_log_url(ctx: Ctx, payload: Any) -> Any:
+    """An error body gets `request_log_url`, as every Stripe error does; a replay keeps the original's."""
+    if not (isinstance(payload, dict) and isinstance(payload.get("error"), dict)):
+        return payload
+    if "request_log_url" in payload["error"]:
+        return payload
+    request_id = ctx.headers.get("Original-Request", str(ctx.request_id))
+    return {"error": {**payload["error"], "request_log_url": request_log_url(ctx.host, request_id)}}
+
+
 def _answer(emu: Emulator, ctx: Ctx, hdrs: Mapping[str, str], status: int, payload: Any) -> Reply:
+    payload = _with_log_url(ctx, payload)
     headers = {"Request-Id": str(ctx.request_id), **ctx.headers}
     headers["Stripe-Version"] = hdrs.get("stripe-version") or stripe.api_version
     ctx.log["status"] = status
@@ -105,9 +123,10 @@ def _fault_before_execution(emu: Emulator, ctx: Ctx, method: str, query: str, bo
     error = rate_limited() if ctx.fault == "rate_limited" else api_error(str(ctx.request_id))
     headers = {"Request-Id": str(ctx.request_id), **ctx.headers}
     headers["Stripe-Version"] = str(ctx.log["stripe_version"] or stripe.api_version)
-    ctx.log["status"], ctx.log["response"] = error.status, error.body()
+    body = _with_log_url(ctx, error.body())
+    ctx.log["status"], ctx.log["response"] = error.status, body
     emu.requests.append(json.loads(json.dumps(ctx.log, default=str)))
-    return Reply(error.status, error.body(), headers, delay_s=emu.fault_state.latency_ms / 1000)
+    return Reply(error.status, body, headers, delay_s=emu.fault_state.latency_ms / 1000)
 
 
 def _execute(
@@ -147,6 +166,16 @@ def _execute(
                 json.dumps([method, path, params], sort_keys=True).encode()
             ).hexdigest()
             replay = emu.store.idempotency.get(scope, {}).get(idem_key)
+            first_path = replay.get("path", path) if replay is not None else path
+            if first_path != path:
+                raise StripeError(
+                    400,
+                    "Keys for idempotent requests can only be used for the same endpoint they were first "
+                    f"used for ('{first_path}' vs '{path}'). Try using a key other than '{idem_key}' if you "
+                    "meant to execute a different request.",
+                    type_="idempotency_error",
+                    cacheable=False,
+                )
             if replay is not None and replay["fingerprint"] != fingerprint:
                 raise StripeError(
                     400,
@@ -183,6 +212,7 @@ def _execute(
         if idem_key is not None and method in ("POST", "DELETE"):
             saved_500 = status >= 500
             emu.store.idempotency.setdefault(scope, {})[idem_key] = {
+                "path": path,
                 "fingerprint": fingerprint,
                 "status": status,
                 "response": payload,

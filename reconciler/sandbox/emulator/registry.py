@@ -69,7 +69,12 @@ def route(method: str, pattern: str, name: str) -> Callable[[Handler], Handler]:
     regex = re.compile("^" + re.sub(r"\\\{\w+\\\}", "([^/]+)", re.escape(pattern)) + "$")
 
     def add(handler: Handler) -> Handler:
-        ROUTES.append(Route(method, pattern, name, handler, regex))
+        new = Route(method, pattern, name, handler, regex)
+        if "{" in pattern:
+            ROUTES.append(new)
+        else:  # a literal path (`/v1/products/search`) wins over `/v1/products/{id}`, as in Stripe
+            first_pattern = next((i for i, r in enumerate(ROUTES) if "{" in r.pattern), len(ROUTES))
+            ROUTES.insert(first_pattern, new)
         return handler
 
     return add

@@ -340,5 +340,5 @@ def _update(ctx: Ctx, call: Call) -> JSON:
     price = ctx.need("price", call.ids[0])
     before = snapshot(ctx, "price", price)
     update_price(ctx, price, call.params)
-    emit_update(ctx, "price", price, before, ignore=("updated",))
+    emit_update(ctx, "price", price, before, incidental=("updated",))
     return render(ctx, "price", price, call.expand)

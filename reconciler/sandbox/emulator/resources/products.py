@@ -143,7 +143,7 @@ def _update(ctx: Ctx, call: Call) -> JSON:
     product = ctx.need("product", call.ids[0])
     before = snapshot(ctx, "product", product)
     update_product(ctx, product, call.params)
-    emit_update(ctx, "product", product, before, ignore=("updated",))
+    emit_update(ctx, "product", product, before, incidental=("updated",))
     return render(ctx, "product", product, call.expand)
 
 
