@@ -77,9 +77,8 @@ def test_search_other_kinds(stripe_client: stripe.StripeClient) -> None:
     )
     found = stripe_client.v1.prices.search(params={"query": f"product:'{product.id}' AND currency:'eur'"})
     assert [p.id for p in found.data] == [price.id]
-    assert [p.id for p in stripe_client.v1.prices.search(params={"query": "lookup_key:'pro_monthly'"}).data] == [
-        price.id
-    ]
+    by_key = stripe_client.v1.prices.search(params={"query": "lookup_key:'pro_monthly'"})
+    assert [p.id for p in by_key.data] == [price.id]
     customer = stripe_client.v1.customers.create(params={"email": "ops@example.com", "name": "Ops"})
     by_email = stripe_client.v1.customers.search(params={"query": "email~'example.com'"})
     assert [c.id for c in by_email.data] == [customer.id]
