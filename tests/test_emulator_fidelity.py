@@ -118,9 +118,7 @@ def test_previous_attributes_of_a_metadata_change_hold_only_the_changed_keys(
     stripe_client: stripe.StripeClient,
 ) -> None:
     product = stripe_client.v1.products.create(params={"name": "P", "metadata": {"keep": "1", "drop": "2"}})
-    stripe_client.v1.products.update(
-        product.id, params={"metadata": {"drop": "", "added": "3", "keep": "1"}}
-    )
+    stripe_client.v1.products.update(product.id, params={"metadata": {"drop": "", "added": "3", "keep": "1"}})
     event = stripe_client.v1.events.list(params={"type": "product.updated"}).data[0]
     previous = event.data.to_dict()["previous_attributes"]
     assert previous["metadata"] == {"added": None, "drop": "2"}  # "keep" did not change
