@@ -9,6 +9,7 @@ import time
 
 import stripe
 
+from . import versions
 from .context import Ctx
 from .delivery import Job
 from .errors import JSON
@@ -71,6 +72,17 @@ def previous_attributes(before: JSON, after: JSON) -> JSON:
     return previous
 
 
+def in_version(ctx: Ctx, event: JSON, version: str | None) -> JSON:
+    """The event as an endpoint pinned to `version` receives it: its object in that version's shape."""
+    if version is None or version == event["api_version"]:
+        return event
+    obj = json.loads(json.dumps(event["data"]["object"]))
+    kind = str(obj.get("object", "")).replace(".", "_")
+    if kind in KINDS:
+        obj = versions.shape(ctx, kind, obj, version)
+    return {**event, "api_version": version, "data": {**event["data"], "object": obj}}
+
+
 def discard(ctx: Ctx) -> None:
     """The request failed: the events it made never happened."""
     for event in ctx.emitted:
@@ -91,8 +103,8 @@ def commit(ctx: Ctx) -> list[Job]:
             and ("*" in we["enabled_events"] or event["type"] in we["enabled_events"])
         ]
         event["pending_webhooks"] = len(endpoints)
-        body = (json.dumps(event, indent=2) + "\n").encode("utf-8")
         for we in endpoints:
+            body = (json.dumps(in_version(ctx, event, we["api_version"]), indent=2) + "\n").encode("utf-8")
             jobs.append(
                 Job(ctx.mode, event["id"], event["type"], we["id"], we["url"], str(we["secret"]), body)
             )

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 import stripe
 
-from . import events
+from . import events, versions
 from .common import random_id
 from .context import Ctx
 from .delivery import Job
@@ -102,7 +102,7 @@ def _with_log_url(ctx: Ctx, payload: Any) -> Any:
 def _answer(emu: Emulator, ctx: Ctx, hdrs: Mapping[str, str], status: int, payload: Any) -> Reply:
     payload = _with_log_url(ctx, payload)
     headers = {"Request-Id": str(ctx.request_id), **ctx.headers}
-    headers["Stripe-Version"] = hdrs.get("stripe-version") or stripe.api_version
+    headers["Stripe-Version"] = ctx.version or hdrs.get("stripe-version") or stripe.api_version
     ctx.log["status"] = status
     ctx.log["response"] = payload
     emu.requests.append(json.loads(json.dumps(ctx.log, default=str)))
@@ -154,6 +154,7 @@ def _execute(
             ctx.log["form"] = decode_form(text)
         api_key = authenticate(hdrs)
         ctx.mode = "live" if "_live_" in api_key else "test"
+        ctx.version = versions.requested(ctx.version)
         found, ids = match_route(method, path)
         params = {**ctx.log["query"], **ctx.log["form"]} if method == "POST" else dict(ctx.log["query"])
         scope = hashlib.sha256(api_key.encode()).hexdigest()[:24]

@@ -1,12 +1,13 @@
 """One render stack for every kind: a stored object becomes the JSON Stripe answers, with `expand[]`
 followed through the store (at most `MAX_EXPAND_DEPTH` levels), kind-specific shaping from the kind's
-render hook, Stripe's key order, and `for_version`: the place where per-API-version shaping goes."""
+render hook, Stripe's key order, and the shape of the API version asked (`versions`)."""
 
 from __future__ import annotations
 
 import json
 from typing import cast
 
+from . import versions
 from .context import Ctx
 from .errors import JSON, param_error
 from .registry import KINDS
@@ -31,7 +32,18 @@ def expansions(expand: list[str]) -> dict[str, list[str]]:
     return groups
 
 
-def render(ctx: Ctx, kind: str, obj: JSON, expand: list[str], depth: int = 0) -> JSON:
+def render(
+    ctx: Ctx, kind: str, obj: JSON, expand: list[str], depth: int = 0, *, version: str | None = None
+) -> JSON:
+    """`obj` as Stripe answers it, in `version` (default: the request's `Stripe-Version`; the kinds'
+    render hooks render what they nest in the same version)."""
+    if version is not None and version != ctx.version:
+        asked, ctx.version = ctx.version, version
+        try:
+            return render(ctx, kind, obj, expand, depth)
+        finally:
+            ctx.version = asked
+    version = ctx.version
     spec = KINDS[kind]
     out = dict(obj)
     groups = expansions(expand)
@@ -49,19 +61,14 @@ def render(ctx: Ctx, kind: str, obj: JSON, expand: list[str], depth: int = 0) ->
         target = ctx.get(target_kind, ref) if ref is not None and target_kind else None
         if target is not None:
             out[head] = render(ctx, target_kind, target, rests, depth + 1)
-    return for_version(kind, ordered(out), ctx.version)
-
-
-def for_version(kind: str, out: JSON, version: str | None) -> JSON:
-    """Shape a rendered object for the API version asked (`Stripe-Version`, else the account's default).
-    Today every answer has the SDK's pinned version's shape; version-specific fields go here."""
-    del kind, version
-    return out
+    return ordered(versions.shape(ctx, kind, out, version))
 
 
 def snapshot(ctx: Ctx, kind: str, obj: JSON) -> JSON:
-    """The object as the API shows it now, frozen (an event's `data.object`)."""
-    return cast(JSON, json.loads(json.dumps(render(ctx, kind, obj, []), default=str)))
+    """The object as the API shows it now in the account's default version, frozen (an event's
+    `data.object`; `events.commit` re-shapes it for an endpoint pinned to another version)."""
+    rendered = render(ctx, kind, obj, [], version=versions.DEFAULT)
+    return cast(JSON, json.loads(json.dumps(rendered, default=str)))
 
 
 def list_object(data: list[JSON], url: str, *, has_more: bool = False, total_count: bool = False) -> JSON:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from urllib.parse import urlsplit
 
+from .. import versions
 from ..common import merge_metadata, random_id
 from ..context import Ctx
 from ..errors import JSON, StripeError, empty, missing, param_error
@@ -41,7 +42,7 @@ def create_webhook_endpoint(ctx: Ctx, p: JSON) -> JSON:
     endpoint: JSON = {
         "id": ctx.fresh_id("we_", 24),
         "object": "webhook_endpoint",
-        "api_version": p.get("api_version"),
+        "api_version": versions.requested(p["api_version"]) if p.get("api_version") else None,
         "application": None,
         "created": int(time.time()),
         "description": p.get("description") or None,
