@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+import psycopg.errors
 
 from reconciler.errors import LockTimeout
 
@@ -15,19 +15,19 @@ LOCK_KEY = 0x6B75706C6F79  # "kuploy": one session-level lock for the whole data
 
 
 @contextmanager
-def advisory_lock(conn: psycopg.Connection, *, timeout: float, poll: float = 0.2) -> Iterator[None]:
-    """Hold the reconciler lock on `conn` for the block; wait up to `timeout` seconds for it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
-        if row and row[0]:
-            break
-        if time.monotonic() >= deadline:
-            raise LockTimeout(
-                f"another kuploy-reconciler apply or migrate holds the lock ({_holder(conn)}); "
-                f"waited {timeout:g}s. Retry when it has finished."
-            )
-        time.sleep(poll)
+def advisory_lock(conn: psycopg.Connection, *, timeout: float) -> Iterator[None]:
+    """Hold the reconciler lock on `conn` (an autocommit connection) for the block; Postgres waits up
+    to `timeout` seconds for it (`lock_timeout`, set for this one statement)."""
+    try:
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, true), pg_advisory_lock(%s)",
+            (f"{max(1, round(timeout * 1000))}ms", LOCK_KEY),
+        )
+    except psycopg.errors.LockNotAvailable:
+        raise LockTimeout(
+            f"another kuploy-reconciler apply or migrate holds the lock ({_holder(conn)}); "
+            f"waited {timeout:g}s. Retry when it has finished."
+        ) from None
     try:
         yield
     finally:
