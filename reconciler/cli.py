@@ -30,7 +30,36 @@ from reconciler.render.json import render_json
 from reconciler.render.markdown import render_markdown
 from reconciler.render.text import render_text, summary_line
 from reconciler.savedplan import is_saved_plan
-from reconciler.settings import SANDBOX_STRIPE_KEY, CatalogFetch, Environment, Secret, Settings
+from reconciler.settings import (
+    ARCHIVE_SHARE,
+    LOCK_TIMEOUT,
+    MAX_RPS,
+    SANDBOX_STRIPE_KEY,
+    CatalogFetch,
+    Environment,
+    NumberRange,
+    Secret,
+    Settings,
+)
+
+
+class Number(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic since click 8.2
+    """A flag's number, read by `NumberRange.parse` like the environment's (no nan, inf, overflow,
+    or non-ASCII digits)."""
+
+    name = "number"
+
+    def __init__(self, accepted: NumberRange) -> None:
+        self.accepted = accepted
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value  # a default
+        flag = param.opts[0] if param is not None and param.opts else "value"
+        try:
+            return self.accepted.parse(str(value), flag)
+        except ConfigError as e:
+            raise click.UsageError(str(e), ctx) from None
 
 
 def _color(stream: Any) -> bool:
@@ -158,7 +187,7 @@ webhook_url_option = click.option(
 guard_options = [
     click.option(
         "--max-archive-share",
-        type=click.FloatRange(0, 1),
+        type=Number(ARCHIVE_SHARE),
         default=0.5,
         show_default=True,
         help="Refuse a plan archiving more than this share of the active paid plans at once.",
@@ -203,7 +232,11 @@ adopt_option = click.option(
     "(the Product its cloud_plans row names, else the only active one with the plan's name).",
 )
 lock_option = click.option(
-    "--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for another apply."
+    "--lock-timeout",
+    type=Number(LOCK_TIMEOUT),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for another apply.",
 )
 output_option = click.option(
     "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
@@ -275,7 +308,7 @@ def plan_command(
 
 max_rps_option = click.option(
     "--max-rps",
-    type=click.FloatRange(min=0.1),
+    type=Number(MAX_RPS),
     help="Stripe requests per second (default: 25 with a test key, 90 with a live key; "
     "env KUPLOY_STRIPE_MAX_RPS).",
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -147,6 +148,7 @@ class Environment:
                 f"{present} is set but {missing} is not: set both to use a real database and Stripe, "
                 "or neither to use the local sandbox (embedded Postgres + Stripe emulator)"
             )
+        max_rps = env.get("KUPLOY_STRIPE_MAX_RPS")
         if key is not None:
             check_stripe_key(key, live=live)
             if strict and (publishable := env.get("STRIPE_PUBLISHABLE_KEY")):
@@ -157,7 +159,7 @@ class Environment:
             stripe_api_base=env.get("STRIPE_API_BASE") or None,
             state_dir=state_dir(env),
             live=live,
-            max_rps=_positive_float(env, "KUPLOY_STRIPE_MAX_RPS"),
+            max_rps=MAX_RPS.parse(max_rps, "KUPLOY_STRIPE_MAX_RPS") if max_rps else None,
         )
 
 
@@ -185,17 +187,14 @@ class CatalogFetch:
     @classmethod
     def read(cls, env: Mapping[str, str] | None = None) -> CatalogFetch:
         env = os.environ if env is None else env
-        retries_raw = env.get("KUPLOY_CATALOG_RETRIES") or "3"
-        if not retries_raw.isdigit() or int(retries_raw) > 10:
-            raise ConfigError(
-                f"KUPLOY_CATALOG_RETRIES must be a whole number from 0 to 10, not {retries_raw!r}"
-            )
+        timeout = env.get("KUPLOY_CATALOG_TIMEOUT")
+        retries = env.get("KUPLOY_CATALOG_RETRIES")
         key = env.get("KUPLOY_LICENSE_KEY") or None
         return cls(
             url=env.get("KUPLOY_CATALOG_URL") or None,
             license_key=Secret(key.strip()) if key else None,
-            timeout=_positive_float(env, "KUPLOY_CATALOG_TIMEOUT") or 10.0,
-            retries=int(retries_raw),
+            timeout=CATALOG_TIMEOUT.parse(timeout, "KUPLOY_CATALOG_TIMEOUT") if timeout else 10.0,
+            retries=int(CATALOG_RETRIES.parse(retries, "KUPLOY_CATALOG_RETRIES")) if retries else 3,
             cache_dir=state_dir(env) / "catalog-cache",
         )
 
@@ -233,14 +232,53 @@ def check_key_pair(secret: str, publishable: str) -> None:
         )
 
 
-def _positive_float(env: Mapping[str, str], name: str) -> float | None:
-    raw = env.get(name)
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if value <= 0:
-        raise ConfigError(f"{name} must be a positive number, not {raw!r}")
-    return value
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+"""A number as an operator types it: ASCII digits only (`str.isdigit` and `float` also take '²',
+'٣' and full-width digits), no `nan`, `inf`, `0x`, or `_`."""
+_WHOLE = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class NumberRange:
+    """What one flag or variable accepts; `parse` is the one way a number is read from the operator.
+
+    `float()` alone takes `nan` (which compares false with every bound, so it passes any range
+    check and turns a guard off), `inf` and `1e308` (which overflow later, as a deadline or a
+    socket timeout), and non-ASCII digits."""
+
+    minimum: float
+    maximum: float
+    min_open: bool = False
+    """The minimum itself is excluded (a timeout or a rate of 0 means nothing)."""
+    integer: bool = False
+    unit: str = ""
+
+    def describe(self) -> str:
+        what = "a whole number" if self.integer else "a number"
+        unit = f" {self.unit}" if self.unit else ""
+        if self.min_open:
+            return f"{what} greater than {self.minimum:g} and at most {self.maximum:g}{unit}"
+        return f"{what} from {self.minimum:g} to {self.maximum:g}{unit}"
+
+    def parse(self, raw: str, name: str) -> float:
+        """`raw` as a number in range, or `ConfigError` naming `name` and what it accepts."""
+        text = raw.strip()
+        form = _WHOLE if self.integer else _DECIMAL
+        value = float(text) if form.fullmatch(text) else math.nan
+        low_ok = value > self.minimum if self.min_open else value >= self.minimum
+        if not (math.isfinite(value) and low_ok and value <= self.maximum):
+            raise ConfigError(f"{name} must be {self.describe()}, not {_printable_value(raw)}")
+        return value
+
+
+def _printable_value(raw: str) -> str:
+    """A refused value as a message shows it: quoted, escaped, cut short."""
+    shown = repr(raw[:40])  # repr escapes what is not printable
+    return shown if len(raw) <= 40 else f"{shown[:-1]}...'"
+
+
+ARCHIVE_SHARE = NumberRange(0, 1)
+LOCK_TIMEOUT = NumberRange(0, 86400, unit="seconds")
+MAX_RPS = NumberRange(0.1, 10000, unit="requests per second")
+CATALOG_TIMEOUT = NumberRange(0, 600, min_open=True, unit="seconds")
+CATALOG_RETRIES = NumberRange(0, 10, integer=True)
