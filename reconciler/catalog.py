@@ -124,6 +124,8 @@ class _Doc:
     key_lines: dict[JsonPath, int] = field(default_factory=dict)
     value_lines: dict[JsonPath, int] = field(default_factory=dict)
     found: list[_Found] = field(default_factory=list)
+    disputed: set[JsonPath] = field(default_factory=set)
+    """Paths of YAML values refused for reading differently in YAML 1.1 and 1.2 (reported once)."""
 
     def report(self, path: JsonPath, message: str, line: int | None = None) -> None:
         """Record a problem at `path`; the text is built later, once slugs are known."""
@@ -300,8 +302,94 @@ def _read_text(path: Path, file: str) -> str:
 # --- YAML -----------------------------------------------------------------------------------------
 
 
+# Plain (unquoted) scalars are resolved by YAML 1.2's core schema where it agrees with YAML 1.1,
+# and refused where the two disagree: PyYAML reads YAML 1.1, where `0700` is octal 448, `1:30` is
+# 90 (base 60), `1_000` is 1000 and `yes`/`on` are true, while YAML 1.2 tools (editors, the schema's
+# language server, other loaders) read 700, "1:30", "1_000" and "yes". A price must not depend on
+# which one reads the file, so only the forms both read alike are numbers or booleans.
+_AGREED = (
+    ("tag:yaml.org,2002:int", re.compile(r"[-+]?(?:0|[1-9][0-9]*)")),
+    ("tag:yaml.org,2002:float", re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+][0-9]+)?")),
+    ("tag:yaml.org,2002:float", re.compile(r"[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")),
+    ("tag:yaml.org,2002:bool", re.compile(r"true|True|TRUE|false|False|FALSE")),
+    ("tag:yaml.org,2002:null", re.compile(r"~|null|Null|NULL|")),
+)
+_DISPUTED = re.compile(
+    r"""[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?  # 1.1 base 60: 1:30
+      | [-+]?0[bB][01_]+ | [-+]?0[oO]?[0-7_]+ | [-+]?0[xX][0-9a-fA-F_]+  # 1.1 or 1.2 only: 0b, 0700, 0o7, 0x
+      | [-+]?[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?  # 1_000, 1.5_0, 1e3 (a 1.2 float only)
+      | [-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+      | y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF  # 1.1 booleans
+    """,
+    re.VERBOSE,
+)
+_DISPUTED_TAG = "tag:kuploy-reconciler:yaml-disputed"
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _plain_scalar_tag(value: str) -> str:
+    """The tag of a plain scalar: an agreed number, boolean or null, the disputed tag, or a string."""
+    if value == "<<":
+        return _MERGE_TAG  # refused with its own message
+    for tag, form in _AGREED:
+        if form.fullmatch(value):
+            return tag
+    return _DISPUTED_TAG if _DISPUTED.fullmatch(value) else _STR_TAG
+
+
+def _disputed(text: str) -> str:
+    """Why a plain scalar is refused: what YAML 1.1 and 1.2 each make of it, and what to write."""
+    try:
+        old = yaml.safe_load(text)  # PyYAML is YAML 1.1: `text` alone is the same plain scalar
+    except (yaml.YAMLError, ValueError):  # PyYAML cannot even convert some of them (`._`)
+        old = text
+    new = _yaml12_reading(text)
+    advice = "write integers in plain decimal, booleans as true or false, and quote text"
+    if type(old) is not type(new) or old != new:
+        return f"{text} is read as {_shown(old)} by YAML 1.1 but as {_shown(new)} by YAML 1.2: {advice}"
+    if base := _BASES.get(text.lstrip("+-")[:2].lower()):
+        return f"{text} is {_shown(new)} written in base {base}: {advice}"
+    return f"{text} is not read the same way by every YAML reader: {advice}"
+
+
+_BASES = {"0x": 16, "0o": 8, "0b": 2}
+
+
+def _yaml12_reading(text: str) -> Any:
+    """What a YAML 1.2 (core schema) reader makes of a disputed plain scalar."""
+    sign, digits = (-1, text[1:]) if text.startswith("-") else (1, text.lstrip("+"))
+    if re.fullmatch(r"[0-9]+", digits):
+        return sign * int(digits)
+    if re.fullmatch(r"0o[0-7]+|0x[0-9a-fA-F]+", text):
+        return int(text[2:], _BASES[text[:2]])
+    if re.fullmatch(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?", text):
+        return float(text)
+    return text
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"the text {value!r}" if isinstance(value, str) else f"{value:g}"
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that quotes every string `_Loader` would not read back as that string."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0]:
+            return _plain_scalar_tag(value)
+        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call,unused-ignore]
+
+
 class _Loader(yaml.SafeLoader):  # type: ignore[misc,unused-ignore]
-    """SafeLoader that refuses aliases (no alias bombs, no hidden sharing between plans)."""
+    """SafeLoader that refuses aliases (no alias bombs, no hidden sharing between plans), and
+    resolves plain scalars only where YAML 1.1 and 1.2 agree (`_plain_scalar_tag`)."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0]:
+            return _plain_scalar_tag(value)
+        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call,unused-ignore]
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -355,7 +443,10 @@ def _from_node(loader: Any, doc: _Doc, node: Any, path: JsonPath) -> Any:
             if key_node.tag == _MERGE_TAG:
                 doc.report(path, "YAML merge keys (<<) are not supported: use copy_from", line)
                 continue
-            key = loader.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            key = None
+            if isinstance(key_node, yaml.ScalarNode):
+                disputed = key_node.tag == _DISPUTED_TAG  # a key is text: `on:` is the key "on"
+                key = key_node.value if disputed else loader.construct_object(key_node)
             if not isinstance(key, str):
                 shown = _show(key) if isinstance(key_node, yaml.ScalarNode) else "a list or mapping"
                 doc.report(path, f"keys must be strings, not {shown}", line)
@@ -374,6 +465,10 @@ def _from_node(loader: Any, doc: _Doc, node: Any, path: JsonPath) -> Any:
         )
     if isinstance(node, yaml.SequenceNode):
         return [_from_node(loader, doc, item, (*path, i)) for i, item in enumerate(node.value)]
+    if node.tag == _DISPUTED_TAG:
+        doc.report(path, _disputed(node.value))
+        doc.disputed.add(path)
+        return node.value
     return loader.construct_object(node)
 
 
@@ -553,6 +648,8 @@ def _check_schema(doc: _Doc) -> None:
     seen: set[tuple[JsonPath, str]] = set()
     for error in _validator().iter_errors(doc.data):
         path: JsonPath = tuple(error.absolute_path)
+        if path in doc.disputed:
+            continue
         for sub_path, message in _explain(error, path):
             if (sub_path, message) not in seen:  # `required` reports each missing key as its own error
                 seen.add((sub_path, message))
@@ -1042,6 +1139,6 @@ def dump_catalog(catalog: model.Catalog, *, comment: str = "") -> str:
         entry["features"] = plan.features.as_json()
         plans.append(entry)
     header = "".join(f"# {line}\n" for line in comment.splitlines())
-    return header + yaml.safe_dump(
-        {"version": 1, "plans": plans}, sort_keys=False, allow_unicode=True, width=100
+    return header + yaml.dump(
+        {"version": 1, "plans": plans}, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
     )

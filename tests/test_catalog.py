@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from reconciler import model
-from reconciler.catalog import MAX_FILE_BYTES, PRESETS, STRIPE_CURRENCIES, load_catalog, parse_size
+from reconciler.catalog import (
+    MAX_FILE_BYTES,
+    PRESETS,
+    STRIPE_CURRENCIES,
+    dump_catalog,
+    load_catalog,
+    parse_size,
+)
 from reconciler.errors import CatalogError, KuployError
 
 HERE = Path(__file__).parent
@@ -349,6 +357,67 @@ def test_float_price_is_not_an_integer() -> None:
     assert problems(path) == (
         "catalog.yaml:9: plans[1] (pro).priceCents: must be an integer or null, not number 2000.0",
     )
+
+
+@pytest.mark.parametrize(
+    ("written", "yaml11"),
+    [
+        ("0700", "is read as 448 by YAML 1.1 but as 700 by YAML 1.2"),  # octal in 1.1
+        ("+0700", "is read as 448 by YAML 1.1 but as 700 by YAML 1.2"),
+        ("1:30", "is read as 90 by YAML 1.1 but as the text '1:30' by YAML 1.2"),  # base 60
+        ("1_000", "is read as 1000 by YAML 1.1 but as the text '1_000' by YAML 1.2"),
+        ("0x10", "is 16 written in base 16"),
+        ("0o7", "is read as the text '0o7' by YAML 1.1 but as 7 by YAML 1.2"),
+        ("0b101", "is read as 5 by YAML 1.1 but as the text '0b101' by YAML 1.2"),
+        ("2e3", "is read as the text '2e3' by YAML 1.1 but as 2000 by YAML 1.2"),
+        ("00", "is not read the same way by every YAML reader"),
+    ],
+)
+def test_a_yaml_number_yaml_versions_read_differently_is_refused_saying_why(
+    written: str, yaml11: str
+) -> None:
+    """PyYAML reads YAML 1.1, where `priceCents: 0700` silently became 448 cents; editors and other
+    tools read YAML 1.2. Money and limits are plain decimal or refused, at their file:line and path."""
+    catalog = base_with("priceCents: 2000", f"priceCents: {written}")
+    catalog = catalog.replace(
+        "    preset: medium\n", f"    preset: medium\n    limits:\n      maxApps: {written}\n"
+    )
+    (limit, price) = problems(write("catalog.yaml", catalog))
+    advice = "write integers in plain decimal, booleans as true or false, and quote text"
+    assert price == f"catalog.yaml:11: plans[1] (pro).priceCents: {written} {yaml11}: {advice}"
+    assert limit == f"catalog.yaml:10: plans[1] (pro).limits.maxApps: {written} {yaml11}: {advice}"
+
+
+@pytest.mark.parametrize("written", ["yes", "No", "on", "OFF", "y", "N"])
+def test_a_yaml_11_boolean_is_refused_where_a_boolean_goes(written: str) -> None:
+    """`isActive: no` is false in YAML 1.1 and the text "no" in YAML 1.2: refused, not guessed."""
+    catalog = base_with("    preset: medium\n", f"    preset: medium\n    isActive: {written}\n")
+    (problem,) = problems(write("catalog.yaml", catalog))
+    assert problem.startswith(f"catalog.yaml:9: plans[1] (pro).isActive: {written} ")
+    assert "true or false" in problem
+
+
+def test_plain_yaml_numbers_booleans_and_quoted_text_still_load() -> None:
+    """The forms every YAML reader agrees on, and any disputed form quoted as text (or as a key)."""
+    catalog = base_with("priceCents: 2000", "priceCents: +2000\n    description: '0700'\n    isActive: True")
+    catalog = catalog.replace("name: Pro", 'name: "yes"')
+    (_free, pro) = load_catalog(write("catalog.yaml", catalog)).plans
+    assert (pro.price_cents, pro.description, pro.name, pro.is_active) == (2000, "0700", "yes", True)
+    assert problems(write("keys.yaml", BASE + "on: 1\n")) == (
+        "keys.yaml:12: on: unknown key (allowed: version, plans, webhookEndpoint)",
+    )
+
+
+def test_export_quotes_text_that_would_read_back_as_something_else() -> None:
+    texts = ["0700", "1:30", "yes", "y", "2e3", "0o7", "1_000", "true", "null", "12", ".5"]
+    free, pro = load_catalog(write("catalog.yaml", BASE)).plans
+    plans = [free] + [
+        dataclasses.replace(pro, slug=f"plan-{i}", name=text, description=text)
+        for i, text in enumerate(texts)
+    ]
+    path = write("exported.yaml", dump_catalog(model.Catalog(plans=tuple(plans), sources=("x",))))
+    loaded = load_catalog(path).plans
+    assert [(p.name, p.description) for p in loaded[1:]] == [(t, t) for t in texts]
 
 
 def test_bool_limit() -> None:
