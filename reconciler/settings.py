@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from reconciler.errors import ConfigError
 
@@ -39,37 +43,48 @@ class Secret:
         return hash(self._value)
 
 
+MASK = "***"
+_SHOWN_FIRST = ("host", "hostaddr", "port", "dbname", "user", "password")
+
+
 def redact_dsn(dsn: str) -> str:
-    """`postgresql://user:pw@host/db` → `postgresql://user:***@host/db` (also for key=value DSNs)."""
-    if "://" not in dsn:
-        return " ".join(
-            "password=***" if part.lower().startswith("password=") else part for part in dsn.split()
-        )
+    """The DSN for messages, every password masked: parsed by libpq's own rules (a URL's userinfo,
+    its `?password=` parameter, a key/value `password='two words'`), then rebuilt as key/value
+    parameters, `host=db port=5432 dbname=kuploy user=kuploy password=***`. A DSN libpq cannot
+    parse is not shown at all (its parse error would quote it whole)."""
     try:
-        parts = urlsplit(dsn)
-        password = parts.password
-    except ValueError:  # e.g. an unclosed IPv6 bracket: mask whatever sits between ':' and '@'
-        return _USERINFO_PASSWORD.sub(r"\1***@", dsn)
-    if password is None:
-        return _USERINFO_PASSWORD.sub(r"\1***@", dsn) if "@" in dsn else dsn
-    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "(a connection string libpq cannot parse)"
+    if "password" in params:
+        params["password"] = MASK
+    ordered = {k: params[k] for k in _SHOWN_FIRST if k in params} | params
+    return make_conninfo("", **ordered)
 
 
-_USERINFO_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+def _passwords(dsn: str) -> set[str]:
+    """Every form the DSN's password may take in a message: as libpq reads it, as written (quoted,
+    percent-encoded), and as a naive reading of an unparseable DSN would find it."""
+    found: set[str] = set()
+    with contextlib.suppress(psycopg.Error):
+        if password := conninfo_to_dict(dsn).get("password"):
+            found.update({str(password), quote(str(password), safe=""), quote(str(password))})
+    if match := _USERINFO_PASSWORD.search(dsn):
+        found.add(match.group(2))
+    for match in _PASSWORD_PARAM.finditer(dsn):
+        value = match.group(1)
+        found.update({value, value.strip("'"), value.split("&")[0]})
+    return {f for f in found if f and f != MASK}
+
+
+_USERINFO_PASSWORD = re.compile(r"(://[^:/@]*:)([^@]*)@")
+_PASSWORD_PARAM = re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s]+)", re.IGNORECASE)
 
 
 def scrub(text: str, dsn: str) -> str:
     """`text` (say, a driver's error message) without the DSN or its password in it."""
-    secrets = {dsn}
-    match = _USERINFO_PASSWORD.search(dsn)
-    if match:
-        secrets.add(match.group(0)[len(match.group(1)) : -1])
-    for part in dsn.split():
-        if part.lower().startswith("password="):
-            secrets.add(part.split("=", 1)[1])
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
+    for secret in sorted({dsn, *_passwords(dsn)}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
     return text
 
 

@@ -507,3 +507,66 @@ def test_a_malformed_database_url_does_not_print_its_password(
         assert result.returncode == 1
         shown = result.stdout + result.stderr
         assert "S3cr3t" not in shown, (args, shown)
+
+
+# --- every form a database password takes in a DSN ------------------------------------------------
+
+SPACED_PASSWORD = "Pg-S3cr3t pa55/w0rd&Zq 'x'"
+"""A space (needs quoting in a key/value DSN), a quote, '/', '&' (need percent-encoding in a URL)."""
+
+
+def _dsn_forms(database_url: str, port: int | None = None) -> dict[str, str]:
+    info = psycopg.conninfo.conninfo_to_dict(database_url)
+    host, user, dbname = str(info.get("host", "127.0.0.1")), str(info.get("user", "postgres")), info["dbname"]
+    port = port or int(info.get("port", 5432))
+    encoded, url_host = quote(SPACED_PASSWORD, safe=""), quote(host, safe="")
+    keyvalue = psycopg.conninfo.make_conninfo(
+        "", host=host, port=port, user=user, dbname=dbname, password=SPACED_PASSWORD
+    )
+    return {
+        "url-userinfo": f"postgresql://{user}:{encoded}@{url_host}:{port}/{dbname}",
+        "url-query": f"postgresql://{user}@{url_host}:{port}/{dbname}?sslmode=disable&password={encoded}",
+        "url-query-first": f"postgresql://{user}@{url_host}:{port}/{dbname}?password={encoded}",
+        "keyvalue-quoted": keyvalue,
+        "keyvalue-plain": f"host={host} port={port} user={user} dbname={dbname} password=Pg-S3cr3t-pa55",
+    }
+
+
+def _shows_password(text: str) -> bool:
+    body = SPACED_PASSWORD
+    pieces = {body[i : i + 6] for i in range(len(body) - 5)} | {quote(body, safe="")[:12], "S3cr3t"}
+    return any(piece in text for piece in pieces)
+
+
+@pytest.mark.parametrize("reachable", [True, False], ids=["reachable", "unreachable"])
+def test_no_password_form_in_a_dsn_is_shown(
+    reachable: bool, cli_env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    """plan, --debug plan, doctor and doctor -o json, with the password in the URL's userinfo, in
+    its `?password=` parameter, and in a key/value DSN (quoted, with a space): never shown."""
+    forms = _dsn_forms(database_url, None if reachable else free_port())
+    if reachable:
+        for dsn in forms.values():  # each form really is a working DSN (the server trusts local logins)
+            with psycopg.connect(dsn) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+    catalog = str(write_catalog(tmp_path, standard_plans()))
+    jobs = [
+        (form, args)
+        for form in forms
+        for args in (("plan", catalog), ("--debug", "plan", catalog), ("doctor",), ("doctor", "-o", "json"))
+    ]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(
+            pool.map(lambda job: cli_run(job[1], {**cli_env, "DATABASE_URL": forms[job[0]]}, tmp_path), jobs)
+        )
+    shown = {
+        f"{form} {' '.join(args)}": result.stdout + result.stderr
+        for (form, args), result in zip(jobs, results, strict=True)
+        if _shows_password(result.stdout + result.stderr)
+    }
+    assert not shown, shown
+    if reachable:
+        doctor = [r for (_, args), r in zip(jobs, results, strict=True) if args == ("doctor",)]
+        assert all("password=***" in r.stdout for r in doctor), [r.stdout for r in doctor]
+    else:
+        assert all(r.returncode == 1 for r in results)
