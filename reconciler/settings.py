@@ -204,10 +204,12 @@ class CatalogFetch:
         env = os.environ if env is None else env
         timeout = env.get("KUPLOY_CATALOG_TIMEOUT")
         retries = env.get("KUPLOY_CATALOG_RETRIES")
-        key = env.get("KUPLOY_LICENSE_KEY") or None
+        key = (env.get("KUPLOY_LICENSE_KEY") or "").strip(" \t\r\n") or None  # a final newline is not the key
+        if key is not None:
+            check_header_token(key, "KUPLOY_LICENSE_KEY")
         return cls(
             url=env.get("KUPLOY_CATALOG_URL") or None,
-            license_key=Secret(key.strip()) if key else None,
+            license_key=Secret(key) if key else None,
             timeout=CATALOG_TIMEOUT.parse(timeout, "KUPLOY_CATALOG_TIMEOUT") if timeout else 10.0,
             retries=int(CATALOG_RETRIES.parse(retries, "KUPLOY_CATALOG_RETRIES")) if retries else 3,
             cache_dir=state_dir(env) / "catalog-cache",
@@ -216,6 +218,7 @@ class CatalogFetch:
 
 def check_stripe_key(key: str, *, live: bool) -> None:
     """Refuse keys that are malformed, or live without `--live`, or test with `--live`."""
+    check_header_token(key, "STRIPE_SECRET_KEY")
     prefixes = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
     if not key.startswith(prefixes) or len(key) < 12:
         raise ConfigError("STRIPE_SECRET_KEY does not look like a Stripe secret key (sk_test_… or sk_live_…)")
@@ -224,6 +227,29 @@ def check_stripe_key(key: str, *, live: bool) -> None:
         raise ConfigError("STRIPE_SECRET_KEY is a live key: pass --live to change real billing")
     if live and not is_live:
         raise ConfigError("--live was given but STRIPE_SECRET_KEY is a test-mode key: refusing the mismatch")
+
+
+_TOKEN = re.compile(r"[!-~]+")
+"""What a bearer token or API key can be: printable ASCII without spaces, so it fits in an HTTP
+header as it is (a newline there splits the header; a curly quote cannot be encoded)."""
+
+
+def check_header_token(value: str, name: str) -> None:
+    """Refuse a key that cannot be sent as it is, naming the variable and never the value."""
+    if _TOKEN.fullmatch(value):
+        return
+    bad = next((c for c in value if not _TOKEN.fullmatch(c)), "")
+    kind = (
+        "nothing" if not bad else
+        "a line break" if bad in "\r\n" else
+        "a space or tab" if bad in " \t" else
+        "a control character" if bad.isascii() else
+        "a non-ASCII character (a curly quote, a non-breaking space...)"
+    )  # fmt: skip
+    raise ConfigError(
+        f"{name} contains {kind}: a key is printable ASCII without spaces; copy it again "
+        "(without quotes or line breaks)"
+    )
 
 
 def key_mode(key: str) -> str | None:

@@ -570,3 +570,54 @@ def test_no_password_form_in_a_dsn_is_shown(
         assert all("password=***" in r.stdout for r in doctor), [r.stdout for r in doctor]
     else:
         assert all(r.returncode == 1 for r in results)
+
+
+# --- keys that cannot be sent as they are -------------------------------------------------------
+
+BROKEN_KEY_TAILS = {
+    "newline": "\nX-Evil: 1",
+    "carriage-return": "\rtail",
+    "curly-quote": "\u201d",
+    "space": " tail",
+    "tab": "\ttail",
+    "non-ascii": "\u00e9t\u00e9",
+    "nbsp": "\u00a0",
+    "control": "\x1b[2J",
+}
+
+
+@pytest.mark.parametrize("variable", ["KUPLOY_LICENSE_KEY", "STRIPE_SECRET_KEY"])
+def test_a_key_that_cannot_be_sent_is_refused_naming_the_variable_not_the_value(
+    variable: str,
+    secret_env: dict[str, str],
+    tmp_path: Path,
+    emulator: RunningEmulator,
+    catalog_server: CatalogServer,
+) -> None:
+    """A license key with a newline was `unexpected ValueError` (and with --debug a traceback quoting
+    it); a curly quote `unexpected UnicodeEncodeError`; a Stripe key with a newline was "Stripe is
+    unreachable" after 6 tries. Each is one Error line naming the variable, sent nowhere."""
+    catalog_server.body = json.dumps({"plans": standard_plans()}).encode()
+    base = LICENSE_KEY if variable == "KUPLOY_LICENSE_KEY" else SECRET_KEY
+    catalog = str(write_catalog(tmp_path, standard_plans()))
+    command = ("sync", "--dry-run") if variable == "KUPLOY_LICENSE_KEY" else ("plan", catalog)
+    jobs = [
+        (case, debug, {**secret_env, "KUPLOY_CATALOG_URL": catalog_server.url, variable: base + tail})
+        for case, tail in BROKEN_KEY_TAILS.items()
+        for debug in (False, True)
+    ]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda job: cli_run(("--debug",) * job[1] + command, job[2], tmp_path), jobs))
+    for (case, debug, _), result in zip(jobs, results, strict=True):
+        shown = result.stdout + result.stderr
+        label = (case, debug, shown)
+        assert result.returncode == 1, label
+        assert f"Error: {variable} contains " in result.stderr, label
+        assert "Traceback" not in shown and "unexpected" not in shown and "unreachable" not in shown, label
+        assert not leaks(shown), label
+    assert catalog_server.seen_tokens == []  # the key went nowhere
+    assert emulator.emulator.requests == []
+    # A final newline (a key kept in a file) is no part of a license key: still accepted.
+    env = {**secret_env, "KUPLOY_CATALOG_URL": catalog_server.url, "KUPLOY_LICENSE_KEY": LICENSE_KEY + "\n"}
+    assert cli_run(("validate", catalog_server.url), env, tmp_path).returncode == 0
+    assert catalog_server.seen_tokens == [LICENSE_KEY]
