@@ -67,22 +67,55 @@ class MassArchiveRefused(KuployError):
     """The plan archives too many active paid plans at once; nothing was written."""
 
 
-def mass_archive(planned: Plan, current: CurrentState) -> tuple[tuple[str, ...], int]:
-    """(slugs of active paid plans `planned` archives, number of active paid plans now)."""
-    active_paid = sum(1 for row in current.rows.values() if row.spec.is_paid)
-    return planned.archived_paid_plans(), active_paid
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MassArchive:
+    """What a plan archives, against the active paid plans counted in both places: `cloud_plans` can
+    be empty or stale (a wrong DATABASE_URL, a restored backup, a new install pointed at a live
+    account) while Stripe still sells every plan, so the larger count is the one guarded."""
+
+    archived: tuple[str, ...]
+    """Slugs of the active paid plans (in either place) the plan archives."""
+    in_postgres: int
+    in_stripe: int
+
+    @property
+    def active_paid(self) -> int:
+        return max(self.in_postgres, self.in_stripe)
+
+    def describe(self) -> str:
+        """`3 of 5 active paid plan(s) (pro, team, max; 0 in cloud_plans, 5 on sale in Stripe)`."""
+        names = ", ".join(self.archived)
+        counts = f"{self.in_postgres} in cloud_plans, {self.in_stripe} on sale in Stripe"
+        return f"{len(self.archived)} of {self.active_paid} active paid plan(s) ({names}; {counts})"
+
+    @property
+    def hint(self) -> str:
+        if self.in_postgres >= self.in_stripe:
+            return ""
+        return (
+            " cloud_plans has fewer active paid plans than Stripe sells: is DATABASE_URL the database "
+            "this Stripe account was applied with?"
+        )
+
+
+def mass_archive(planned: Plan, current: CurrentState) -> MassArchive:
+    return MassArchive(
+        archived=planned.archived_paid_plans(),
+        in_postgres=sum(1 for row in current.rows.values() if row.spec.is_paid),
+        in_stripe=len(current.stripe.plans_on_sale()),
+    )
 
 
 def check_mass_archive(planned: Plan, current: CurrentState, guard: ArchiveGuard) -> None:
-    archived, active_paid = mass_archive(planned, current)
-    if guard.allow or not archived or not active_paid:
+    found = mass_archive(planned, current)
+    if guard.allow or not found.archived or not found.active_paid:
         return
-    share = len(archived) / active_paid
+    share = len(found.archived) / found.active_paid
     if share > guard.max_share:
         raise MassArchiveRefused(
-            f"refusing to archive {len(archived)} of {active_paid} active paid plan(s) at once "
-            f"({share:.0%} > {guard.max_share:.0%}): {', '.join(archived)}. Nothing was changed. "
-            "If the catalog is right, re-run with --allow-mass-archive (or a higher --max-archive-share)"
+            f"refusing to archive {found.describe()} at once: {share:.0%} > {guard.max_share:.0%}. "
+            f"Nothing was changed.{found.hint} If the catalog is right, re-run with --allow-mass-archive "
+            "(or a higher --max-archive-share)"
         )
 
 
@@ -177,9 +210,8 @@ def _plan(calls: StripeCalls, catalog: Catalog, current: CurrentState, *, adopt:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlanOutcome:
     plan: Plan
-    archived_paid: tuple[str, ...] = ()
-    """Active paid plans the plan archives (for the mass-archive warning)."""
-    active_paid: int = 0
+    mass_archive: MassArchive
+    """What the plan archives of the active paid plans (for the mass-archive warning)."""
 
 
 def plan(settings: Settings, catalog: Catalog, *, adopt: bool = False, out: Path | None = None) -> Plan:
@@ -195,8 +227,7 @@ def plan_outcome(
         planned = _plan(calls, catalog, current, adopt=adopt)
     if out is not None:
         write_saved_plan(out, planned, catalog, current, adopt=adopt, tool_version=tool_version())
-    archived, active_paid = mass_archive(planned, current)
-    return PlanOutcome(plan=planned, archived_paid=archived, active_paid=active_paid)
+    return PlanOutcome(plan=planned, mass_archive=mass_archive(planned, current))
 
 
 def apply(

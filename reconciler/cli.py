@@ -167,11 +167,11 @@ def _required(catalog: Catalog | None) -> Catalog:
 
 
 def _warn_mass_archive(outcome: api.PlanOutcome) -> None:
-    if outcome.archived_paid and outcome.active_paid:
+    found = outcome.mass_archive
+    if found.archived and found.active_paid:
         click.echo(
-            f"Warning: this plan archives {len(outcome.archived_paid)} of {outcome.active_paid} active "
-            f"paid plan(s) ({', '.join(outcome.archived_paid)}); apply and sync refuse more than "
-            "--max-archive-share (default 50%) without --allow-mass-archive.",
+            f"Warning: this plan archives {found.describe()}; apply and sync refuse more than "
+            f"--max-archive-share (default 50%) without --allow-mass-archive.{found.hint}",
             err=True,
         )
 

@@ -255,6 +255,15 @@ class StripeState:
     webhook_endpoints: tuple[StripeWebhookEndpoint, ...] = ()
     """Every webhook endpoint of the account, owned or not (only owned ones are ever changed)."""
 
+    def plans_on_sale(self) -> frozenset[str]:
+        """Slugs of the plans Stripe sells now: an owned active Product with an owned active Price."""
+        priced = {price.product for price in self.prices if price.active and owned_slug(price.metadata)}
+        return frozenset(
+            slug
+            for product in self.products
+            if product.active and product.id in priced and (slug := owned_slug(product.metadata))
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CurrentState:

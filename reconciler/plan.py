@@ -311,14 +311,21 @@ class Plan:
         )
 
     def archived_paid_plans(self) -> tuple[str, ...]:
-        """Slugs of the plans this plan archives that are active paid plans now (what customers can buy)."""
+        """Slugs of the plans this plan archives that are active paid plans now (what customers can
+        buy): active and paid in `cloud_plans`, or with a live Product in Stripe (a plan with no row,
+        as when the database is not the one this Stripe account was applied with)."""
         return tuple(
             change.slug
             for change in self.changes
             if change.action is Action.ARCHIVE
-            and change.before is not None
-            and change.before.get("isActive")
-            and not change.before.get("isDefault")
+            and (
+                (
+                    change.before is not None
+                    and change.before.get("isActive")
+                    and not change.before.get("isDefault")
+                )
+                or any(isinstance(op, ArchiveProduct) for op in change.ops)
+            )
         )
 
     def subscriptions_staying(self, change: PlanChange) -> int | None:

@@ -3,15 +3,19 @@ the environment, the mass-archive guard, and what an interrupted apply says it d
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 from test_hostile import nothing_written, run_in_process
 
 from reconciler.sandbox.emulator import RunningEmulator
 
-from conftest import standard_plans, write_catalog
+from conftest import kuploy_plan, standard_plans, stripe_writes, write_catalog
+from test_cli import ROOT, run
 
 BAD_NUMBERS = ("nan", "NaN", "inf", "-inf", "1e308", "1e999", "-5", "²", "٣", "0x10", "1_0", "", " ")
 
@@ -70,3 +74,50 @@ def test_good_numbers_are_still_accepted(cli_env: dict[str, str], tmp_path: Path
         "--max-rps", "1e3", catalog, env=env,
     )  # fmt: skip
     assert code == 0, (out, err)
+
+
+# --- the mass-archive guard ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_database(admin_dsn: str) -> Iterator[str]:
+    """A second, empty database on the same server: another DATABASE_URL for the same Stripe account."""
+    name = f"kuploy_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield psycopg.conninfo.make_conninfo(admin_dsn, dbname=name)
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_the_guard_counts_the_plans_stripe_sells_when_the_database_is_empty(
+    cli_env: dict[str, str], other_database: str, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """A wrong DATABASE_URL, a restored backup or a new install pointed at a live account: cloud_plans
+    is empty, Stripe sells five plans, and a catalog with only the free plan would archive all five.
+    Counted in Stripe too, it is refused (nothing written, the plans named) and `plan` warns."""
+    applied = run("apply", "--auto-approve", str(ROOT / "examples" / "catalog.yaml"), env=cli_env)
+    assert applied.returncode == 0, applied.stderr
+    paid = ["business", "pro", "pro-cad", "starter", "starter-annual"]
+    writes = len(stripe_writes(emulator))
+    env_b = {**cli_env, "DATABASE_URL": other_database}
+    free_only = str(write_catalog(tmp_path, [kuploy_plan("free", None)]))
+
+    planned = run("plan", "--out", str(tmp_path / "saved.json"), free_only, env=env_b)
+    assert planned.returncode == 0, planned.stderr
+    warning = "Warning: this plan archives 5 of 5 active paid plan(s) ("
+    assert warning in planned.stderr and "0 in cloud_plans, 5 on sale in Stripe" in planned.stderr
+    assert "is DATABASE_URL the database this Stripe account was applied with?" in planned.stderr
+
+    for args in (("apply", "--auto-approve", free_only), ("apply", str(tmp_path / "saved.json"))):
+        refused = run(*args, env=env_b)
+        assert refused.returncode == 1, (args, refused.stdout, refused.stderr)
+        assert "Error: refusing to archive 5 of 5 active paid plan(s)" in refused.stderr, refused.stderr
+        assert all(slug in refused.stderr for slug in paid), refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert len(stripe_writes(emulator)) == writes
+    with psycopg.connect(other_database) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
+
+    allowed = run("apply", "--auto-approve", "--allow-mass-archive", free_only, env=env_b)
+    assert allowed.returncode == 0, allowed.stderr  # the explicit override still works
