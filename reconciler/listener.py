@@ -10,8 +10,9 @@ Routes (a starlette app from `create_app(settings, webhook_secret=...)`, no modu
 trusted, the stream is counted) and its `Stripe-Signature` is checked by the SDK's
 `stripe.WebhookSignature.verify_header` against `STRIPE_WEBHOOK_SECRET` (300 s tolerance; any of
 several `v1` signatures may match, as during a secret rotation). A missing or bad signature, a stale
-timestamp, a body that is too large, not UTF-8, not JSON or not an event: 400 with a short reason,
-before any connection is taken, so nothing is written.
+timestamp, a body that is too large, not UTF-8, not JSON or not an event, or an event whose
+`livemode` is not the mode of the listener's Stripe key: 400 with a short reason, before any
+connection is taken, so nothing is written.
 
 **Exactly once.** An event's row in `cloud_stripe_events` is INSERTed first (`ON CONFLICT DO
 NOTHING`), in the same transaction as its effect. A duplicate finds the row and is answered 200
@@ -34,7 +35,9 @@ second than `"stateAsOf"` stores its own snapshot (it is newer); one from an *ea
 recorded as `stale` and changes nothing; one from the *same* second is ambiguous, so the listener
 RE-FETCHES the subscription from Stripe (`GET /v1/subscriptions/{id}` through the SDK's
 `raw_request`: the JSON, without building a typed object) inside the lock and stores what
-Stripe says now; a 404 means it was deleted: stored as `canceled`. A state read from Stripe
+Stripe says now. Stripe keeps canceled subscriptions readable, so a 404 means the listener's key
+cannot see it (another account or mode): that is a 503 with nothing written, never a status Stripe
+did not send. A state read from Stripe
 (`"stateRead"`) is dated by the answer's `Date` header, which can be a second later than the
 moment Stripe read the state; so against a read state, an event from that second *or the one
 before it* is ambiguous and re-reads, and only an older one is stale. Checkout and invoice events
@@ -109,7 +112,7 @@ from reconciler import migrations
 from reconciler.connections import stripe_client
 from reconciler.errors import ConfigError
 from reconciler.model import owned_slug
-from reconciler.settings import Environment, Secret, Settings
+from reconciler.settings import Environment, Secret, Settings, key_mode
 from reconciler.throttle import StripeCalls
 
 logger = logging.getLogger(__name__)
@@ -228,16 +231,27 @@ def _event(data: Any) -> Event:
         raise Rejected("event has no valid created time")
     if not isinstance(obj, dict):
         raise Rejected("event has no data.object")
+    if not isinstance(data.get("livemode"), bool):
+        raise Rejected("event has no valid livemode")
     request = data.get("request")
     key = request.get("idempotency_key") if isinstance(request, dict) else None
     return Event(
         id=event_id,
         type=event_type,
         created=created,
-        livemode=bool(data.get("livemode", False)),
+        livemode=data["livemode"],
         object=obj,
         idempotency_key=key if isinstance(key, str) else None,
     )
+
+
+def check_mode(event: Event, *, live: bool) -> None:
+    """Refuse an event of the other mode than the listener's Stripe key: a live endpoint's secret
+    paired with a test key (or the reverse) would otherwise record live customers from a re-read
+    that cannot see them, or test events as real ones."""
+    if event.livemode != live:
+        mode, key = ("live", "test") if event.livemode else ("test", "live")
+        raise Rejected(f"{mode}-mode event {event.id[:40]}, but STRIPE_SECRET_KEY is a {key}-mode key")
 
 
 # --- connections -------------------------------------------------------------------------------
@@ -449,7 +463,7 @@ async def _on_subscription(
             snapshot = {**snapshot, "status": "canceled"}  # deleted is final, whatever the payload says
         await _store_subscription(conn, sub_id, snapshot, as_of=event.created, read=False)
         return Outcome("processed", f"subscription {sub_id}: {snapshot.get('status')}")
-    state = await _sync_subscription(conn, calls, sub_id, fallback=event.object)  # ambiguous: ask Stripe
+    state = await _sync_subscription(conn, calls, sub_id)  # ambiguous: ask Stripe
     return Outcome("processed", f"subscription {sub_id}: {state.get('status')} (re-read)")
 
 
@@ -516,7 +530,6 @@ async def _sync_subscription(
     sub_id: str,
     *,
     organization: str | None = None,
-    fallback: Mapping[str, Any] | None = None,
 ) -> Mapping[str, Any]:
     """Store what Stripe says the subscription is now; returns that state. The caller holds its lock:
     Stripe is asked only once it is held (in a thread: the SDK blocks)."""
@@ -524,15 +537,19 @@ async def _sync_subscription(
     try:
         response = await asyncio.to_thread(calls.read, lambda c: c.raw_request("get", path))
     except stripe.InvalidRequestError as e:
-        if e.http_status != 404:
-            raise Unavailable(f"Stripe refused to read subscription {sub_id} ({e.http_status})") from e
-        state: Mapping[str, Any] = {**(fallback or {"id": sub_id}), "status": "canceled"}
-        as_of = int(time.time())
+        # Stripe keeps canceled subscriptions readable: a 404 means this key cannot see it (another
+        # account or mode), not that it ended. Storing a status Stripe did not send would record a
+        # paying customer as canceled; answer 503 instead, with nothing written, and say why.
+        if e.http_status == 404:
+            raise Unavailable(
+                f"Stripe has no subscription {sub_id} for this listener's key (404): is "
+                "STRIPE_SECRET_KEY of the account that sends these events?"
+            ) from e
+        raise Unavailable(f"Stripe refused to read subscription {sub_id} ({e.http_status})") from e
     except stripe.StripeError as e:
         raise Unavailable(f"cannot read subscription {sub_id} from Stripe ({e.http_status})") from e
-    else:
-        state = response.data
-        as_of = _stripe_clock(response.headers.get("Date")) or int(time.time())
+    state: Mapping[str, Any] = response.data
+    as_of = _stripe_clock(response.headers.get("Date")) or int(time.time())
     await _store_subscription(conn, sub_id, state, as_of=as_of, read=True, organization=organization)
     return state
 
@@ -651,6 +668,7 @@ def create_app(
 ) -> Starlette:
     """The listener as a starlette app; its pool and Stripe client live as long as its lifespan."""
     pool = ConnectionPool(settings.database_url, size=pool_size)
+    live = key_mode(settings.stripe_secret_key.reveal()) == "live"
     # Fail fast: a webhook that cannot be read now is answered 503 and Stripe retries it later.
     calls = dataclasses.replace(stripe_client(settings), max_attempts=3, max_delay=2.0)
 
@@ -671,6 +689,7 @@ def create_app(
         try:
             body = await read_body(request, max_body)
             event = verify_event(body, request.headers.get("stripe-signature"), webhook_secret, tolerance)
+            check_mode(event, live=live)
         except Rejected as e:
             ms = (time.perf_counter() - started) * 1000
             logger.warning("stripe_webhook rejected reason=%r ms=%.1f", str(e), ms)

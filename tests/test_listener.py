@@ -394,6 +394,70 @@ def test_subscription_gone_from_stripe_is_stored_canceled(
     assert row is not None and row["status"] == "canceled" and row["organizationId"] == "org_9"
 
 
+@pytest.mark.parametrize("key_mode", ["test", "live"])
+def test_an_event_of_the_other_mode_than_the_key_is_refused_with_nothing_written(
+    key_mode: str,
+    settings: Settings,
+    db: psycopg.Connection,
+    stripe_client: stripe.StripeClient,
+    catalog: Catalog,
+    emulator: RunningEmulator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A live endpoint's secret paired with a test key (or the reverse): the signature is good, but
+    the event is of the other mode. Refused (400) before any write or Stripe read, and logged."""
+    caplog.set_level(logging.INFO, logger="reconciler.listener")
+    if key_mode == "live":
+        settings = dataclasses.replace(
+            settings, stripe_secret_key=Secret("sk_live_kuployTests0000000000"), live=True
+        )
+    sub = new_subscription(stripe_client, catalog)
+    reads_before = subscription_reads(emulator, sub["id"])
+    session = {"id": "cs_test_1", "object": "checkout.session", "subscription": sub["id"],
+               "client_reference_id": "org_1", "customer": sub["customer"]}  # fmt: skip
+    bodies = [
+        make_event(event_type, obj, livemode=key_mode == "test")
+        for event_type, obj in (
+            ("customer.subscription.created", sub),
+            ("checkout.session.completed", session),
+        )
+    ]
+    with serve(create_app(settings, webhook_secret=Secret(SECRET))) as running:
+        replies = [running.post(body) for body in bodies]
+    other = "live" if key_mode == "test" else "test"
+    for body, reply in zip(bodies, replies, strict=True):
+        assert reply.status == 400, reply
+        assert reply.body["error"] == (
+            f"{other}-mode event {event_id_of(body)}, but STRIPE_SECRET_KEY is a {key_mode}-mode key"
+        )
+    assert count(db, "cloud_stripe_events") == 0 and count(db, "cloud_subscriptions") == 0
+    assert subscription_reads(emulator, sub["id"]) == reads_before
+    logged = [r.getMessage() for r in caplog.records if r.name == "reconciler.listener"]
+    assert len(logged) == 2 and all(f"{other}-mode event" in line for line in logged), logged
+    assert "org_1" not in caplog.text and sub["customer"] not in caplog.text  # no payload in the log
+
+
+@pytest.mark.parametrize("event_type", ["checkout.session.completed", "invoice.paid"])
+def test_a_subscription_stripe_does_not_know_is_retried_never_stored_canceled(
+    event_type: str, listener: Listener, db: psycopg.Connection, catalog: Catalog, emulator: RunningEmulator
+) -> None:
+    """The first event of a subscription re-reads it; a 404 means the key cannot see it (another
+    account or mode; Stripe keeps canceled subscriptions readable). It was stored as `canceled` and
+    answered 200: a paying customer recorded as canceled. Now 503 (Stripe retries), nothing written."""
+    ghost = "sub_NotVisibleToThisKey0001"
+    if event_type == "checkout.session.completed":
+        obj = {"id": "cs_test_ghost", "object": "checkout.session", "subscription": ghost,
+               "client_reference_id": "org_9", "customer": catalog.customer}  # fmt: skip
+    else:
+        obj = invoice(ghost, "in_ghost0001", int(time.time()), "paid")
+    body = make_event(event_type, obj)
+    reply = listener.post(body)
+    assert reply.status == 503, reply
+    assert f"Stripe has no subscription {ghost} for this listener's key (404)" in reply.body["error"]
+    assert subscription_reads(emulator, ghost) == 1
+    assert subscription_row(db, ghost) is None and event_row(db, event_id_of(body)) is None
+
+
 @pytest.mark.parametrize("first, second", [("paid", "payment_failed"), ("payment_failed", "paid")])
 def test_invoice_events_set_the_latest_invoice_status_and_never_go_backwards(
     listener: Listener,
