@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ from reconciler.settings import (
     NumberRange,
     Secret,
     Settings,
+    redact,
+    redact_logging,
+    secrets_in,
 )
 
 
@@ -250,6 +254,7 @@ output_option = click.option(
 def cli(ctx: click.Context, debug: bool) -> None:
     """Reconcile the kuploy-cloud plan catalog with cloud_plans and Stripe."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr)
+    redact_logging()
 
 
 @cli.command()
@@ -573,6 +578,7 @@ def listen(ctx: click.Context, host: str, port: int, workers: int, live: bool) -
         port=port,
         factory=workers > 1,
         workers=workers,
+        log_config=listener.uvicorn_log_config(),
         log_level="warning",
         access_log=False,
         server_header=False,
@@ -705,8 +711,9 @@ def main(argv: list[str] | None = None) -> None:
             click.echo(f"Error: {line}", err=True)
         code = 1
     except Exception as e:  # the one broad except: never a traceback unless asked
-        if debug:
-            raise
+        if debug:  # asked: the traceback, with what looks like a secret masked (`redact`)
+            shown = "".join(traceback.format_exception(e))
+            click.echo(redact(shown, secrets_in(os.environ)), err=True, nl=False)
         click.echo(f"Error: unexpected {type(e).__name__} (re-run with --debug for details)", err=True)
         code = 1
     with contextlib.suppress(Exception):

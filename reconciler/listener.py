@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import email.utils
 import json
@@ -112,7 +113,7 @@ from reconciler import migrations
 from reconciler.connections import stripe_client
 from reconciler.errors import ConfigError
 from reconciler.model import owned_slug
-from reconciler.settings import Environment, Secret, Settings, key_mode
+from reconciler.settings import Environment, RedactingFilter, Secret, Settings, key_mode, redact_logging
 from reconciler.throttle import StripeCalls
 
 logger = logging.getLogger(__name__)
@@ -749,8 +750,21 @@ def configure_logging(*, debug: bool = False) -> None:
     """One line per event on stderr: `reconciler.listener` at info, whatever else is configured."""
     # A no-op when the CLI already configured logging (with --debug or not).
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr)
+    redact_logging()
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration, each of its handlers redacting (`RedactingFilter`): its
+    error log prints tracebacks of whatever an app raised."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"redact": {"()": RedactingFilter}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["redact"]
+    return config
 
 
 def webhook_secret_from_environment() -> Secret:

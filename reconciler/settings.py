@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
@@ -86,6 +87,74 @@ def scrub(text: str, dsn: str) -> str:
     for secret in sorted({dsn, *_passwords(dsn)}, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+# --- logs and tracebacks: nothing secret, whoever logs it -----------------------------------------
+
+_SECRET_PATTERNS = (
+    (re.compile(r"\b((?:sk|rk|pk)_(?:test|live)_)[0-9A-Za-z._-]+"), r"\1" + MASK),
+    (re.compile(r"\b(whsec_)[^\s'\"&,;]+"), r"\1" + MASK),
+    (re.compile(r"\b(Bearer\s+)[^\s'\"]+", re.IGNORECASE), r"\1" + MASK),
+    (re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@"), r"\1" + MASK + "@"),
+    (_PASSWORD_PARAM, "password=" + MASK),
+)
+_SECRET_VARIABLES = (
+    "STRIPE_SECRET_KEY",
+    "STRIPE_PUBLISHABLE_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "KUPLOY_LICENSE_KEY",
+)
+_STRIPE_BODIES = ("message='Post details'", "message='API response body'")
+"""The stripe SDK's DEBUG lines carrying a request's or a response's body (a webhook endpoint's
+signing secret, customers' data): replaced whole, whatever they hold."""
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` without any of `secrets` or anything shaped like a key, a signing secret, a bearer
+    token or a DSN password."""
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    for pattern, masked in _SECRET_PATTERNS:
+        text = pattern.sub(masked, text)
+    return text
+
+
+def secrets_in(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The secret values the environment holds (keys, license, the DSN's password in its forms)."""
+    values = [env.get(name, "").strip() for name in _SECRET_VARIABLES]
+    if dsn := env.get("DATABASE_URL"):
+        values.extend(_passwords(dsn))
+    return tuple(v for v in values if v)
+
+
+class RedactingFilter(logging.Filter):
+    """On a handler: every record it emits is redacted (`redact`), its traceback included, and the
+    stripe SDK's body lines are replaced. For the CLI's and the listener's handlers (uvicorn's too):
+    no logger, at any level, prints a key, a signing secret, a license key or a password."""
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self.secrets = secrets_in(os.environ)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.name.startswith("stripe") and message.startswith(_STRIPE_BODIES):
+            message = message.split(" ", 1)[0] + " (body not logged)"
+        record.msg, record.args = redact(message, self.secrets), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self.secrets)
+        return True
+
+
+def redact_logging() -> None:
+    """Put a `RedactingFilter` on every handler of the root logger (where the CLI's logs go)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

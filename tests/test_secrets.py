@@ -12,7 +12,9 @@ import hashlib
 import hmac
 import http.client
 import http.server
+import io
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -34,6 +36,7 @@ from test_hostile import run_in_process
 from test_listener import first_answer
 
 from reconciler.cli import cli
+from reconciler.listener import uvicorn_log_config
 from reconciler.sandbox.emulator import RunningEmulator
 
 from conftest import kuploy_plan, standard_plans, write_catalog
@@ -75,10 +78,10 @@ def _body(secret: str) -> str:
     return secret
 
 
-def leaks(text: str) -> list[str]:
+def leaks(text: str, extra: tuple[str, ...] = ()) -> list[str]:
     """The secrets `text` shows (whole, or any WINDOW-long piece of their body)."""
     found = []
-    for secret in ALL_SECRETS:
+    for secret in (*ALL_SECRETS, *extra):
         body = _body(secret)
         pieces = {body[i : i + WINDOW] for i in range(max(1, len(body) - WINDOW + 1))}
         if secret in text or any(piece in text for piece in pieces):
@@ -92,12 +95,19 @@ class Transcript:
 
     runs: list[tuple[str, str]] = field(default_factory=list)
     commands_run: set[tuple[str, ...]] = field(default_factory=set)
+    made: list[str] = field(default_factory=list)
+    """Secrets Stripe made during the run (a webhook endpoint's signing secret): Stripe's answer holds
+    them, nothing else may."""
 
     def add(self, label: str, text: str) -> None:
         self.runs.append((label, text))
 
     def assert_clean(self) -> None:
-        dirty = {label: found for label, text in self.runs if (found := leaks(text))}
+        dirty = {
+            label: found
+            for label, text in self.runs
+            if (found := leaks(text, () if label == STRIPE_LABEL else tuple(self.made)))
+        }
         assert not dirty, f"secrets shown: {dirty}"
 
 
@@ -232,9 +242,12 @@ def scan_database(db: psycopg.Connection, transcript: Transcript) -> None:
         transcript.add(f"table {table}", "\n".join(r[0] for r in rows))
 
 
+STRIPE_LABEL = "stripe requests"
+
+
 def scan_stripe(emulator: RunningEmulator, transcript: Transcript) -> None:
     """What was sent to Stripe (parameters, metadata, idempotency keys) and what Stripe holds."""
-    transcript.add("stripe requests", json.dumps(emulator.emulator.requests, default=str))
+    transcript.add(STRIPE_LABEL, json.dumps(emulator.emulator.requests, default=str))
 
 
 def test_the_scan_finds_a_secret_whole_or_in_part() -> None:
@@ -251,7 +264,9 @@ def test_the_scan_finds_a_secret_whole_or_in_part() -> None:
 # --- the commands --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "debug"])
 def test_no_command_shows_a_secret(
+    debug: bool,
     secret_env: dict[str, str],
     tmp_path: Path,
     emulator: RunningEmulator,
@@ -285,13 +300,17 @@ def test_no_command_shows_a_secret(
             assert result.returncode == expect, (args, result.stdout, result.stderr)
         assert "Traceback" not in result.stderr or "--debug" in args, (args, result.stderr)
 
+    def debugged(args: tuple[str, ...]) -> tuple[str, ...]:
+        """With `debug`, every command runs with --debug (what people turn on in CI logs)."""
+        return ("--debug", *args) if debug and "--debug" not in args else args
+
     def step(*args: str, expect: int | None = None, run_env: dict[str, str] | None = None) -> None:
-        job = (args, expect, run_env or env)
-        record(job, cli_run(args, job[2], work))
+        job = (debugged(args), expect, run_env or env)
+        record(job, cli_run(job[0], job[2], work))
 
     def together(*jobs: tuple[Any, ...]) -> None:
         """Runs that cannot write (reads, refusals, help): concurrently. (args, expect[, env])."""
-        full: list[Job] = [(j[0], j[1], j[2] if len(j) > 2 else env) for j in jobs]
+        full: list[Job] = [(debugged(j[0]), j[1], j[2] if len(j) > 2 else env) for j in jobs]
         with ThreadPoolExecutor(max_workers=4) as pool:
             results = list(pool.map(lambda job: cli_run(job[0], job[2], work), full))
         for job, result in zip(full, results, strict=True):
@@ -336,6 +355,14 @@ def test_no_command_shows_a_secret(
     db.execute("UPDATE cloud_plans SET name = 'Edited by hand' WHERE \"planId\" = 'pro'")
     together((("drift",), 2), (("drift", "-o", "json", str(changed)), 2))
     step("apply", "--auto-approve", str(changed), expect=0)  # heals the drift
+    # The webhook endpoint: Stripe answers its signing secret once; it goes to the file, and only there.
+    secret_file = tmp_path / "whsec"
+    webhook = ("--webhook-url", "https://kuploy.example/api/webhooks/stripe", "--webhook-secret-file")
+    step("apply", "--auto-approve", *webhook, str(secret_file), str(changed), expect=0)
+    made = secret_file.read_text()
+    assert made.startswith("whsec_") and made != WEBHOOK_SECRET
+    transcript.made.append(made)
+    secret_file.unlink()  # the one place it belongs; every other file is scanned
     together(
         (("export",), 0),
         (("export", "--out", "exported.yaml"), 0),
@@ -621,3 +648,44 @@ def test_a_key_that_cannot_be_sent_is_refused_naming_the_variable_not_the_value(
     env = {**secret_env, "KUPLOY_CATALOG_URL": catalog_server.url, "KUPLOY_LICENSE_KEY": LICENSE_KEY + "\n"}
     assert cli_run(("validate", catalog_server.url), env, tmp_path).returncode == 0
     assert catalog_server.seen_tokens == [LICENSE_KEY]
+
+
+def test_every_logger_the_tools_handlers_print_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handlers the CLI and `listen` set up (root's, and uvicorn's own) redact every record, from
+    any library, at any level, tracebacks included: the stripe SDK's body lines are dropped, and keys,
+    signing secrets, bearer tokens and DSN passwords are masked, known from the environment or not."""
+    monkeypatch.setenv("KUPLOY_LICENSE_KEY", LICENSE_KEY)
+    monkeypatch.setenv("DATABASE_URL", f"host=db password='{DB_PASSWORD} x' dbname=k")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    config = uvicorn_log_config()
+    assert all(h.get("filters") == ["redact"] for h in config["handlers"].values())
+    handler.addFilter(config["filters"]["redact"]["()"]())
+    records = {
+        "stripe": f"message='API response body' body='{{\"secret\": \"{WEBHOOK_SECRET}\"}}'",
+        "stripe.x": f"message='Post details' post_data=metadata[k]={LICENSE_KEY}",
+        "urllib3.connectionpool": f'http://x "GET /v1/x?key={SECRET_KEY} HTTP/1.1" 200',
+        "psycopg": f"connection failed: postgresql://u:{quote(DB_PASSWORD, safe='')}@db/k",
+        "uvicorn.error": f"Authorization: Bearer {LICENSE_KEY}; password='{DB_PASSWORD} x'",
+        "reconciler": f"made whsec_Zz9{WEBHOOK_SECRET[-20:]} with {LIVE_KEY}",
+    }
+    for name, message in records.items():
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        propagate, level = logger.propagate, logger.level
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG)
+        try:
+            logger.warning("%s", message)
+            try:
+                raise ValueError(f"Invalid header value b'Bearer {LICENSE_KEY}\\nX: {PUBLISHABLE_KEY}'")
+            except ValueError:
+                logger.exception("failed")
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+            logger.setLevel(level)
+    shown = stream.getvalue()
+    assert "(body not logged)" in shown and shown.count("Traceback") == len(records)
+    assert not leaks(shown), shown
