@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 
 from reconciler import migrations
-from reconciler.apply import OnOp, apply_plan
+from reconciler.apply import OnOp, Progress, apply_plan
 from reconciler.apply.to_postgres import ApplyRecord, record_catalog, tool_version
 from reconciler.catalog import load_catalog
 from reconciler.connections import connect_postgres, stripe_client
@@ -65,6 +65,10 @@ class ArchiveGuard:
 
 class MassArchiveRefused(KuployError):
     """The plan archives too many active paid plans at once; nothing was written."""
+
+
+class ApplyInterrupted(KuployError):
+    """Ctrl-C during an apply; the message says what was written before it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -304,11 +308,57 @@ def _execute(
     secrets: WebhookSecretDestination | None = None,
 ) -> ApplyOutcome:
     """Migrate, then apply; a round stopped by a transient Stripe failure (rate limit, outage, lost
-    answer) is followed by another that re-reads the state first, so what was done is adopted."""
-    ran = migrations.migrate(conn)
-    if not planned.has_resource_changes:
-        _remember_catalog(conn, record.catalog)
-        return ApplyOutcome(plan=planned, confirmed=True, migrations=ran, stats=calls.stats)
+    answer) is followed by another that re-reads the state first, so what was done is adopted.
+
+    Whatever stops it (an error, Stripe becoming unreachable, Ctrl-C), the error says exactly what
+    was written before, counted where it happened, and that re-running converges."""
+    progress = Progress()
+    ran: tuple[str, ...] = ()
+    try:
+        ran = migrations.migrate(conn)
+        if not planned.has_resource_changes:
+            _remember_catalog(conn, record.catalog)
+            return ApplyOutcome(plan=planned, confirmed=True, migrations=ran, stats=calls.stats)
+        return _rounds(conn, calls, planned, record, on_op, progress, ran, settings, adopt, secrets)
+    except KeyboardInterrupt:
+        raise ApplyInterrupted(
+            f"apply interrupted (Ctrl-C). {_written(calls.stats, progress, ran)}"
+        ) from None
+    except (KuployError, psycopg.Error) as e:
+        transient = isinstance(e, ApplyError) and e.transient
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ApplyError(f"{reason}. {_written(calls.stats, progress, ran)}", transient=transient) from e
+
+
+def _written(stats: CallStats, progress: Progress, migrated: tuple[str, ...]) -> str:
+    """What an apply that stopped had written, and what to do: exact counts, or "nothing"."""
+    stripe = f"{stats.written} Stripe write(s) made" if stats.written or stats.unanswered else ""
+    if stats.unanswered:
+        stripe += f" ({stats.unanswered} more got no answer, which Stripe may have made)"
+    postgres = [f"migrations {', '.join(migrated)} applied"] if migrated else []
+    if progress.rows:
+        postgres.append(f"{progress.rows} cloud_plans row(s) written")
+    if not stripe and not postgres:
+        return "Nothing was changed."
+    written = "; ".join([stripe or "Stripe untouched", ", ".join(postgres) or "Postgres untouched"])
+    return (
+        f"Done before it stopped: {written}. Re-running apply is safe: it adopts what was done and "
+        "finishes the rest."
+    )
+
+
+def _rounds(
+    conn: psycopg.Connection,
+    calls: StripeCalls,
+    planned: Plan,
+    record: ApplyRecord,
+    on_op: OnOp,
+    progress: Progress,
+    ran: tuple[str, ...],
+    settings: Settings,
+    adopt: bool,
+    secrets: WebhookSecretDestination | None,
+) -> ApplyOutcome:
     count, todo = 0, planned
     for round in range(ROUNDS):
         try:
@@ -321,6 +371,7 @@ def _execute(
                 concurrency=settings.concurrency,
                 round=round,
                 on_webhook_secret=secrets.deliver if secrets is not None else None,
+                progress=progress,
             )
             return ApplyOutcome(
                 plan=planned,

@@ -74,8 +74,13 @@ class CallStats:
 
     reads: int = 0
     writes: int = 0
+    """Write requests sent, retries included."""
     retries: int = 0
     rate_limited: int = 0
+    written: int = 0
+    """Write calls Stripe answered with success: the writes made."""
+    unanswered: int = 0
+    """Write calls that ended without an answer (network error, timeout): Stripe may have made them."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -141,6 +146,8 @@ class StripeCalls:
                     self.throttle.slow_down()
                     self.stats.add(rate_limited=1)
                 if not retryable(e) or attempt == self.max_attempts - 1:
+                    if write and isinstance(e, stripe.APIConnectionError):
+                        self.stats.add(unanswered=1)
                     raise
                 self.stats.add(retries=1)
                 delay = _retry_after(e)
@@ -149,5 +156,7 @@ class StripeCalls:
                 self.sleep(delay)
                 continue
             self.throttle.speed_up()
+            if write:
+                self.stats.add(written=1)
             return result
         raise AssertionError("unreachable: the last attempt either returns or raises")

@@ -3,8 +3,13 @@ the environment, the mass-archive guard, and what an interrupted apply says it d
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -121,3 +126,100 @@ def test_the_guard_counts_the_plans_stripe_sells_when_the_database_is_empty(
 
     allowed = run("apply", "--auto-approve", "--allow-mass-archive", free_only, env=env_b)
     assert allowed.returncode == 0, allowed.stderr  # the explicit override still works
+
+
+# --- an apply stopped half-way says what it did --------------------------------------------------
+
+DONE = re.compile(
+    r"Done before it stopped: (\d+) Stripe write\(s\) made(?: \((\d+) more got no answer[^)]*\))?"
+)
+
+
+def _many_paid_plans(folder: Path, count: int = 12) -> Path:
+    return write_catalog(
+        folder, [kuploy_plan("free", None)] + [kuploy_plan(f"p{i}", 1000 + i) for i in range(count)]
+    )
+
+
+def _made(emulator: RunningEmulator) -> int:
+    """Writes the emulator answered with success."""
+    return sum(1 for r in stripe_writes(emulator) if r.get("status") == 200)
+
+
+def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the apply never got that far"
+        time.sleep(0.01)
+
+
+def _start_apply(catalog: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "apply", "--auto-approve", str(catalog)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_ctrl_c_after_stripe_writes_says_exactly_what_was_written(
+    cli_env: dict[str, str], tmp_path: Path, emulator: RunningEmulator, db: psycopg.Connection
+) -> None:
+    """SIGINT after some Stripe writes printed "Aborted: nothing was changed." Now: no operation
+    starts after it, those in flight end, and the error counts the writes Stripe made (exactly what
+    the emulator answered), says Postgres was not written (beyond migrations), and that re-running
+    converges, which it does."""
+    catalog = _many_paid_plans(tmp_path)
+    emulator.emulator.set_faults(latency_ms=300)  # slow answers: the interrupt lands with writes in flight
+    process = _start_apply(catalog, cli_env)
+    _wait_for(lambda: _made(emulator) >= 3, process)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, (out, err)
+    assert "nothing was changed" not in err.lower() and "Traceback" not in err, err
+    (line,) = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert line.startswith("Error: apply interrupted (Ctrl-C). Done before it stopped: "), err
+    found = DONE.search(line)
+    assert found is not None and found.group(2) is None, line
+    assert int(found.group(1)) == _made(emulator) >= 3, (line, _made(emulator))
+    assert "migrations 0001_cloud_plans" in line and "row(s) written" not in line, line
+    assert "Re-running apply is safe: it adopts what was done and finishes the rest." in line
+    assert db.execute("SELECT count(*) FROM cloud_plans").fetchone() == (0,)
+
+    emulator.emulator.set_faults(latency_ms=0)
+    rerun = run("apply", "--auto-approve", str(catalog), env=cli_env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert run("plan", "--detailed-exitcode", str(catalog), env=cli_env).returncode == 0
+    owned = [r for r in stripe_writes(emulator) if r["path"] == "/v1/products" and r.get("status") == 200]
+    assert len({r["response"]["id"] for r in owned}) == 12  # one Product per plan: no duplicate
+
+
+def test_stripe_gone_mid_apply_says_exactly_what_was_written(
+    cli_env: dict[str, str], tmp_path: Path, emulator: RunningEmulator, db: psycopg.Connection
+) -> None:
+    """Stripe stopped answering after some writes (every connection closed without an answer, the
+    emulator's timeout fault): the apply printed "...; nothing was changed". Now the error says how
+    many writes Stripe made (exactly what the emulator answered) and how many got no answer, and a
+    re-run, once Stripe is back, converges."""
+    catalog = _many_paid_plans(tmp_path)
+    emulator.emulator.set_faults(latency_ms=100)
+    process = _start_apply(catalog, cli_env)
+    _wait_for(lambda: _made(emulator) >= 6, process)
+    emulator.emulator.set_faults(timeout_rate=1.0, hang_seconds=0)  # Stripe gone: no answer at all
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1, (out, err)
+    assert "nothing was changed" not in err.lower() and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Stripe is unreachable" in errors[0], err
+    found = DONE.search(errors[0])
+    assert found is not None and found.group(2) is not None, errors
+    assert int(found.group(1)) == _made(emulator) >= 6, (errors, _made(emulator))
+    assert "Re-running apply is safe" in errors[0]
+
+    emulator.emulator.set_faults(timeout_rate=0.0, latency_ms=0)
+    rerun = run("apply", "--auto-approve", str(catalog), env=cli_env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert run("plan", "--detailed-exitcode", str(catalog), env=cli_env).returncode == 0
+    assert db.execute('SELECT count(*) FROM cloud_plans WHERE "isActive"').fetchone() == (13,)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import psycopg
 import stripe
@@ -25,6 +26,14 @@ from reconciler.throttle import StripeCalls, transient
 OnOp = Callable[[Op], None]
 
 
+@dataclass
+class Progress:
+    """What an apply has written to Postgres so far (Stripe's side is counted by `CallStats`)."""
+
+    rows: int = 0
+    """cloud_plans rows committed."""
+
+
 def apply_plan(
     plan: Plan,
     record: ApplyRecord,
@@ -35,23 +44,24 @@ def apply_plan(
     concurrency: int = 8,
     round: int = 0,
     on_webhook_secret: OnWebhookSecret | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Run every operation of `plan`; returns how many ran. Raises `ApplyError` naming the failed one
-    (`transient` when a later round, after re-reading the state, can finish the job)."""
+    (`transient` when a later round, after re-reading the state, can finish the job). On Ctrl-C
+    (KeyboardInterrupt) no operation starts any more; the ones running finish, then it propagates.
+    What was written is in `progress` and the client's `CallStats`: the caller says it."""
     ops = plan.ops_in_order()
     writer = StripeWriter(calls=calls, round=round)
     if on_webhook_secret is not None:
         writer.on_webhook_secret = on_webhook_secret
+    progress = progress if progress is not None else Progress()
     done = 0
     lock = threading.Lock()
+    interrupted = threading.Event()
 
     def stopped(what: str, others: int = 0) -> str:
         also = f" ({others} other plan(s) also stopped)" if others else ""
-        before = f"{done} of {len(ops)} operations had completed" if done else "nothing had been changed"
-        return (
-            f"apply stopped at: {what}{also}. {before}. "
-            "Re-running apply is safe: it adopts what was done and finishes the rest."
-        )
+        return f"apply stopped at: {what}{also}"
 
     def fail(op: Op, reason: str, *, transient: bool) -> ApplyError:
         """The failure of one operation; the apply's message is made once every plan has stopped."""
@@ -65,6 +75,8 @@ def apply_plan(
 
     def run_chain(chain: list[Op]) -> None:
         for op in chain:
+            if interrupted.is_set():
+                return
             try:
                 run_stripe_op(op, writer)
             except stripe.StripeError as e:
@@ -82,8 +94,17 @@ def apply_plan(
             return
         # Every plan's chain runs to its end even when another fails: a transient failure then costs
         # one more round for that plan only, not for all of them.
-        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="apply") as pool:
-            futures = [pool.submit(run_chain, chain) for chain in chains.values()]
+        pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="apply")
+        futures: list[Future[None]] = []
+        try:
+            futures.extend(pool.submit(run_chain, chain) for chain in chains.values())
+            pool.shutdown(wait=True)
+        except KeyboardInterrupt:
+            # Ctrl-C reaches this (main) thread only: start nothing more, let the calls in flight end
+            # (so what was written is known), then stop.
+            interrupted.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
         errors = [e for f in futures if isinstance(e := f.exception(), ApplyError)]
         if errors:
             raise ApplyError(
@@ -105,6 +126,7 @@ def apply_plan(
         ]
         try:
             write_rows(conn, resolved, record)
+            progress.rows += len(rows)
         except psycopg.Error as e:
             first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
             what = "writing cloud_plans" + (f" (first row {rows[0].slug!r})" if rows else "")

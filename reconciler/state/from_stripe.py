@@ -88,7 +88,7 @@ def count_active_subscriptions(calls: StripeCalls, price_ids: tuple[str, ...]) -
 
 def _reason(e: stripe.StripeError) -> str:
     if isinstance(e, stripe.APIConnectionError):
-        return "Stripe is unreachable (network error); nothing was changed"
+        return "Stripe is unreachable (network error)"
     return e.user_message or type(e).__name__
 
 
