@@ -564,7 +564,8 @@ def listen(ctx: click.Context, host: str, port: int, workers: int, live: bool) -
         os.environ.update(
             DATABASE_URL=settings.database_url.reveal(),
             STRIPE_SECRET_KEY=settings.stripe_secret_key.reveal(),
-            KUPLOY_STRIPE_MAX_RPS=repr(settings.effective_max_rps / workers),
+            # (at least the lowest rate a worker accepts; the limiter never goes below it anyway)
+            KUPLOY_STRIPE_MAX_RPS=repr(max(MAX_RPS.minimum, settings.effective_max_rps / workers)),
             **{
                 listener.WORKER_LIVE_ENV: "1" if live else "0",
                 listener.WORKER_DEBUG_ENV: "1" if logging.getLogger().isEnabledFor(logging.DEBUG) else "0",
