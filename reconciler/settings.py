@@ -109,13 +109,20 @@ _STRIPE_BODIES = ("message='Post details'", "message='API response body'")
 signing secret, customers' data): replaced whole, whatever they hold."""
 
 
+_SECRET_SHAPES = ("_test_", "_live_", "whsec_", "bearer", "://", "password")
+"""What any of `_SECRET_PATTERNS` needs (lowercase): most log lines have none, and skip them all."""
+
+
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     """`text` without any of `secrets` or anything shaped like a key, a signing secret, a bearer
     token or a DSN password."""
-    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    for pattern, masked in _SECRET_PATTERNS:
-        text = pattern.sub(masked, text)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    lowered = text.lower()
+    if any(shape in lowered for shape in _SECRET_SHAPES):
+        for pattern, masked in _SECRET_PATTERNS:
+            text = pattern.sub(masked, text)
     return text
 
 
@@ -124,7 +131,8 @@ def secrets_in(env: Mapping[str, str]) -> tuple[str, ...]:
     values = [env.get(name, "").strip() for name in _SECRET_VARIABLES]
     if dsn := env.get("DATABASE_URL"):
         values.extend(_passwords(dsn))
-    return tuple(v for v in values if v)
+    # Longest first (one may hold another); a very short one would mask ordinary words.
+    return tuple(sorted({v for v in values if len(v) >= 4}, key=len, reverse=True))
 
 
 class RedactingFilter(logging.Filter):
