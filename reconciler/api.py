@@ -334,7 +334,7 @@ def _written(stats: CallStats, progress: Progress, migrated: tuple[str, ...]) ->
     """What an apply that stopped had written, and what to do: exact counts, or "nothing"."""
     stripe = f"{stats.written} Stripe write(s) made" if stats.written or stats.unanswered else ""
     if stats.unanswered:
-        stripe += f" ({stats.unanswered} more got no answer, which Stripe may have made)"
+        stripe += f" ({stats.unanswered} more got no clear answer: Stripe may have made them)"
     postgres = [f"migrations {', '.join(migrated)} applied"] if migrated else []
     if progress.rows:
         postgres.append(f"{progress.rows} cloud_plans row(s) written")

@@ -80,7 +80,8 @@ class CallStats:
     written: int = 0
     """Write calls Stripe answered with success: the writes made."""
     unanswered: int = 0
-    """Write calls that ended without an answer (network error, timeout): Stripe may have made them."""
+    """Write calls that ended without a clear answer (a network error, a timeout, a 5xx or 409):
+    Stripe may have made them."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -146,7 +147,7 @@ class StripeCalls:
                     self.throttle.slow_down()
                     self.stats.add(rate_limited=1)
                 if not retryable(e) or attempt == self.max_attempts - 1:
-                    if write and isinstance(e, stripe.APIConnectionError):
+                    if write and transient(e) and not isinstance(e, stripe.RateLimitError):
                         self.stats.add(unanswered=1)
                     raise
                 self.stats.add(retries=1)
