@@ -28,7 +28,7 @@ from reconciler.lock import advisory_lock
 from reconciler.model import Catalog, CurrentState, fingerprint
 from reconciler.plan import Plan
 from reconciler.savedplan import check_fresh, read_saved_plan, write_saved_plan
-from reconciler.settings import Secret, Settings
+from reconciler.settings import Secret, Settings, scrub
 from reconciler.state.from_postgres import (
     read_drift_events,
     read_last_applied,
@@ -326,7 +326,7 @@ def _execute(
         ) from None
     except (KuployError, psycopg.Error) as e:
         transient = isinstance(e, ApplyError) and e.transient
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = scrub(str(e).strip(), settings.database_url.reveal()).rstrip(".") or type(e).__name__
         raise ApplyError(f"{reason}. {_written(calls.stats, progress, ran)}", transient=transient) from e
 
 
