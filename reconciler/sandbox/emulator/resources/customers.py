@@ -240,6 +240,7 @@ def _delete(ctx: Ctx, call: Call) -> JSON:
     for method in ctx.acct.payment_methods.values():
         if method["customer"] == customer["id"]:
             method["customer"] = None
+            ctx.internal(method["id"])["used"] = True
     frozen = snapshot(ctx, "customer", customer)
     ctx.delete("customer", customer["id"])
     ctx.internal(customer["id"])["deleted_customer"] = True

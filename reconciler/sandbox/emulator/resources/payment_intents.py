@@ -22,7 +22,7 @@ from ..registry import Call, Kind, register_kind, route
 from ..rendering import render
 from .charges import new_charge
 from .invoices import mark_failed, mark_paid
-from .payment_methods import method_card, payment_method_for_card, resolve_method
+from .payment_methods import check_reusable, method_card, payment_method_for_card, resolve_method
 from .subscriptions import set_status
 
 
@@ -56,6 +56,9 @@ def attempt_payment(
     without an `invoice` declines a card needing authentication (`authentication_required`), as Stripe
     does; an invoice's payment goes to requires_action instead (Billing asks the customer to
     authenticate). No payment method: no attempt, no Charge, no error."""
+    method = resolve_method(ctx, payment_method, "payment_method") if payment_method else None
+    if method is not None:
+        check_reusable(ctx, method)
     intent = new_intent(
         ctx,
         {
@@ -68,9 +71,8 @@ def attempt_payment(
     )
     ctx.internal(intent["id"])["invoice"] = invoice
     emit(ctx, "payment_intent.created", "payment_intent", intent)
-    if payment_method is None:
+    if method is None:
         return Payment(intent, None, None)
-    method = resolve_method(ctx, payment_method, "payment_method")
     return confirm_intent(ctx, intent, method, off_session=off_session, billing=invoice is not None)
 
 
@@ -155,6 +157,7 @@ def confirm_intent(
     outcome, code = charge_result(card, off_session=off_session and not billing, authenticated=authenticated)
     intent["payment_method"] = method["id"]
     intent["last_payment_error"] = None
+    ctx.internal(method["id"])["used"] = True
     if outcome == "requires_action":
         intent["status"] = "requires_action"
         intent["next_action"] = {
@@ -385,6 +388,14 @@ _UPDATABLE = ("requires_payment_method", "requires_confirmation", "requires_acti
 _CANCELABLE = ("requires_payment_method", "requires_capture", "requires_confirmation", "requires_action")
 
 
+def _method_param(ctx: Ctx, ref: str | None) -> JSON | None:
+    if not ref:
+        return None
+    method = resolve_method(ctx, ref, "payment_method")
+    check_reusable(ctx, method)
+    return method
+
+
 def _unexpected(message: str) -> StripeError:
     return StripeError(400, message, code="payment_intent_unexpected_state")
 
@@ -437,7 +448,7 @@ def _create(ctx: Ctx, call: Call) -> JSON:
     if p.get("off_session") and not p.get("confirm"):
         raise param_error("You may only specify `off_session` when `confirm` is true.", "off_session")
     fields = _check_fields(ctx, p, None)
-    method = resolve_method(ctx, p["payment_method"], "payment_method") if p.get("payment_method") else None
+    method = _method_param(ctx, p.get("payment_method"))
     intent = new_intent(ctx, {**p, **fields})
     emit(ctx, "payment_intent.created", "payment_intent", intent)
     if method is not None:
@@ -469,7 +480,7 @@ def _update(ctx: Ctx, call: Call) -> JSON:
                 f"{intent['status']}. You may only update the {key} of a PaymentIntent with one of the "
                 f"following statuses: {', '.join(_UPDATABLE)}."
             )
-    method = resolve_method(ctx, p["payment_method"], "payment_method") if p.get("payment_method") else None
+    method = _method_param(ctx, p.get("payment_method"))
     intent.update(fields)
     if "payment_method" in p:
         intent["payment_method"] = method["id"] if method else None
@@ -496,6 +507,8 @@ def _confirm(ctx: Ctx, call: Call) -> JSON:
     if not ref:
         raise _unexpected(_MISSING_METHOD)
     method = resolve_method(ctx, str(ref), "payment_method")
+    if method["id"] != intent["payment_method"]:  # its own may be confirmed again (after requires_action)
+        check_reusable(ctx, method)
     if "receipt_email" in p:
         intent["receipt_email"] = p["receipt_email"] or None
     if "shipping" in p:

@@ -75,8 +75,23 @@ def attach_method(ctx: Ctx, method: JSON, customer: JSON) -> None:
     emit(ctx, "payment_method.attached", "payment_method", method)
 
 
+def check_reusable(ctx: Ctx, method: JSON) -> None:
+    """A PaymentMethod used once without a customer, or detached, cannot be used again (Stripe's 400)."""
+    if method["customer"] is None and ctx.internal(method["id"]).get("used"):
+        raise param_error(REUSED, "payment_method")
+
+
+REUSED = (
+    "The provided PaymentMethod was previously used with a PaymentIntent without Customer attachment, "
+    "shared with a connected account without Customer attachment, or was detached from a Customer. It "
+    "may not be used again. To use a PaymentMethod multiple times, you must attach it to a Customer first."
+)
+
+
 def check_attachable(ctx: Ctx, method: JSON) -> None:
-    """Refuse a PaymentMethod attached elsewhere, or a test card whose check declines (Stripe's 402)."""
+    """Refuse a PaymentMethod attached elsewhere or used up, or a test card whose check declines
+    (Stripe's 402)."""
+    check_reusable(ctx, method)
     if method["customer"] is not None:
         raise param_error(
             "The payment method you provided has already been attached to a customer.", "payment_method"
@@ -103,6 +118,7 @@ def detach_method(ctx: Ctx, method: JSON) -> None:
             None,
         )
     method["customer"] = None
+    ctx.internal(method["id"])["used"] = True
     emit(ctx, "payment_method.detached", "payment_method", method, {"customer": customer_id})
     customer = ctx.get("customer", customer_id)
     if customer is not None and customer["invoice_settings"]["default_payment_method"] == method["id"]:
@@ -200,8 +216,10 @@ def _create(ctx: Ctx, call: Call) -> JSON:
 @route("GET", "/v1/payment_methods/{id}", "payment_method.retrieve")
 def _retrieve(ctx: Ctx, call: Call) -> JSON:
     ref = call.ids[0]
-    method = resolve_method(ctx, ref, "id") if ref in TEST_PAYMENT_METHODS else None
-    if method is None:
+    if ref in TEST_PAYMENT_METHODS:  # Stripe answers with a new PaymentMethod for the test card
+        method = resolve_method(ctx, ref, "id")
+        ctx.dirty = True
+    else:
         method = ctx.need("payment_method", ref)
     return render(ctx, "payment_method", method, call.expand)
 
