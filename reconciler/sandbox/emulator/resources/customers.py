@@ -220,12 +220,9 @@ def _update(ctx: Ctx, call: Call) -> JSON:
 @route("GET", "/v1/customers/{id}", "customer.retrieve")
 def _retrieve(ctx: Ctx, call: Call) -> JSON:
     customer = ctx.get("customer", call.ids[0])
-    if customer is None and ctx.internal(call.ids[0]).get("deleted_customer"):
+    if customer is None and ctx.acct.internal.get(call.ids[0], {}).get("deleted_customer"):
         return deleted_customer(call.ids[0])  # Stripe still answers for a deleted customer
-    if customer is None:
-        ctx.acct.internal.pop(call.ids[0], None)
-        raise no_such("customer", call.ids[0], "id")
-    return render(ctx, "customer", customer, call.expand)
+    return render(ctx, "customer", ctx.need("customer", call.ids[0]), call.expand)
 
 
 @route("DELETE", "/v1/customers/{id}", "customer.delete")
