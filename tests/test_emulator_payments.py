@@ -102,6 +102,7 @@ def test_a_declined_card_answers_stripes_402_and_keeps_the_intent_and_charge(
         "message",
         "payment_intent",
         "payment_method",
+        "request_log_url",
         "type",
     ]
     assert body["type"] == "card_error" and body["code"] == "card_declined"

@@ -13,7 +13,7 @@ import stripe
 from ..common import EMAIL_RE, address, merge_metadata
 from ..context import Ctx
 from ..errors import JSON, no_such, param_error
-from ..events import emit
+from ..events import emit, emit_update
 from ..listing import standard_routes
 from ..params import PARAM_SPECS, spec_of
 from ..registry import Call, Kind, register_kind, route
@@ -81,26 +81,6 @@ def _default_method(
             param,
         )
     return str(method["id"])
-
-
-def previous_attributes(before: JSON, after: JSON) -> JSON:
-    """Stripe's `previous_attributes`: the changed fields' old values; a hash lists only its changed keys
-    (a key that was not there is null)."""
-    out: JSON = {}
-    for key in sorted(set(before) | set(after)):
-        old, new = before.get(key), after.get(key)
-        if old == new:
-            continue
-        out[key] = previous_attributes(old, new) if isinstance(old, dict) and isinstance(new, dict) else old
-    return out
-
-
-def emit_customer_update(ctx: Ctx, customer: JSON, before: JSON) -> None:
-    """customer.updated, if anything changed since `before` (a snapshot)."""
-    after = snapshot(ctx, "customer", customer)
-    previous = previous_attributes(before, after)
-    if previous:
-        emit(ctx, "customer.updated", "customer", customer, previous, frozen=after)
 
 
 def apply_customer(ctx: Ctx, customer: JSON, p: JSON) -> None:
@@ -213,7 +193,7 @@ def _update(ctx: Ctx, call: Call) -> JSON:
     customer = ctx.need("customer", call.ids[0])
     before = snapshot(ctx, "customer", customer)
     apply_customer(ctx, customer, call.params)
-    emit_customer_update(ctx, customer, before)
+    emit_update(ctx, "customer", customer, before)
     return render(ctx, "customer", customer, call.expand)
 
 

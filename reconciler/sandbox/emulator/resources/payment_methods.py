@@ -122,11 +122,9 @@ def detach_method(ctx: Ctx, method: JSON) -> None:
     emit(ctx, "payment_method.detached", "payment_method", method, {"customer": customer_id})
     customer = ctx.get("customer", customer_id)
     if customer is not None and customer["invoice_settings"]["default_payment_method"] == method["id"]:
-        from .customers import emit_customer_update  # customers attach methods: imported late
-
         before = snapshot(ctx, "customer", customer)
         customer["invoice_settings"]["default_payment_method"] = None
-        emit_customer_update(ctx, customer, before)
+        emit_update(ctx, "customer", customer, before)
 
 
 def _billing_details(current: JSON, given: JSON) -> JSON:
