@@ -1,6 +1,23 @@
 """The emulator's payments, driven through the real `stripe` SDK over HTTP: PaymentIntents and their
 Charges with Stripe's test PaymentMethods and tokens, 402 card errors as Stripe sends them, 3-D Secure,
-PaymentMethods attached to customers, customers' default payment method, and deleting a customer."""
+PaymentMethods attached to customers, customers' default payment method, and deleting a customer.
+
+What the expectations rest on:
+- docs.stripe.com/testing: the `pm_card_*` test PaymentMethods and `tok_*` tokens, the cards behind them;
+  4000 0000 0000 0341 "attaching this card to a Customer object succeeds, but attempts to charge the
+  customer fail" (the Stripe CLI's invoice.payment_failed fixture attaches pm_card_chargeCustomerFail
+  for that reason, not pm_card_chargeDeclined); 3155 needs authentication until set up, 3220 always.
+- A real decline recorded by a public project from test mode (Stripe-Version 2024-06-20, card 0002,
+  `POST /v1/payment_intents` with confirm=true): HTTP 402, `error` = charge, code card_declined,
+  decline_code generic_decline, doc_url, message "Your card was declined.", payment_intent (status
+  requires_payment_method, payment_method null, latest_charge, last_payment_error), payment_method,
+  request_log_url, type card_error.
+- A real `payment_intent.created` event of `stripe trigger payment_intent.succeeded` (confirm=true with
+  pm_card_visa in one request): its object is requires_payment_method with payment_method null, then
+  charge.succeeded and payment_intent.succeeded follow.
+- "Sending credit card numbers directly to the Stripe API is generally unsafe. ..." is quoted from real
+  answers by many public projects; Stripe refuses raw numbers unless raw card data APIs are enabled.
+"""
 
 from __future__ import annotations
 
@@ -69,6 +86,9 @@ def test_pm_card_visa_pays_with_a_new_payment_method_and_a_charge(stripe_client:
         "charge.succeeded",
         "payment_intent.succeeded",
     ]
+    created = stripe_client.v1.events.list(params={"type": "payment_intent.created"}).data[0]
+    assert created.data.object["status"] == "requires_payment_method"
+    assert created.data.object["payment_method"] is None
     method = stripe_client.v1.payment_methods.retrieve(str(intent.payment_method))
     assert method.card is not None and method.card.brand == "visa" and method.customer is None
     expanded = stripe_client.v1.payment_intents.retrieve(intent.id, params={"expand": ["latest_charge"]})
