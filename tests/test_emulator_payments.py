@@ -461,3 +461,19 @@ def test_deleting_a_customer_cancels_its_subscriptions(stripe_client: stripe.Str
     assert again.value.http_status == 404
     with pytest.raises(stripe.InvalidRequestError):
         stripe_client.v1.customers.retrieve("cus_never")
+
+
+def test_a_client_pinned_before_basil_sees_the_invoice_link(
+    emulator: RunningEmulator, stripe_client: stripe.StripeClient
+) -> None:
+    """2025-03-31.basil removed `invoice` from PaymentIntents and Charges (docs.stripe.com/changelog/basil):
+    a client pinned to 2023-08-16 still gets it (null for a payment of no invoice)."""
+    intent = pay(stripe_client, "pm_card_visa")
+    assert "invoice" not in intent.to_dict()
+    old = stripe.StripeClient(
+        "sk_test_emulator", base_addresses={"api": emulator.url}, stripe_version="2023-08-16"
+    )
+    assert old.v1.payment_intents.retrieve(intent.id).to_dict()["invoice"] is None
+    assert old.v1.charges.retrieve(str(intent.latest_charge)).to_dict()["invoice"] is None
+    error = declined(old, "pm_card_chargeDeclined")
+    assert cast(dict[str, Any], error.json_body)["error"]["payment_intent"]["invoice"] is None
