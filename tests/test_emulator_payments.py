@@ -319,6 +319,11 @@ def test_payment_methods_from_test_tokens(stripe_client: stripe.StripeClient) ->
     with pytest.raises(stripe.InvalidRequestError) as token:
         stripe_client.v1.payment_methods.create(params={"type": "card", "card": {"token": "tok_nope"}})
     assert str(token.value.user_message) == "No such token: 'tok_nope'"
+    with pytest.raises(stripe.InvalidRequestError) as cvc:
+        stripe_client.v1.payment_methods.create(
+            params={"type": "card", "card": {"token": "tok_visa", "cvc": "123"}}
+        )
+    assert cvc.value.param == "card[cvc]"
     with pytest.raises(stripe.InvalidRequestError) as sepa:
         stripe_client.v1.payment_methods.create(params={"type": "sepa_debit"})
     assert sepa.value.param == "type"
@@ -408,6 +413,9 @@ def test_default_payment_method_must_be_attached(stripe_client: stripe.StripeCli
             customer.id, params={"invoice_settings": {"default_payment_method": loose.id}}
         )
     assert refused.value.param == "invoice_settings[default_payment_method]"
+    with pytest.raises(stripe.InvalidRequestError) as footer:  # not modelled: refused, not ignored
+        stripe_client.v1.customers.update(customer.id, params={"invoice_settings": {"footer": "Thanks"}})
+    assert footer.value.param == "invoice_settings[footer]"
     with pytest.raises(stripe.CardError):  # a declining card cannot be attached, so nothing is made
         stripe_client.v1.customers.create(params={"payment_method": "pm_card_chargeDeclined"})
     assert [c.id for c in stripe_client.v1.customers.list().data] == [customer.id]

@@ -12,7 +12,7 @@ import stripe
 
 from ..common import EMAIL_RE, address, merge_metadata
 from ..context import Ctx
-from ..errors import JSON, no_such, param_error
+from ..errors import JSON, no_such, param_error, unmodelled
 from ..events import emit, emit_update
 from ..listing import standard_routes
 from ..params import PARAM_SPECS, spec_of
@@ -134,6 +134,9 @@ def apply_customer(ctx: Ctx, customer: JSON, p: JSON) -> None:
         changes["metadata"] = merge_metadata(customer["metadata"], p["metadata"], "metadata")
     if "invoice_settings" in p:
         settings = dict(p["invoice_settings"] or {})
+        for key in settings:
+            if key != "default_payment_method":
+                raise unmodelled(f"invoice_settings[{key}]")
         changes["invoice_settings"] = dict(customer["invoice_settings"])
         if "default_payment_method" in settings:
             default = _default_method(ctx, settings, customer)
@@ -172,6 +175,9 @@ def _create(ctx: Ctx, call: Call) -> JSON:
     p = dict(call.params)
     ref = p.pop("payment_method", None)
     settings = dict(p.pop("invoice_settings", None) or {})
+    for key in settings:
+        if key != "default_payment_method":
+            raise unmodelled(f"invoice_settings[{key}]")
     scratch: JSON = {"metadata": {}, "invoice_settings": {}}
     apply_customer(ctx, scratch, p)  # every check before anything is made
     method = resolve_method(ctx, ref, "payment_method") if ref else None

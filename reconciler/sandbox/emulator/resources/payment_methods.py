@@ -12,7 +12,7 @@ import stripe
 from ..cards import CARDS, TEST_PAYMENT_METHODS, TEST_TOKENS, Card, card_details, card_of, decline
 from ..common import address, merge_metadata
 from ..context import Ctx
-from ..errors import JSON, StripeError, no_such, param_error
+from ..errors import JSON, StripeError, no_such, param_error, unmodelled
 from ..events import emit, emit_update
 from ..listing import list_objects, standard_routes
 from ..params import MODELLED_PARAMS, PARAM_SPECS, spec_of
@@ -202,6 +202,9 @@ def _create(ctx: Ctx, call: Call) -> JSON:
         raise param_error("Missing required param: card.", "card", "parameter_missing")
     if "number" in given:
         raise StripeError(400, RAW_CARD_NUMBERS)
+    for key in given:
+        if key != "token":
+            raise unmodelled(f"card[{key}]")
     token = given.get("token")
     if token is None:
         raise param_error("Missing required param: card[token].", "card[token]", "parameter_missing")
