@@ -6,7 +6,7 @@ paid, the card of the payment page) live in `ctx.internal(id)`, never in the obj
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import stripe
@@ -175,10 +175,23 @@ def confirm_intent(
     return _charge(ctx, intent, method, card, code)
 
 
+# What follows when a payment waiting for 3-D Secure ends (the admin route): the module owning what
+# an intent pays registers a hook here (invoices: paid or failed); each hook skips intents not its own.
+AFTER_AUTHENTICATION: list[Callable[[Ctx, Payment], None]] = []
+
+
 def authenticate_intent(ctx: Ctx, intent: JSON, succeeded: bool) -> Payment:
-    """The customer completed (or failed) 3-D Secure for an intent in requires_action: the payment
-    goes on (the card counts as set up for later off-session payments), or the intent fails with
-    `payment_intent_authentication_failure`."""
+    """The customer completed (or failed) 3-D Secure for an intent in requires_action, then the
+    `AFTER_AUTHENTICATION` hooks run."""
+    payment = _authenticated(ctx, intent, succeeded)
+    for hook in AFTER_AUTHENTICATION:
+        hook(ctx, payment)
+    return payment
+
+
+def _authenticated(ctx: Ctx, intent: JSON, succeeded: bool) -> Payment:
+    """The payment goes on (the card counts as set up for later off-session payments), or the intent
+    fails with `payment_intent_authentication_failure`."""
     method = ctx.need("payment_method", str(intent["payment_method"]))
     intent["next_action"] = None
     if succeeded:
