@@ -228,7 +228,6 @@ NO_PAYMENT_METHODS = (
     "payment methods (`payment_method=pm_card_visa`, attach) nor a subscription's paid first invoice"
 )
 NO_INVOICES = "payment-method attach, invoice items, invoice create and /pay"
-NO_PAYMENT_INTENTS = "PaymentIntents and charges (`POST /v1/payment_intents` with confirm=true)"
 
 TRIGGERS: list[Any] = [
     pytest.param("customer.created", ["customer.created"], check_customer, id="customer.created"),
@@ -308,23 +307,18 @@ TRIGGERS: list[Any] = [
         PAYMENT,
         check_payment(2000),
         id="payment_intent.succeeded",
-        marks=not_modelled(NO_PAYMENT_INTENTS),
     ),
     pytest.param(
         "payment_intent.payment_failed",
         ["payment_intent.created", "charge.failed", "payment_intent.payment_failed"],
         check_payment_failed,
         id="payment_intent.payment_failed",
-        marks=not_modelled(
-            f"{NO_PAYMENT_INTENTS} nor the declined card pm_card_chargeDeclined (402 card_error)"
-        ),
     ),
     pytest.param(
         "charge.succeeded",
         PAYMENT,
         check_payment(100),
         id="charge.succeeded",
-        marks=not_modelled(NO_PAYMENT_INTENTS),
     ),
 ]
 
@@ -434,6 +428,27 @@ def test_stripe_trigger_against_sandbox_serve(cli: str) -> None:
         found = events(client)
         assert_emitted(found, ["product.created", "price.created", "price.updated"])
         check_price_updated(client, found)
+
+
+def test_payment_triggers_against_sandbox_serve_with_a_state_file(cli: str, tmp_path: Path) -> None:
+    """A declined payment answers the CLI's expected 402 card_error, and what it made (the intent, the
+    failed charge, the events) is kept in the state file like any write."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    state = tmp_path / "stripe.json"
+    command = [sys.executable, "-m", "reconciler", "sandbox", "serve", "--port", str(port)]
+    with started([*command, "--state-file", str(state)], f"{url}/v1/products"):
+        client = stripe.StripeClient(TEST_KEY, base_addresses={"api": url})
+        for event in ("payment_intent.succeeded", "payment_intent.payment_failed"):
+            result = stripe_cli.trigger(cli, event, api_base=url, api_key=TEST_KEY)
+            assert result.returncode == 0 and "Trigger succeeded" in result.stdout, result.describe()
+        found = events(client)
+        assert sorted(e.type for e in found) == sorted(
+            [*PAYMENT, "payment_intent.created", "charge.failed", "payment_intent.payment_failed"]
+        )
+        check_payment_failed(client, found)
+    saved = json.loads(state.read_text())["accounts"]["test"]
+    assert len(saved["payment_intents"]) == 2 and len(saved["charges"]) == 2
 
 
 # --- fixture files of ours: the catalog as the reconciler writes and reads it ------------------------

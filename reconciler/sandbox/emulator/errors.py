@@ -16,7 +16,9 @@ class EmulatorConfigError(ValueError):
 
 class StripeError(Exception):
     """An error answered in Stripe's shape. `cacheable` is False for failures before execution began
-    (parameter validation, auth, routing): Stripe saves no idempotent result for those."""
+    (parameter validation, auth, routing): Stripe saves no idempotent result for those. `kept`: what
+    the request did stands, events included (a declined payment: its PaymentIntent and Charge exist).
+    `extra`: more fields of the error body (a card error's charge, decline_code, payment_intent...)."""
 
     def __init__(
         self,
@@ -27,6 +29,8 @@ class StripeError(Exception):
         code: str | None = None,
         param: str | None = None,
         cacheable: bool = True,
+        kept: bool = False,
+        extra: JSON | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -35,9 +39,11 @@ class StripeError(Exception):
         self.code = code
         self.param = param
         self.cacheable = cacheable
+        self.kept = kept
+        self.extra = extra or {}
 
     def body(self) -> JSON:
-        err: JSON = {}
+        err: JSON = dict(self.extra)
         if self.code is not None:
             err["code"] = self.code
             err["doc_url"] = f"https://stripe.com/docs/error-codes/{self.code.replace('_', '-')}"
@@ -45,7 +51,7 @@ class StripeError(Exception):
         if self.param is not None:
             err["param"] = self.param
         err["type"] = self.type_
-        return {"error": err}
+        return {"error": {k: err[k] for k in sorted(err)}}
 
 
 def param_error(message: str, param: str | None, code: str | None = None) -> StripeError:

@@ -235,8 +235,8 @@ _CUSTOMER_FIELDS = frozenset(
 )
 _PAGING = frozenset({"created", "ending_before", "expand", "limit", "starting_after"})
 MODELLED_PARAMS: dict[str, frozenset[str]] = {
-    "customer.create": _CUSTOMER_FIELDS,
-    "customer.update": _CUSTOMER_FIELDS,
+    "customer.create": _CUSTOMER_FIELDS | {"invoice_settings", "payment_method"},
+    "customer.update": _CUSTOMER_FIELDS | {"invoice_settings"},
     "customer.list": _PAGING | {"email"},
     "subscription.create": frozenset(
         {

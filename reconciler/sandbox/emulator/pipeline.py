@@ -201,7 +201,10 @@ def _execute(
             status, payload = 200, dispatch(ctx, found, ids, params)
             ctx.dirty = ctx.dirty or method != "GET" or bool(ctx.emitted)
         except StripeError as exc:
-            events.discard(ctx)
+            if exc.kept:  # a declined payment: what it created stays, its events are sent
+                ctx.dirty = True
+            else:
+                events.discard(ctx)
             if not exc.cacheable:
                 raise
             status, payload = exc.status, exc.body()

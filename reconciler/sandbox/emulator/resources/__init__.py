@@ -4,11 +4,13 @@ resource module is added to this list."""
 from __future__ import annotations
 
 from . import (
+    charges,
     checkout,
     customers,
     events,
     invoices,
     payment_intents,
+    payment_methods,
     payment_pages,
     prices,
     products,
@@ -18,11 +20,13 @@ from . import (
 )
 
 __all__ = [
+    "charges",
     "checkout",
     "customers",
     "events",
     "invoices",
     "payment_intents",
+    "payment_methods",
     "payment_pages",
     "prices",
     "products",

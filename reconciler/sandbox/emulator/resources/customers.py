@@ -1,4 +1,5 @@
-"""Customers: create, retrieve, update, list."""
+"""Customers: create (with a `payment_method` to attach), retrieve, update (the default payment method
+of invoices), delete (their subscriptions canceled), list."""
 
 from __future__ import annotations
 
@@ -7,13 +8,18 @@ import secrets
 import string
 import time
 
+import stripe
+
 from ..common import EMAIL_RE, address, merge_metadata
 from ..context import Ctx
-from ..errors import JSON, param_error
+from ..errors import JSON, no_such, param_error, unmodelled
 from ..events import emit, emit_update
 from ..listing import standard_routes
+from ..params import PARAM_SPECS, spec_of
 from ..registry import Call, Kind, register_kind, route
 from ..rendering import render, snapshot
+from .payment_methods import attach_method, check_attachable, resolve_method
+from .subscriptions import cancel_subscription
 
 
 def create_customer(ctx: Ctx, p: JSON) -> JSON:
@@ -52,6 +58,29 @@ def create_customer(ctx: Ctx, p: JSON) -> JSON:
     apply_customer(ctx, customer, p)
     ctx.put("customer", customer)
     return customer
+
+
+def _default_method(
+    ctx: Ctx, settings: JSON, customer: JSON | None, attached: JSON | None = None
+) -> str | None:
+    """The checked `invoice_settings[default_payment_method]`: a PaymentMethod attached to the customer
+    (or the one attached by this request). None when not given."""
+    ref = settings.get("default_payment_method")
+    if not ref:
+        return None
+    param = "invoice_settings[default_payment_method]"
+    if attached is not None and ref == attached["id"]:
+        return str(ref)
+    method = ctx.get("payment_method", ref)
+    if method is None:
+        raise no_such("PaymentMethod", ref, param, status=400)
+    if customer is None or method["customer"] != customer["id"]:
+        raise param_error(
+            f"The customer does not have a payment method with the ID {ref}. The payment method must be "
+            "attached to the customer.",
+            param,
+        )
+    return str(method["id"])
 
 
 def apply_customer(ctx: Ctx, customer: JSON, p: JSON) -> None:
@@ -103,6 +132,15 @@ def apply_customer(ctx: Ctx, customer: JSON, p: JSON) -> None:
         )
     if "metadata" in p:
         changes["metadata"] = merge_metadata(customer["metadata"], p["metadata"], "metadata")
+    if "invoice_settings" in p:
+        settings = dict(p["invoice_settings"] or {})
+        for key in settings:
+            if key != "default_payment_method":
+                raise unmodelled(f"invoice_settings[{key}]")
+        changes["invoice_settings"] = dict(customer["invoice_settings"])
+        if "default_payment_method" in settings:
+            default = _default_method(ctx, settings, customer)
+            changes["invoice_settings"]["default_payment_method"] = default
     customer.update(changes)
 
 
@@ -122,13 +160,37 @@ register_kind(
         matches=_matches,
     )
 )
-standard_routes("customer")
+standard_routes("customer", retrieve=False)
+PARAM_SPECS["customer.delete"] = spec_of(stripe.params.CustomerDeleteParams)
+
+
+def deleted_customer(customer_id: str) -> JSON:
+    return {"id": customer_id, "object": "customer", "deleted": True}
 
 
 @route("POST", "/v1/customers", "customer.create")
 def _create(ctx: Ctx, call: Call) -> JSON:
-    customer = create_customer(ctx, call.params)
+    """With `payment_method`, that PaymentMethod is attached (a `pm_card_*` id: a new one), and
+    `invoice_settings[default_payment_method]` may name it by the id given."""
+    p = dict(call.params)
+    ref = p.pop("payment_method", None)
+    settings = dict(p.pop("invoice_settings", None) or {})
+    for key in settings:
+        if key != "default_payment_method":
+            raise unmodelled(f"invoice_settings[{key}]")
+    scratch: JSON = {"metadata": {}, "invoice_settings": {}}
+    apply_customer(ctx, scratch, p)  # every check before anything is made
+    method = resolve_method(ctx, ref, "payment_method") if ref else None
+    if method is not None:
+        check_attachable(ctx, method)
+        if settings.get("default_payment_method") == ref:
+            settings["default_payment_method"] = method["id"]
+    default = _default_method(ctx, settings, None, attached=method)
+    customer = create_customer(ctx, p)
+    customer["invoice_settings"]["default_payment_method"] = default
     emit(ctx, "customer.created", "customer", customer)
+    if method is not None:
+        attach_method(ctx, method, customer)
     return render(ctx, "customer", customer, call.expand)
 
 
@@ -139,3 +201,31 @@ def _update(ctx: Ctx, call: Call) -> JSON:
     apply_customer(ctx, customer, call.params)
     emit_update(ctx, "customer", customer, before)
     return render(ctx, "customer", customer, call.expand)
+
+
+@route("GET", "/v1/customers/{id}", "customer.retrieve")
+def _retrieve(ctx: Ctx, call: Call) -> JSON:
+    customer = ctx.get("customer", call.ids[0])
+    if customer is None and ctx.acct.internal.get(call.ids[0], {}).get("deleted_customer"):
+        return deleted_customer(call.ids[0])  # Stripe still answers for a deleted customer
+    return render(ctx, "customer", ctx.need("customer", call.ids[0]), call.expand)
+
+
+@route("DELETE", "/v1/customers/{id}", "customer.delete")
+def _delete(ctx: Ctx, call: Call) -> JSON:
+    """Its subscriptions end now (customer.subscription.deleted each), its payment methods are
+    detached, then the customer goes (customer.deleted with its last state)."""
+    customer = ctx.need("customer", call.ids[0])
+    for sub in sorted(ctx.acct.subscriptions.values(), key=lambda s: ctx.store.rank(ctx.mode, s)):
+        if sub["customer"] == customer["id"] and sub["status"] not in ("canceled", "incomplete_expired"):
+            cancel_subscription(ctx, sub, {})
+            emit(ctx, "customer.subscription.deleted", "subscription", sub)
+    for method in ctx.acct.payment_methods.values():
+        if method["customer"] == customer["id"]:
+            method["customer"] = None
+            ctx.internal(method["id"])["used"] = True
+    frozen = snapshot(ctx, "customer", customer)
+    ctx.delete("customer", customer["id"])
+    ctx.internal(customer["id"])["deleted_customer"] = True
+    emit(ctx, "customer.deleted", "customer", customer, frozen=frozen)
+    return deleted_customer(customer["id"])

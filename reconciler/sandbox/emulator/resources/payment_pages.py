@@ -16,7 +16,7 @@ from .checkout import (
     fulfil_session,
 )
 from .invoices import build_invoice, finalize_invoice, mark_failed, mark_paid
-from .payment_intents import charge_invoice, new_payment_intent
+from .payment_intents import authenticate_intent, charge_invoice, new_payment_intent
 from .subscriptions import set_status
 
 
@@ -35,7 +35,7 @@ def complete_checkout(ctx: Ctx, session: JSON, args: JSON) -> JSON:
             intent = new_payment_intent(
                 ctx, card, session["amount_total"], session["currency"], session=session["id"], invoice=None
             )
-            intent["args"] = {k: args[k] for k in ("email", "name") if k in args}
+            ctx.internal(intent["id"])["args"] = {k: args[k] for k in ("email", "name") if k in args}
             answer = {"outcome": "requires_action", "payment_intent": intent["id"]}
     else:
         # Before 2025-03-31.basil, Checkout made an incomplete subscription with an open first invoice,
@@ -57,7 +57,7 @@ def complete_checkout(ctx: Ctx, session: JSON, args: JSON) -> JSON:
             invoice = ctx.acct.invoices[sub["latest_invoice"]]
         answer = charge_invoice(ctx, invoice, card)
         if answer["outcome"] == "requires_action":
-            ctx.acct.payment_intents[answer["payment_intent"]]["checkout_session"] = session["id"]
+            ctx.internal(answer["payment_intent"])["checkout_session"] = session["id"]
         if answer["outcome"] == "succeeded":
             complete_session(ctx, session, sub, invoice)
     answer["checkout_session"] = render(ctx, "checkout_session", session, [])
@@ -70,20 +70,25 @@ def authenticate_payment(ctx: Ctx, intent: JSON, args: JSON) -> JSON:
     result = args.get("outcome", "succeeded")
     if result not in ("succeeded", "failed"):
         raise admin_error('"outcome" must be "succeeded" or "failed".')
+    info = ctx.internal(intent["id"])
+    if "card" not in info:  # a PaymentIntent of the API: its payment goes on
+        payment = authenticate_intent(ctx, intent, result == "succeeded")
+        return {"payment_intent": render(ctx, "payment_intent", payment.intent, []), "outcome": result}
     intent["status"] = "succeeded" if result == "succeeded" else "requires_payment_method"
-    session = ctx.acct.checkout_sessions.get(intent["checkout_session"] or "")
+    intent["next_action"] = None
+    session = ctx.acct.checkout_sessions.get(info["checkout_session"] or "")
     answer: JSON = {"payment_intent": intent["id"], "outcome": result}
-    if intent["invoice"] is None:  # a Checkout payment (basil): nothing exists before it succeeds
+    if info["invoice"] is None:  # a Checkout payment (basil): nothing exists before it succeeds
         assert session is not None
         if result == "succeeded":
             if session["status"] != "open":
                 raise admin_error(f"The Checkout Session {session['id']} is {session['status']}.")
-            answer.update(fulfil_session(ctx, session, intent["card"], intent.get("args", {})))
+            answer.update(fulfil_session(ctx, session, info["card"], info.get("args", {})))
     else:
-        invoice = ctx.acct.invoices[intent["invoice"]]
+        invoice = ctx.acct.invoices[info["invoice"]]
         sub = ctx.acct.subscriptions[invoice["parent"]["subscription_details"]["subscription"]]
         if result == "succeeded" and invoice["status"] == "open":
-            ctx.internal(sub["id"])["card"] = intent["card"]
+            ctx.internal(sub["id"])["card"] = info["card"]
             mark_paid(ctx, invoice)
             if sub["status"] in ("incomplete", "past_due", "unpaid"):
                 set_status(ctx, sub, "active")
