@@ -99,7 +99,14 @@ def test_the_answer_names_its_version(emulator: RunningEmulator) -> None:
     assert product.last_response.headers["Stripe-Version"] == OLD
 
 
-@pytest.mark.parametrize("version", ["2023-13-45", "yesterday", "2099-01-01", "2019-12-03"])
+def test_a_newer_sdks_pin_gets_the_newest_shape(emulator: RunningEmulator) -> None:
+    """stripe-node 23.2.0 pins 2026-11-18.endive, after the Python SDK's 2026-10-28.endive."""
+    newer = pinned(emulator, "2026-11-18.endive")
+    product = newer.v1.products.create(params={"name": "P", "marketing_features": [{"name": "Fast"}]})
+    assert product.marketing_features[0].name == "Fast"
+
+
+@pytest.mark.parametrize("version", ["2023-13-45", "yesterday", "2999-01-01", "2019-12-03"])
 def test_unknown_or_unmodelled_versions_are_refused(emulator: RunningEmulator, version: str) -> None:
     with pytest.raises(stripe.InvalidRequestError) as caught:
         pinned(emulator, version).v1.products.list()

@@ -33,11 +33,13 @@ _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
 
 
 def requested(version: str | None) -> str:
-    """The version a request is answered in, or Stripe's 400 for one that does not exist; a version
-    older than the oldest modelled one is refused too, rather than answered in a shape it never had."""
+    """The version a request is answered in, or Stripe's 400 for one that cannot exist (not a date, or
+    a future one); a version older than the oldest modelled one is refused too, rather than answered in
+    a shape it never had. One newer than the default (another SDK's pin, such as stripe-node's) gets
+    the newest shape modelled."""
     if version is None or version == "":
         return DEFAULT
-    if not _VERSION.match(version) or not _is_date(version[:10]) or version[:10] > DEFAULT[:10]:
+    if not _VERSION.match(version) or not _is_date(version[:10]) or version[:10] > _today():
         raise StripeError(400, f"Invalid Stripe API version: {version}", cacheable=False)
     if version[:10] < OLDEST:
         raise StripeError(
@@ -47,6 +49,10 @@ def requested(version: str | None) -> str:
             cacheable=False,
         )
     return version
+
+
+def _today() -> str:
+    return datetime.datetime.now(datetime.UTC).date().isoformat()
 
 
 def _is_date(text: str) -> bool:
