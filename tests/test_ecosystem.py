@@ -53,13 +53,13 @@ ALL_FILES = [*WORKFLOWS.values(), ACTION, *MANIFESTS.values(), RECIPES]
 # The subcommands these files rely on, with where their contract is written. One that is not in
 # `cli.commands` yet is skipped with this reason; once it lands, its command lines are parsed for real.
 RELIED_ON = {
-    "plan": "PRODUCT.md 'The command line': plan -o text|json|markdown, --out FILE, --detailed-exitcode",
-    "apply": "PRODUCT.md 'The command line': apply CATALOG --auto-approve, or apply a saved plan file",
-    "drift": "PRODUCT.md 'The command line': drift [CATALOG] [-o text|json], exit 0 / 2 drift / 1",
-    "listen": "PRODUCT.md 'Webhook listener mode': listen --host H --port P",
-    "sync": "PRODUCT.md 'The command line': sync, the license sync (KUPLOY_CATALOG_URL), exit 0 / 1",
+    "plan": "README 'Commands': plan -o text|json|markdown, --out FILE, --detailed-exitcode",
+    "apply": "README 'Commands': apply CATALOG --auto-approve, or apply a saved plan file",
+    "drift": "README 'Commands': drift [CATALOG] [-o text|json], exit 0 / 2 drift / 1",
+    "listen": "README 'Webhook listener': listen --host H --port P",
+    "sync": "README 'Commands': sync, the license sync (KUPLOY_CATALOG_URL), exit 0 / 1",
 }
-# Options (or choice values, as "-o markdown") used here that PRODUCT.md promises and the CLI does
+# Options (or choice values, as "-o markdown") used here that the README documents and the CLI does
 # not have yet, as (subcommand, option): skipped while missing. Any other unknown one fails.
 # (`plan --out` and `plan -o markdown` were here until the CLI got them.)
 PENDING_OPTIONS: set[tuple[str, str]] = set()
@@ -205,13 +205,12 @@ def test_the_subcommands_used_are_the_documented_ones() -> None:
     )
 
 
-def test_the_commands_the_files_rely_on_are_promised() -> None:
-    """RELIED_ON lists no command that the product contract does not promise."""
-    product = ROOT.parent / "shared" / "PRODUCT.md"
-    if not product.is_file():
-        pytest.skip("../shared/PRODUCT.md (the product contract) is absent here")
-    text = product.read_text(encoding="utf-8")
-    assert [sub for sub in RELIED_ON if f"`{sub}`" not in text] == []
+def test_the_commands_the_files_rely_on_are_documented() -> None:
+    """RELIED_ON lists no command that the README's command table does not document."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Commands") :].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([a-z]+)\b", table, flags=re.M))
+    assert [sub for sub in RELIED_ON if sub not in documented] == []
 
 
 def _choice_problems(command: click.Command, sub: str, args: list[str]) -> tuple[list[str], list[str]]:
@@ -254,7 +253,7 @@ def test_command_line_is_accepted_by_the_cli(inv: Invocation) -> None:
     pending, unknown = _choice_problems(command, sub, rest)
     assert not unknown, f"{inv.where}: `{sub}` has no {unknown}"
     if pending:
-        pytest.skip(f"`{sub}` does not have {pending} yet (PRODUCT.md promises it); {inv.where} uses it")
+        pytest.skip(f"`{sub}` does not have {pending} yet (the README documents it); {inv.where} uses it")
     parent = cli.make_context("kuploy-reconciler", [sub])
     command.make_context(sub, rest, parent=parent)  # raises click.UsageError on anything wrong
 
