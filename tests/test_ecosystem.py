@@ -32,12 +32,13 @@ from node_tools import TOOLS, node, node_package
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+RELEASE_WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
 ACTION = ROOT / "action.yml"
 EXAMPLE_WORKFLOWS = {
     name: ROOT / "examples" / "github" / name
     for name in ("plan-on-pr.yml", "apply-on-merge.yml", "drift-scheduled.yml")
 }
-WORKFLOWS = {"ci.yml": CI_WORKFLOW, **EXAMPLE_WORKFLOWS}
+WORKFLOWS = {"ci.yml": CI_WORKFLOW, "release.yml": RELEASE_WORKFLOW, **EXAMPLE_WORKFLOWS}
 MANIFESTS = {
     name: ROOT / "examples" / "kubernetes" / name
     for name in (
@@ -55,6 +56,7 @@ ALL_FILES = [*WORKFLOWS.values(), ACTION, *MANIFESTS.values(), RECIPES]
 # The subcommands these files rely on, with where their contract is written. One that is not in
 # `cli.commands` yet is skipped with this reason; once it lands, its command lines are parsed for real.
 RELIED_ON = {
+    "validate": "README 'Commands': validate CATALOG, exit 0 ok / 1 invalid",
     "plan": "README 'Commands': plan -o text|json|markdown, --out FILE, --detailed-exitcode",
     "apply": "README 'Commands': apply CATALOG --auto-approve, or apply a saved plan file",
     "drift": "README 'Commands': drift [CATALOG] [-o text|json], exit 0 / 2 drift / 1",
@@ -75,9 +77,17 @@ ACTION_USES = re.compile(r"^(\./?|kuploy/kuploy-reconciler@.+)$")
 # Least privilege: exactly these GITHUB_TOKEN permissions, per workflow.
 PERMISSIONS = {
     "ci.yml": {"contents": "read"},
+    "release.yml": {},  # none for the workflow: each job names its own (RELEASE_JOB_PERMISSIONS)
     "plan-on-pr.yml": {"contents": "read", "pull-requests": "write"},
     "apply-on-merge.yml": {"contents": "read"},
     "drift-scheduled.yml": {"issues": "write"},
+}
+
+RELEASE_JOB_PERMISSIONS = {
+    "build": {"contents": "read"},
+    "pypi": {"id-token": "write"},  # PyPI trusted publishing: an OIDC token, no API token
+    "image": {"contents": "read", "packages": "write"},
+    "github-release": {"contents": "write"},
 }
 
 SECRET_PATTERNS = [
@@ -303,7 +313,10 @@ def test_workflow_shape_and_least_privilege(name: str) -> None:
         assert "runs-on" in job, f"{name}: job {job_id} has no runs-on"
         assert job.get("steps"), f"{name}: job {job_id} has no steps"
         assert "timeout-minutes" in job, f"{name}: job {job_id} has no timeout"
-        assert "permissions" not in job, f"{name}: job {job_id} widens the workflow's permissions"
+        if name == "release.yml":
+            assert job.get("permissions") == RELEASE_JOB_PERMISSIONS[job_id], f"{name}: job {job_id}"
+        else:
+            assert "permissions" not in job, f"{name}: job {job_id} widens the workflow's permissions"
         for step in job["steps"]:
             assert ("uses" in step) != ("run" in step), f"{name}: {step}"
     assert workflow.get("permissions") == PERMISSIONS[name]
@@ -317,6 +330,38 @@ def test_ci_runs_the_ci_script_on_both_pythons() -> None:
     assert test["strategy"]["matrix"]["python-version"] == ["3.11", "3.12"]
     assert any(step.get("run") == "bash .ci/run" for step in test["steps"])
     assert "services" not in test  # PostgreSQL is embedded by the test suite
+
+
+def _uses(workflow: dict[str, Any], job: str, action: str) -> dict[str, Any]:
+    [step] = [s for s in workflow["jobs"][job]["steps"] if str(s.get("uses", "")).startswith(action + "@")]
+    return step
+
+
+def test_release_publishes_pypi_the_image_and_notes_on_a_version_tag() -> None:
+    workflow = load(RELEASE_WORKFLOW)
+    assert triggers(workflow) == {"push": {"tags": ["v*.*.*"]}}
+    jobs = workflow["jobs"]
+    build = "\n".join(s.get("run", "") for s in jobs["build"]["steps"])
+    assert "python -m build" in build and "twine check --strict" in build and "GITHUB_REF_NAME" in build
+    assert jobs["pypi"]["environment"]["name"] == "pypi" and "with" not in _uses(
+        workflow, "pypi", "pypa/gh-action-pypi-publish"
+    )  # trusted publishing: no password
+    image = _uses(workflow, "image", "docker/build-push-action")["with"]
+    assert image["platforms"] == "linux/amd64,linux/arm64" and image["push"] is True
+    assert workflow["env"]["IMAGE"] == IMAGE
+    tags = _uses(workflow, "image", "docker/metadata-action")["with"]["tags"]
+    assert "type=semver,pattern={{version}}" in tags  # the tag the Kubernetes examples pin
+    assert set(jobs["github-release"]["needs"]) == {"pypi", "image"}
+    notes = "\n".join(s.get("run", "") for s in jobs["github-release"]["steps"])
+    assert "CHANGELOG.md" in notes and "gh release create" in notes
+
+
+def test_ci_builds_and_runs_the_image() -> None:
+    image = load(CI_WORKFLOW)["jobs"]["image"]
+    build = _uses(load(CI_WORKFLOW), "image", "docker/build-push-action")["with"]
+    assert build["push"] is False and build["load"] is True
+    script = "\n".join(s.get("run", "") for s in image["steps"])
+    assert "--version" in script and "validate /catalog" in script
 
 
 def _action_steps(name: str) -> list[dict[str, Any]]:
