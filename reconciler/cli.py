@@ -180,8 +180,9 @@ def _warn_mass_archive(outcome: api.PlanOutcome) -> None:
         )
 
 
-catalog_argument = click.argument("catalog", metavar="CATALOG")
-optional_catalog_argument = click.argument("catalog", metavar="[CATALOG]", required=False)
+# click.Path (not checked, kept a str: a catalog may be a URL) so that shells complete file names.
+catalog_argument = click.argument("catalog", metavar="CATALOG", type=click.Path())
+optional_catalog_argument = click.argument("catalog", metavar="[CATALOG]", required=False, type=click.Path())
 webhook_url_option = click.option(
     "--webhook-url",
     metavar="URL",
@@ -247,7 +248,21 @@ output_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def examples(*command_lines: str) -> str:
+    """A command's --help epilog: example command lines, kept as written (`\b` stops click re-wrapping)."""
+    return "\b\nExamples:\n" + "\n".join(f"  $ kuploy-reconciler {line}" for line in command_lines)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples(
+        "plan examples/",
+        "apply examples/ --auto-approve",
+        "drift",
+    )
+    + "\n\n\b\nShell completion (bash; zsh_source and fish_source for the others):\n"
+    '  $ eval "$(_KUPLOY_RECONCILER_COMPLETE=bash_source kuploy-reconciler)"',
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.version_option(package_name="kuploy-reconciler")
 @click.pass_context
@@ -257,7 +272,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     redact_logging()
 
 
-@cli.command()
+@cli.command(epilog=examples("validate examples/", "validate catalog.yaml"))
 @catalog_argument
 def validate(catalog: str) -> int:
     """Check a catalog (schema and invariants): a file, a folder or an https:// URL.
@@ -268,7 +283,10 @@ def validate(catalog: str) -> int:
     return 0
 
 
-@cli.command("plan")
+@cli.command(
+    "plan",
+    epilog=examples("plan examples/", "plan catalog/ -o markdown --out plan.json --detailed-exitcode"),
+)
 @optional_catalog_argument
 @click.option(
     "-o",
@@ -319,8 +337,13 @@ max_rps_option = click.option(
 )
 
 
-@cli.command("apply")
-@click.argument("target", metavar="[CATALOG|PLANFILE]", required=False)
+@cli.command(
+    "apply",
+    epilog=examples(
+        "apply examples/", "apply plan.json", "apply catalog/ --auto-approve --webhook-secret-file ./whsec"
+    ),
+)
+@click.argument("target", metavar="[CATALOG|PLANFILE]", required=False, type=click.Path())
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (CI).")
 @adopt_option
 @webhook_url_option
@@ -399,7 +422,7 @@ def _report(outcome: api.ApplyOutcome) -> int:
     return 0
 
 
-@cli.command("sync")
+@cli.command("sync", epilog=examples("sync --dry-run", "sync --live"))
 @optional_catalog_argument
 @click.option(
     "--dry-run", is_flag=True, help="Fetch and show the plan; write nothing at all (not even the cache)."
@@ -447,7 +470,7 @@ def sync_command(
     return _report(outcome)
 
 
-@cli.command("drift")
+@cli.command("drift", epilog=examples("drift", "drift catalog/ -o json"))
 @optional_catalog_argument
 @output_option
 @live_option
@@ -462,7 +485,7 @@ def drift_command(ctx: click.Context, catalog: str | None, output: str, live: bo
     return 2 if report.has_drift else 0
 
 
-@cli.command()
+@cli.command(epilog=examples("export --out catalog/plans.yaml"))
 @click.option("--out", type=click.Path(path_type=Path), help="Write the catalog here instead of stdout.")
 @live_option
 @click.pass_context
@@ -481,7 +504,7 @@ def export(ctx: click.Context, out: Path | None, live: bool) -> int:
     return 0
 
 
-@cli.command()
+@cli.command(epilog=examples("doctor", "doctor --live -o json"))
 @output_option
 @live_option
 @click.pass_context
@@ -505,7 +528,7 @@ def doctor(ctx: click.Context, output: str, live: bool) -> int:
     return 0 if healthy else 1
 
 
-@cli.command()
+@cli.command(epilog=examples("migrate", "migrate --lock-timeout 300"))
 @lock_option
 @live_option
 @click.pass_context
@@ -516,7 +539,7 @@ def migrate(ctx: click.Context, lock_timeout: float, live: bool) -> int:
     return 0
 
 
-@cli.command()
+@cli.command(epilog=examples("seed"))
 @lock_option
 @live_option
 @click.pass_context
@@ -527,7 +550,7 @@ def seed(ctx: click.Context, lock_timeout: float, live: bool) -> int:
     return 0
 
 
-@cli.command()
+@cli.command(epilog=examples("listen", "listen --host 0.0.0.0 --port 8080 --workers 2"))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 in a pod).")
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option(
@@ -587,12 +610,17 @@ def listen(ctx: click.Context, host: str, port: int, workers: int, live: bool) -
     return 0
 
 
-@cli.group()
+@cli.group(epilog=examples("sandbox serve --port 12111", "sandbox checkout --plan pro"))
 def sandbox() -> None:
     """The local Stripe emulator (and embedded Postgres) for tests and local work."""
 
 
-@sandbox.command("checkout")
+@sandbox.command(
+    "checkout",
+    epilog=examples(
+        "sandbox checkout --plan pro", "sandbox checkout --plan pro --card '4000 0000 0000 3220'"
+    ),
+)
 @click.option(
     "--plan", "plan_slug", required=True, help="Slug of an active paid plan (apply a catalog first)."
 )
@@ -632,7 +660,9 @@ def sandbox_checkout(
     return 0 if report.consistent else 1
 
 
-@sandbox.command("serve")
+@sandbox.command(
+    "serve", epilog=examples("sandbox serve", "sandbox serve --port 12111 --latency-ms 50 --rate-limit 25")
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=12111, show_default=True)
 @click.option("--latency-ms", type=int, default=0, show_default=True, help="Delay every answer.")

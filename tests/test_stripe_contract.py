@@ -18,8 +18,6 @@ from reconciler.sandbox.emulator import RunningEmulator, start_in_thread
 
 import stripe_contract as contract
 
-pytestmark = pytest.mark.skipif(contract.missing_reason() is not None, reason=str(contract.missing_reason()))
-
 
 @pytest.fixture
 def running() -> Iterator[RunningEmulator]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from reconciler import api
 from reconciler.catalog import load_catalog
 from reconciler.sandbox.emulator import RunningEmulator
@@ -13,8 +11,6 @@ from reconciler.settings import Settings
 
 import stripe_contract as contract
 from conftest import standard_plans, write_catalog
-
-pytestmark = pytest.mark.skipif(contract.missing_reason() is not None, reason=str(contract.missing_reason()))
 
 
 def test_requests_of_a_full_lifecycle_fit_the_spec(

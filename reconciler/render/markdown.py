@@ -1,5 +1,8 @@
 """The plan as a GitHub pull-request comment: summary first, billing changes next, details folded.
 
+The head names every re-priced and every archived plan by slug, as comma lists, before any folded
+detail: on a big change a reviewer sees at once which plans bill differently. The lists take at most
+three quarters of the comment and are cut with a count only past that (a few thousand slugs).
 Every plan's block is whole or absent: the comment is cut only between blocks, never inside a
 `<details>` block, and ends with a note of what was left out. Text from the catalog (slugs, names,
 descriptions) goes through `_escape`, so it cannot close a `<details>` block, split a table row or
@@ -8,6 +11,7 @@ open a code span; values are shown as JSON, as `render_text` shows them.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from reconciler.plan import Action, ArchivePrice, Plan, PlanChange, WebhookEndpointChange
@@ -26,6 +30,11 @@ MAX_VALUE_CHARS = 500
 
 _FULL_PLAN_HINT = "run `kuploy-reconciler plan -o json` for the full plan"
 
+NAMED_IN_HEAD = {Action.REPLACE_PRICE: "Re-priced", Action.ARCHIVE: "Archived"}
+"""The changes whose plans the head names, all of them, in this order."""
+
+_PLAIN_SLUG = re.compile(r"[A-Za-z0-9._-]+")
+
 # Entities, not backslashes: `<summary>` sits in a raw HTML block where backslash escapes are not
 # processed, and CommonMark treats an entity as literal text, never as markup.
 _ESCAPES = str.maketrans(
@@ -40,14 +49,16 @@ def render_markdown(plan: Plan, *, limit: int = GITHUB_COMMENT_LIMIT) -> str:
     differently on the way (line endings sent as CRLF, astral characters counted as two).
     """
     budget = limit - limit // 16
-    head = _head(plan, budget // 4) + _webhook_block(plan.webhook_endpoint)
     ordered = sorted(plan.changes, key=lambda change: _ORDER.index(change.action))
+    reserve = len(_left_out(ordered, 0))  # the longest note: every change left out
+    webhook = _webhook_block(plan.webhook_endpoint)
+    room = budget - len(_head(plan, budget // 4, named="")) - len(webhook) - reserve
+    head = _head(plan, budget // 4, named=_named_plans(ordered, room * 3 // 4)) + webhook
     pieces = [_section_heading(ordered, index) + _block(plan, change) for index, change in enumerate(ordered)]
 
     if len(head) + sum(map(len, pieces)) <= budget:
         return head + "".join(pieces)
 
-    reserve = len(_left_out(ordered, 0))  # the longest note: every change left out
     used = len(head) + reserve
     shown = 0
     for piece in pieces:
@@ -58,7 +69,7 @@ def render_markdown(plan: Plan, *, limit: int = GITHUB_COMMENT_LIMIT) -> str:
     return head + "".join(pieces[:shown]) + _left_out(ordered, shown)
 
 
-def _head(plan: Plan, room: int) -> str:
+def _head(plan: Plan, room: int, *, named: str) -> str:
     title = "### kuploy-reconciler · "
     if plan.has_resource_changes:
         title += summary_line(plan)
@@ -67,7 +78,7 @@ def _head(plan: Plan, room: int) -> str:
     else:
         return title + "No changes\n\ncloud_plans and Stripe match the catalog.\n"
     if not plan.pending_migrations:
-        return title + "\n"
+        return title + "\n" + named
 
     count = len(plan.pending_migrations)
     title += f" {count} pending migration{'s' if count != 1 else ''}."
@@ -77,7 +88,51 @@ def _head(plan: Plan, room: int) -> str:
             names.append(f"… and {count - len(names)} more")
             break
         names.append(_escape(name))
-    return f"{title}\n\n**Pending migrations** (apply runs them first): {', '.join(names)}\n"
+    return f"{title}\n{named}\n**Pending migrations** (apply runs them first): {', '.join(names)}\n"
+
+
+def _named_plans(ordered: list[PlanChange], room: int) -> str:
+    """One paragraph per kind in NAMED_IN_HEAD (`**Archived (3):** `a`, `b`, `c``), within `room`.
+
+    Each list gets at least an equal share of the room, and more when the lists after it need less.
+    """
+    paragraphs = [
+        (label, slugs)
+        for action, label in NAMED_IN_HEAD.items()
+        if (slugs := [change.slug for change in ordered if change.action is action])
+    ]
+    out = ""
+    for index, (label, slugs) in enumerate(paragraphs):
+        rest = room - len(out)
+        later = sum(len(_slug_paragraph(other, its, rest)) for other, its in paragraphs[index + 1 :])
+        out += _slug_paragraph(label, slugs, max(rest // (len(paragraphs) - index), rest - later))
+    return out
+
+
+def _slug_paragraph(label: str, slugs: list[str], room: int) -> str:
+    """`\n**label (n):** `a`, `b`\n`, cut to fit `room` with `… and k more` (counted) at the end."""
+    start, end = f"\n**{label} ({len(slugs)}):** ", "\n"
+    shown = [_slug(slug) for slug in slugs]
+    if len(start) + len(", ".join(shown)) + len(end) <= room:
+        return start + ", ".join(shown) + end
+    note = f"… and {len(slugs)} more"  # the longest it can be
+    used = len(start) + len(note) + len(end)
+    if used > room:  # only with a limit far below GitHub's
+        return ""
+    fitting = 0
+    for text in shown:
+        if used + len(text) + 2 > room:
+            break
+        used += len(text) + 2
+        fitting += 1
+    return (
+        start + "".join(f"{text}, " for text in shown[:fitting]) + f"… and {len(slugs) - fitting} more" + end
+    )
+
+
+def _slug(slug: str) -> str:
+    """A code span for a slug of the catalog's characters; anything else (a hand-made row) escaped."""
+    return f"`{slug}`" if _PLAIN_SLUG.fullmatch(slug) else _escape(slug)
 
 
 def _webhook_block(change: WebhookEndpointChange | None) -> str:
