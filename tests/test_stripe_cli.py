@@ -297,10 +297,6 @@ TRIGGERS: list[Any] = [
         ["product.created", "price.created", *PAYMENT, "checkout.session.completed"],
         check_checkout,
         id="checkout.session.completed",
-        marks=not_modelled(
-            "Checkout in mode=payment (payment_intent_data) nor the payment-page routes "
-            "(GET /v1/payment_pages/{id}, POST .../confirm) the CLI completes a session with"
-        ),
     ),
     pytest.param(
         "payment_intent.succeeded",
@@ -519,9 +515,6 @@ def test_a_price_change_made_with_the_stripe_cli_is_seen_as_drift(
 # --- end to end: Checkout paid with the CLI lands in cloud_subscriptions -----------------------------
 
 
-@not_modelled(
-    "the payment-page routes (GET /v1/payment_pages/{id}, POST .../confirm) the CLI completes Checkout with"
-)
 def test_checkout_completed_with_the_cli_lands_in_cloud_subscriptions(
     cli: str, database_url: str, db: psycopg.Connection, tmp_path: Path
 ) -> None:
