@@ -246,8 +246,9 @@ def test_a_declined_card_is_a_402_and_another_card_pays_the_same_payment_intent(
 ) -> None:
     session = payment_session(stripe_client, one_time_price(stripe_client).id)
     before = event_types(stripe_client)
+    declined = card(stripe_client, "tok_chargeDeclined")
     with pytest.raises(stripe.CardError) as info:
-        confirm(stripe_client, session.id, card(stripe_client, "tok_chargeDeclined").id, 3000)
+        confirm(stripe_client, session.id, declined.id, 3000)
     assert info.value.http_status == 402
     err = error_of(info.value)
     assert (err["type"], err["code"], err["decline_code"]) == (
@@ -262,6 +263,9 @@ def test_a_declined_card_is_a_402_and_another_card_pays_the_same_payment_intent(
     ]
     still_open = stripe_client.v1.checkout.sessions.retrieve(session.id)
     assert still_open.status == "open" and still_open.payment_intent == err["payment_intent"]["id"]
+    with pytest.raises(stripe.InvalidRequestError) as reused:  # used once without a customer: spent
+        confirm(stripe_client, session.id, declined.id, 3000)
+    assert "may not be used again" in error_of(reused.value)["message"]
 
     before = event_types(stripe_client)
     confirm(stripe_client, session.id, card(stripe_client).id, 3000)

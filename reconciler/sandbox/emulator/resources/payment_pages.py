@@ -43,7 +43,7 @@ from .payment_intents import (
     new_intent,
     new_payment_intent,
 )
-from .payment_methods import attach_method, method_card, payment_method_for_card
+from .payment_methods import attach_method, check_reusable, method_card, payment_method_for_card
 from .setup_intents import confirm_setup, fail_setup_authentication, succeed_setup
 from .subscriptions import set_status
 
@@ -129,6 +129,9 @@ def paid(ctx: Ctx, session: JSON, intent: JSON, method: JSON) -> None:
     asked (`setup_future_usage`), and the session completes."""
     customer = ctx.get("customer", session["customer"]) if session["customer"] else None
     if intent["setup_future_usage"] and customer is not None:
+        # Saved for the customer by this very payment, so not used up (Stripe's one-use rule is for a
+        # PaymentMethod used without a customer).
+        ctx.internal(method["id"]).pop("used", None)
         attach_method(ctx, method, customer)
     captured = intent["status"] == "succeeded"
     complete_session(
@@ -276,6 +279,7 @@ def _confirm(ctx: Ctx, call: Call) -> JSON:
             f"This Checkout Session is no longer active: its status is `{session['status']}`.",
         )
     method = ctx.need("payment_method", p["payment_method"], "payment_method", status=400)
+    check_reusable(ctx, method)
     expected = session["amount_total"] or 0
     if p["expected_amount"] != expected:
         raise param_error(
