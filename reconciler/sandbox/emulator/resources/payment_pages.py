@@ -37,6 +37,8 @@ from .checkout import (
 )
 from .invoices import build_invoice, finalize_invoice, mark_failed, mark_paid
 from .payment_intents import (
+    AFTER_AUTHENTICATION,
+    Payment,
     authenticate_intent,
     charge_invoice,
     confirm_intent,
@@ -139,6 +141,19 @@ def paid(ctx: Ctx, session: JSON, intent: JSON, method: JSON) -> None:
     )
 
 
+def _after_authentication(ctx: Ctx, payment: Payment) -> None:
+    """A payment-mode session's PaymentIntent passed 3-D Secure and went through: the session is paid."""
+    intent = payment.intent
+    session = ctx.get("checkout_session", ctx.internal(intent["id"]).get("checkout_session") or "")
+    if session is None or session["mode"] != "payment" or session["status"] != "open":
+        return
+    if payment.error is None and intent["status"] in ("succeeded", "requires_capture"):
+        paid(ctx, session, intent, ctx.need("payment_method", str(intent["payment_method"])))
+
+
+AFTER_AUTHENTICATION.append(_after_authentication)
+
+
 def _set_up(ctx: Ctx, session: JSON, method: JSON, details: JSON) -> JSON:
     if session["customer"] is None and session["customer_creation"] == "always":
         customer = checkout_customer(ctx, session, details)
@@ -180,8 +195,6 @@ def authenticate_payment(ctx: Ctx, intent: JSON, args: JSON) -> JSON:
             "payment_intent": render(ctx, "payment_intent", payment.intent, []),
             "outcome": result,
         }
-        if session is not None and payment.error is None and session["status"] == "open":
-            paid(ctx, session, intent, ctx.need("payment_method", str(intent["payment_method"])))
         if session is not None:
             answer["checkout_session"] = render(ctx, "checkout_session", session, [])
         return answer
