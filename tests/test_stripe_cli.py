@@ -555,10 +555,12 @@ def test_checkout_completed_with_the_cli_lands_in_cloud_subscriptions(
                     "checkout.session.completed",
                     "--override",
                     "checkout_session:mode=subscription",
+                    # The CLI's `path.to.param` form replaces the fixture's line item; the bracketed
+                    # form would add a second `line_items[0][price]` beside it, in random order.
                     "--override",
-                    f"checkout_session:line_items[0][price]={price_id}",
+                    f"checkout_session:line_items.0.price={price_id}",
                     "--override",
-                    "checkout_session:line_items[0][quantity]=1",
+                    "checkout_session:line_items.0.quantity=1",
                     "--remove",
                     "checkout_session:payment_intent_data",
                     "--add",
