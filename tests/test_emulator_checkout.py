@@ -222,7 +222,10 @@ def test_session_create_retrieve_list_and_expand(
     [
         ({"mode": None}, "mode", "Missing required param"),
         ({"success_url": None}, "success_url", "Missing required param"),
-        ({"mode": "payment"}, "mode", "models only `mode=subscription`"),
+        ({"mode": "payment"}, "line_items[0][price]", "passed a recurring price"),
+        ({"mode": "payment", "subscription_data": {"description": "x"}}, "subscription_data", "in `payment`"),
+        ({"payment_intent_data": {"description": "x"}}, "payment_intent_data", "in `subscription` mode"),
+        ({"customer_creation": "always"}, "customer_creation", "only be used in `payment` and `setup`"),
         ({"customer": "cus_missing", "customer_email": None}, "customer", "No such customer"),
         ({"customer": "cus_x"}, "customer_email", "only specify one of"),
         ({"line_items": [{"price": "PRICE"}]}, "line_items[0][quantity]", "Missing required param"),

@@ -18,7 +18,7 @@ from .pipeline import Reply
 from .registry import KINDS
 from .rendering import render
 from .resources.checkout import expire_due
-from .resources.payment_pages import authenticate_payment, complete_checkout
+from .resources.payment_pages import authenticate_payment, authenticate_setup, complete_checkout
 from .resources.renewals import admin_cancel, pay_invoice, renew
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ Action = Callable[[Ctx, JSON, JSON], JSON]
 ACTIONS: dict[tuple[str, str], tuple[str, Action]] = {
     ("checkout", "complete"): ("checkout_session", complete_checkout),
     ("payment_intents", "authenticate"): ("payment_intent", authenticate_payment),
+    ("setup_intents", "authenticate"): ("setup_intent", authenticate_setup),
     ("invoices", "pay"): ("invoice", pay_invoice),
     ("subscriptions", "renew"): ("subscription", renew),
     ("subscriptions", "cancel"): ("subscription", admin_cancel),

@@ -261,28 +261,8 @@ MODELLED_PARAMS: dict[str, frozenset[str]] = {
     "webhook_endpoint.update": frozenset(
         {"url", "enabled_events", "disabled", "description", "metadata", "expand"}
     ),
-    "checkout_session.create": frozenset(
-        {
-            "cancel_url",
-            "client_reference_id",
-            "customer",
-            "customer_email",
-            "expand",
-            "expires_at",
-            "line_items",
-            "metadata",
-            "mode",
-            "subscription_data",
-            "success_url",
-        }
-    ),
-    "checkout_session.list": _PAGING | {"customer", "status", "subscription"},
     "invoice.list": _PAGING | {"collection_method", "customer", "status", "subscription"},
     "event.list": _PAGING | {"type", "types"},
-}
-MODELLED_NESTED = {
-    "line_items": frozenset({"price", "quantity"}),
-    "subscription_data": frozenset({"description", "metadata"}),
 }
 MODELLED_ITEM_PARAMS = {
     "subscription.create": frozenset({"price", "quantity", "metadata"}),

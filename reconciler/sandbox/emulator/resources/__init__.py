@@ -15,6 +15,7 @@ from . import (
     prices,
     products,
     renewals,
+    setup_intents,
     subscriptions,
     webhook_endpoints,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "prices",
     "products",
     "renewals",
+    "setup_intents",
     "subscriptions",
     "webhook_endpoints",
 ]
