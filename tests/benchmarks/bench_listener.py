@@ -186,7 +186,13 @@ def make_price(client: stripe.StripeClient) -> str:
 def make_subscriptions(client: stripe.StripeClient, price: str, count: int) -> list[dict[str, Any]]:
     subs = []
     for n in range(count):
-        customer = client.v1.customers.create(params={"email": f"bench{n}@example.com"})
+        customer = client.v1.customers.create(
+            params={  # a card on file: the subscription is paid and active, as the listener expects
+                "email": f"bench{n}@example.com",
+                "payment_method": "pm_card_visa",
+                "invoice_settings": {"default_payment_method": "pm_card_visa"},
+            }
+        )
         sub = client.v1.subscriptions.create(
             params={
                 "customer": customer.id,
