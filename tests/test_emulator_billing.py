@@ -365,6 +365,7 @@ def test_a_subscription_without_a_payment_method_is_incomplete(stripe_client: st
     )
     types = event_types(stripe_client, mark)
     assert types == [
+        "customer.updated",  # its currency, set by its first subscription
         "customer.subscription.created",
         "invoice.created",
         "invoice.finalized",
@@ -386,6 +387,7 @@ def test_a_subscription_is_charged_to_the_customers_default_payment_method(
     assert sub.status == "active"
     assert isinstance(sub.latest_invoice, stripe.Invoice) and sub.latest_invoice.status == "paid"
     assert event_types(stripe_client, mark) == [
+        "customer.updated",  # its currency, set by its first subscription
         "customer.subscription.created",
         "invoice.created",
         *PAID,

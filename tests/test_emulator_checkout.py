@@ -667,7 +667,11 @@ def test_subscription_api_calls_emit_subscription_events(client: stripe.StripeCl
         params={"customer": cus.id, "items": [{"price": price.id}], "metadata": {"organizationId": "org_7"}}
     )
     assert sub.status == "active"
-    assert event_types(client, before)[:2] == ["customer.subscription.created", "invoice.created"]
+    assert event_types(client, before)[:3] == [
+        "customer.updated",  # its currency, set by its first subscription
+        "customer.subscription.created",
+        "invoice.created",
+    ]
     client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})
     updated = client.v1.events.list(params={"type": "customer.subscription.updated"}).data[0]
     assert updated.data.object["cancel_at_period_end"] is True
@@ -694,6 +698,7 @@ def test_default_incomplete_subscription_waits_for_its_first_invoice(
     )
     assert sub.status == "incomplete" and sub.latest_invoice is not None
     assert event_types(client, before) == [
+        "customer.updated",  # its currency, set by its first subscription
         "customer.subscription.created",
         "invoice.created",
         "invoice.finalized",
@@ -705,7 +710,7 @@ def test_default_incomplete_subscription_waits_for_its_first_invoice(
     status, paid = admin(running.url, "POST", f"/_emulator/invoices/{invoice.id}/pay", {"card": OK_CARD})
     assert status == 200 and paid["outcome"] == "succeeded"
     assert client.v1.subscriptions.retrieve(sub.id).status == "active"
-    assert event_types(client, before)[4:] == [
+    assert event_types(client, before)[5:] == [
         "invoice.paid",
         "invoice.payment_succeeded",
         "customer.subscription.updated",

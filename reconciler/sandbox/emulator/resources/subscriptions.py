@@ -61,7 +61,10 @@ def create_subscription(ctx: Ctx, p: JSON) -> JSON:
     sub["default_payment_method"] = payment_method
     set_cancel_at_period_end(ctx, sub, bool(p.get("cancel_at_period_end", False)), now)
     undo = Undo(ctx, customer) if behavior == "error_if_incomplete" else None
-    customer["currency"] = customer["currency"] or currency
+    if customer["currency"] is None:  # the first subscription sets it: Stripe sends customer.updated
+        before = snapshot(ctx, "customer", customer)
+        customer["currency"] = currency
+        emit_update(ctx, "customer", customer, before)
     start_subscription(ctx, sub, behavior, undo)
     return sub
 
