@@ -508,3 +508,107 @@ def test_payment_behavior_on_updates_and_resume(stripe_client: stripe.StripeClie
     with pytest.raises(stripe.InvalidRequestError) as pause:
         stripe_client.v1.subscriptions.update(sub.id, params={"pause_collection": {"behavior": "void"}})
     assert "does not model" in str(pause.value.user_message)
+
+
+def intent_of(invoice: Any) -> str:
+    """The PaymentIntent behind an invoice's `confirmation_secret` (`pi_…_secret_…`)."""
+    assert invoice.confirmation_secret is not None
+    return str(invoice.confirmation_secret.client_secret).split("_secret_")[0]
+
+
+def test_confirming_the_first_invoices_intent_activates_the_subscription(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    """`default_incomplete` as Stripe's guides use it: the client confirms the PaymentIntent of
+    `latest_invoice.confirmation_secret`; the invoice is paid and the subscription becomes active."""
+    cus = customer(stripe_client)
+    price = monthly_price(stripe_client)
+    sub = stripe_client.v1.subscriptions.create(
+        params={
+            "customer": cus.id,
+            "items": [{"price": price.id}],
+            "payment_behavior": "default_incomplete",
+            "expand": ["latest_invoice.confirmation_secret"],
+        }
+    )
+    mark = last_event_id(stripe_client)
+    intent = stripe_client.v1.payment_intents.confirm(
+        intent_of(sub.latest_invoice), params={"payment_method": "pm_card_visa"}
+    )
+    assert intent.status == "succeeded"
+    assert event_types(stripe_client, mark) == [
+        "charge.succeeded",
+        "payment_intent.succeeded",
+        "invoice.paid",
+        "invoice.payment_succeeded",
+        "customer.subscription.updated",
+    ]
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "active"
+    latest = sub.latest_invoice
+    assert isinstance(latest, stripe.Invoice)
+    assert stripe_client.v1.invoices.retrieve(latest.id).status == "paid"
+
+
+def test_paying_an_incomplete_subscriptions_invoice_activates_it(stripe_client: stripe.StripeClient) -> None:
+    cus = customer(stripe_client)
+    price = monthly_price(stripe_client)
+    sub = stripe_client.v1.subscriptions.create(params={"customer": cus.id, "items": [{"price": price.id}]})
+    assert sub.status == "incomplete"
+    pm = stripe_client.v1.payment_methods.attach("pm_card_visa", params={"customer": cus.id})
+    paid = stripe_client.v1.invoices.pay(str(sub.latest_invoice), params={"payment_method": pm.id})
+    assert paid.status == "paid"
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "active"
+    assert event_types(stripe_client)[-1] == "customer.subscription.updated"
+
+
+def test_three_d_secure_on_the_first_invoice(stripe_client: stripe.StripeClient, emulator: Any) -> None:
+    """Card 4000 0000 0000 3220 needs 3-D Secure: `allow_incomplete` leaves the subscription incomplete
+    with `invoice.payment_action_required` until the customer authenticates; `error_if_incomplete`
+    answers 402 `subscription_payment_intent_requires_action`; `/pay` answers 402
+    `invoice_payment_intent_requires_action` (docs.stripe.com/billing/subscriptions/overview)."""
+    cus = customer(stripe_client, "pm_card_threeDSecure2Required")
+    price = monthly_price(stripe_client)
+    with pytest.raises(stripe.CardError) as strict:
+        stripe_client.v1.subscriptions.create(
+            params={
+                "customer": cus.id,
+                "items": [{"price": price.id}],
+                "payment_behavior": "error_if_incomplete",
+            }
+        )
+    assert strict.value.http_status == 402
+    assert strict.value.code == "subscription_payment_intent_requires_action"
+    assert stripe_client.v1.subscriptions.list(params={"customer": cus.id, "status": "all"}).data == []
+
+    sub = stripe_client.v1.subscriptions.create(
+        params={
+            "customer": cus.id,
+            "items": [{"price": price.id}],
+            "expand": ["latest_invoice.confirmation_secret"],
+        }
+    )
+    assert sub.status == "incomplete"
+    assert event_types(stripe_client)[-2:] == [
+        "payment_intent.requires_action",
+        "invoice.payment_action_required",
+    ]
+    request = urllib.request.Request(
+        f"{emulator.url}/_emulator/payment_intents/{intent_of(sub.latest_invoice)}/authenticate",
+        data=b'{"outcome": "succeeded"}',
+        method="POST",
+    )
+    with urllib.request.urlopen(request) as answer:
+        assert answer.status == 200
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "active"
+
+    stripe_client.v1.invoice_items.create(params={"customer": cus.id, "amount": 500, "currency": "usd"})
+    invoice = stripe_client.v1.invoices.create(
+        params={"customer": cus.id, "pending_invoice_items_behavior": "include"}
+    )
+    fresh = stripe_client.v1.payment_methods.attach(
+        "pm_card_threeDSecure2Required", params={"customer": cus.id}
+    )
+    with pytest.raises(stripe.CardError) as pay:
+        stripe_client.v1.invoices.pay(invoice.id, params={"payment_method": fresh.id})
+    assert (pay.value.http_status, pay.value.code) == (402, "invoice_payment_intent_requires_action")
+    assert event_types(stripe_client)[-1] == "invoice.payment_action_required"

@@ -27,6 +27,7 @@ from .invoices import (
     set_confirmation_secret,
 )
 from .payment_intents import Payment, attempt_payment, default_payment_method
+from .subscriptions import set_status
 
 NO_PAYMENT_METHOD = (
     "This customer has no attached payment source or default payment method. Please consider adding a "
@@ -181,6 +182,14 @@ def collect(ctx: Ctx, invoice: JSON, payment_method: str | None, *, off_session:
         off_session=off_session,
     )
     set_confirmation_secret(ctx, invoice, payment.intent)
+    follow_payment(ctx, invoice, payment)
+    return payment
+
+
+def follow_payment(ctx: Ctx, invoice: JSON, payment: Payment) -> None:
+    """The invoice after a payment attempt on it, and its subscription: paid (an `incomplete`,
+    `past_due` or `unpaid` subscription becomes `active`), failed (an active subscription's renewal
+    makes it `past_due`), or waiting for authentication. No attempt (no payment method): nothing."""
     status = payment.intent["status"]
     if status == "succeeded":
         mark_paid(ctx, invoice)
@@ -188,7 +197,29 @@ def collect(ctx: Ctx, invoice: JSON, payment_method: str | None, *, off_session:
         mark_failed(ctx, invoice, action_required=True)
     elif payment.charge is not None:
         mark_failed(ctx, invoice, action_required=False)
-    return payment
+    else:
+        return
+    sub_id = ((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+    sub = ctx.get("subscription", sub_id) if sub_id else None
+    if sub is None:
+        return
+    if invoice["status"] == "paid" and sub["status"] in ("incomplete", "past_due", "unpaid"):
+        set_status(ctx, sub, "active")
+    elif (
+        invoice["status"] != "paid"
+        and invoice["billing_reason"] != "subscription_create"
+        and (sub["status"] == "active")
+    ):
+        set_status(ctx, sub, "past_due")
+
+
+def settle(ctx: Ctx, payment: Payment) -> None:
+    """An invoice's PaymentIntent confirmed outside `/pay` (the client confirming the intent of
+    `confirmation_secret`, 3-D Secure completed): the invoice and its subscription follow."""
+    invoice_id = ctx.internal(payment.intent["id"]).get("invoice")
+    invoice = ctx.get("invoice", str(invoice_id)) if invoice_id else None
+    if invoice is not None and invoice["status"] == "open":
+        follow_payment(ctx, invoice, payment)
 
 
 def payment_error(payment: Payment) -> StripeError:

@@ -526,7 +526,11 @@ def _confirm(ctx: Ctx, call: Call) -> JSON:
         intent["receipt_email"] = p["receipt_email"] or None
     if "shipping" in p:
         intent["shipping"] = _shipping(p["shipping"]) if p["shipping"] else None
-    raise_declined(confirm_intent(ctx, intent, method, off_session=bool(p.get("off_session"))))
+    payment = confirm_intent(ctx, intent, method, off_session=bool(p.get("off_session")))
+    from .invoicing import settle  # invoicing charges through this module: imported late
+
+    settle(ctx, payment)  # an invoice's PaymentIntent: the invoice and its subscription follow
+    raise_declined(payment)
     return render(ctx, "payment_intent", intent, call.expand)
 
 
