@@ -26,7 +26,13 @@ from .invoices import (
     mark_paid,
     set_confirmation_secret,
 )
-from .payment_intents import Payment, attempt_payment, default_payment_method
+from .payment_intents import (
+    AFTER_AUTHENTICATION,
+    AFTER_CONFIRMATION,
+    Payment,
+    attempt_payment,
+    default_payment_method,
+)
 from .subscriptions import set_status
 
 NO_PAYMENT_METHOD = (
@@ -220,6 +226,10 @@ def settle(ctx: Ctx, payment: Payment) -> None:
     invoice = ctx.get("invoice", str(invoice_id)) if invoice_id else None
     if invoice is not None and invoice["status"] == "open":
         follow_payment(ctx, invoice, payment)
+
+
+AFTER_AUTHENTICATION.append(settle)
+AFTER_CONFIRMATION.append(settle)
 
 
 def payment_error(payment: Payment) -> StripeError:

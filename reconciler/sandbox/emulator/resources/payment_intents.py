@@ -178,6 +178,8 @@ def confirm_intent(
 # What follows when a payment waiting for 3-D Secure ends (the admin route): the module owning what
 # an intent pays registers a hook here (invoices: paid or failed); each hook skips intents not its own.
 AFTER_AUTHENTICATION: list[Callable[[Ctx, Payment], None]] = []
+# The same when the client confirms an intent through the API (an invoice's `confirmation_secret`).
+AFTER_CONFIRMATION: list[Callable[[Ctx, Payment], None]] = []
 
 
 def authenticate_intent(ctx: Ctx, intent: JSON, succeeded: bool) -> Payment:
@@ -527,9 +529,8 @@ def _confirm(ctx: Ctx, call: Call) -> JSON:
     if "shipping" in p:
         intent["shipping"] = _shipping(p["shipping"]) if p["shipping"] else None
     payment = confirm_intent(ctx, intent, method, off_session=bool(p.get("off_session")))
-    from .invoicing import settle  # invoicing charges through this module: imported late
-
-    settle(ctx, payment)  # an invoice's PaymentIntent: the invoice and its subscription follow
+    for hook in AFTER_CONFIRMATION:
+        hook(ctx, payment)
     raise_declined(payment)
     return render(ctx, "payment_intent", intent, call.expand)
 

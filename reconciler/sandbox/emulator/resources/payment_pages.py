@@ -16,7 +16,6 @@ from .checkout import (
     fulfil_session,
 )
 from .invoices import build_invoice, finalize_invoice, mark_failed, mark_paid
-from .invoicing import settle
 from .payment_intents import authenticate_intent, charge_invoice, new_payment_intent
 from .subscriptions import set_status
 
@@ -74,7 +73,6 @@ def authenticate_payment(ctx: Ctx, intent: JSON, args: JSON) -> JSON:
     info = ctx.internal(intent["id"])
     if "card" not in info:  # a PaymentIntent of the API: its payment goes on
         payment = authenticate_intent(ctx, intent, result == "succeeded")
-        settle(ctx, payment)  # an invoice's PaymentIntent: the invoice and its subscription follow
         return {"payment_intent": render(ctx, "payment_intent", payment.intent, []), "outcome": result}
     intent["status"] = "succeeded" if result == "succeeded" else "requires_payment_method"
     intent["next_action"] = None
