@@ -295,7 +295,13 @@ class Life:
         periods = len(self.renewals) + (scenario == "unpaid")
         out: list[Event] = []
         t = start
-        invoice_ids = (f"in_{sub['id'].removeprefix('sub_')}_{n}" for n in itertools.count(1))
+        # The scenario's last invoice is the one the emulator names as the subscription's
+        # latest_invoice (its first, made with it), so a tie's re-read agrees with the events.
+        last = 1 + len(self.renewals) + (scenario == "unpaid")
+        invoice_ids = (
+            str(sub["latest_invoice"]) if n == last else f"in_{sub['id'].removeprefix('sub_')}_{n}"
+            for n in itertools.count(1)
+        )
 
         def snapshot(status: str, period: int, *, cancel: bool = False) -> dict[str, Any]:
             end = final_end - (periods - period) * MONTH
