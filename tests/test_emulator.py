@@ -691,6 +691,12 @@ def customer(client: stripe.StripeClient, **params: Any) -> stripe.Customer:
     return client.v1.customers.create(params=cast(Any, {"email": "ada@example.com", **params}))
 
 
+def paying_customer(client: stripe.StripeClient, **params: Any) -> stripe.Customer:
+    """A customer whose default payment method is Stripe's test card: its subscriptions are paid."""
+    card = {"payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}}
+    return customer(client, **card, **params)
+
+
 def test_customer_create_retrieve_update(client: stripe.StripeClient) -> None:
     created = customer(client, name="Ada", description="First", metadata={"kuploy_org": "o1"})
     assert created.id.startswith("cus_") and len(created.id) == len("cus_") + 14
@@ -782,12 +788,14 @@ def subscribe(
 
 
 def test_subscription_create_shape(client: stripe.StripeClient) -> None:
-    cus = customer(client)
+    cus = paying_customer(client)
     pr = recurring_price(client)
     sub = subscribe(client, cus.id, pr.id, metadata={"kuploy_plan": "pro"})
     assert sub.id.startswith("sub_") and len(sub.id) == len("sub_") + 24
     assert sub.object == "subscription" and sub.status == "active" and sub.livemode is False
-    assert sub.customer == cus.id and sub.currency == "usd" and sub.latest_invoice is None
+    assert sub.customer == cus.id and sub.currency == "usd"
+    assert isinstance(sub.latest_invoice, str) and sub.latest_invoice.startswith("in_")
+    assert client.v1.invoices.retrieve(sub.latest_invoice).status == "paid"  # charged to the card
     assert sub.cancel_at_period_end is False and sub.cancel_at is None and sub.canceled_at is None
     assert sub.metadata.to_dict() == {"kuploy_plan": "pro"}
     assert sub.start_date == sub.created == sub.billing_cycle_anchor
@@ -924,8 +932,10 @@ def test_subscriptions_on_an_archived_price_stay_and_are_counted(client: stripe.
     prod = product(client)
     old = price(client, prod.id, recurring={"interval": "month"}, lookup_key="pro_monthly")
     new = price(client, prod.id, recurring={"interval": "month"}, unit_amount=1200)
-    subs = [subscribe(client, customer(client, email=f"c{i}@example.com").id, old.id) for i in range(3)]
-    on_new = subscribe(client, customer(client).id, new.id)
+    subs = [
+        subscribe(client, paying_customer(client, email=f"c{i}@example.com").id, old.id) for i in range(3)
+    ]
+    on_new = subscribe(client, paying_customer(client).id, new.id)
     client.v1.subscriptions.cancel(subs[0].id)
     client.v1.prices.update(old.id, params={"active": False})
 
@@ -949,7 +959,7 @@ def test_subscriptions_on_an_archived_price_stay_and_are_counted(client: stripe.
 
 
 def test_subscription_update(client: stripe.StripeClient) -> None:
-    cus = customer(client)
+    cus = paying_customer(client)
     prod = product(client)
     monthly = price(client, prod.id, recurring={"interval": "month"})
     other = price(client, prod.id, recurring={"interval": "month"}, unit_amount=3000)

@@ -658,11 +658,23 @@ def test_catalog_changes_emit_product_and_price_events(client: stripe.StripeClie
 
 def test_subscription_api_calls_emit_subscription_events(client: stripe.StripeClient) -> None:
     price = monthly_price(client)
-    cus = client.v1.customers.create(params={"email": "api@kuploy.example"})
+    cus = client.v1.customers.create(
+        params={
+            "email": "api@kuploy.example",
+            "payment_method": "pm_card_visa",
+            "invoice_settings": {"default_payment_method": "pm_card_visa"},
+        }
+    )
+    before = events_so_far(client)
     sub = client.v1.subscriptions.create(
         params={"customer": cus.id, "items": [{"price": price.id}], "metadata": {"organizationId": "org_7"}}
     )
-    assert event_types(client)[-1] == "customer.subscription.created"
+    assert sub.status == "active"
+    assert event_types(client, before)[:3] == [
+        "customer.updated",  # its currency, set by its first subscription
+        "customer.subscription.created",
+        "invoice.created",
+    ]
     client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})
     updated = client.v1.events.list(params={"type": "customer.subscription.updated"}).data[0]
     assert updated.data.object["cancel_at_period_end"] is True
@@ -689,9 +701,11 @@ def test_default_incomplete_subscription_waits_for_its_first_invoice(
     )
     assert sub.status == "incomplete" and sub.latest_invoice is not None
     assert event_types(client, before) == [
+        "customer.updated",  # its currency, set by its first subscription
         "customer.subscription.created",
         "invoice.created",
         "invoice.finalized",
+        "payment_intent.created",  # waiting for a payment method: nothing is attempted
     ]
     invoice = client.v1.invoices.retrieve(str(sub.latest_invoice))
     assert invoice.status == "open" and invoice.amount_due == 2000
@@ -699,7 +713,7 @@ def test_default_incomplete_subscription_waits_for_its_first_invoice(
     status, paid = admin(running.url, "POST", f"/_emulator/invoices/{invoice.id}/pay", {"card": OK_CARD})
     assert status == 200 and paid["outcome"] == "succeeded"
     assert client.v1.subscriptions.retrieve(sub.id).status == "active"
-    assert event_types(client, before)[3:] == [
+    assert event_types(client, before)[5:] == [
         "invoice.paid",
         "invoice.payment_succeeded",
         "customer.subscription.updated",

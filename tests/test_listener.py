@@ -45,6 +45,11 @@ from reconciler.model import ownership_metadata
 from reconciler.sandbox.emulator import RunningEmulator
 from reconciler.settings import Secret, Settings
 
+# A customer with Stripe's test card as its default payment method.
+WITH_CARD: dict[str, Any] = {
+    "payment_method": "pm_card_visa",
+    "invoice_settings": {"default_payment_method": "pm_card_visa"},
+}
 SECRET = "whsec_kuployListenerTests0000000000"
 OLD_SECRET = "whsec_kuployListenerOldSecret00000"
 
@@ -218,7 +223,8 @@ def catalog(migrated: str, db: psycopg.Connection, stripe_client: stripe.StripeC
         '"billingCycle") VALUES (%s, %s, %s, %s, %s, %s, %s)',
         ("pro", "Pro", product.id, current, 2000, "cad", "monthly"),
     )
-    customer = stripe_client.v1.customers.create(params={"email": "owner@example.com"}).id
+    # A card on file, so its subscriptions are paid and active (Stripe leaves them incomplete otherwise).
+    customer = stripe_client.v1.customers.create(params={"email": "owner@example.com", **WITH_CARD}).id
     return Catalog(price=current, old_price=old, foreign_price=foreign, customer=customer)
 
 
@@ -469,12 +475,14 @@ def test_invoice_events_set_the_latest_invoice_status_and_never_go_backwards(
 ) -> None:
     sub = new_subscription(stripe_client, catalog)
     now = int(time.time())
+    opening = sub["latest_invoice"]  # Stripe makes a subscription's first invoice with it
 
     def send(invoice_id: str, created: int, status: str) -> Reply:
         return listener.post(make_event(f"invoice.{status}", invoice(sub["id"], invoice_id, created, status)))
 
-    # The row does not exist yet: the invoice event creates it from the re-read subscription.
-    assert send("in_1", now - 100, "payment_failed").status == 200
+    # The row does not exist yet: the invoice event creates it from the re-read subscription, whose
+    # latest invoice it is.
+    assert send(opening, now - 100, "payment_failed").status == 200
     row = subscription_row(db, sub["id"])
     assert row is not None and row["latestInvoiceStatus"] == "payment_failed" and row["planId"] == "pro"
     # The same invoice, retried and paid, in either arrival order (same second): paid is final.
@@ -483,7 +491,7 @@ def test_invoice_events_set_the_latest_invoice_status_and_never_go_backwards(
     row = subscription_row(db, sub["id"])
     assert row is not None and (row["latestInvoiceId"], row["latestInvoiceStatus"]) == ("in_2", "paid")
     # An older invoice arriving late changes nothing.
-    late = listener.post(make_event("invoice.payment_failed", invoice(sub["id"], "in_1", now - 100, "open")))
+    late = listener.post(make_event("invoice.payment_failed", invoice(sub["id"], opening, now - 100, "open")))
     assert late == Reply(200, {"received": True, "outcome": "stale"})
     row = subscription_row(db, sub["id"])
     assert row is not None and (row["latestInvoiceId"], row["latestInvoiceStatus"]) == ("in_2", "paid")
@@ -517,14 +525,16 @@ def test_checkout_and_invoice_events_of_a_known_subscription_ask_stripe_only_on_
     assert row is not None and row["organizationId"] == "o9" and row["status"] == sub["status"]
     assert (row["latestInvoiceId"], row["latestInvoiceStatus"]) == ("in_1", "payment_failed")
     assert subscription_reads(emulator, sub["id"]) == 0  # the row exists: the events' own state decides
-    # A second invoice of the same second is a tie: Stripe is asked which is the latest.
-    assert listener.post(make_event("invoice.paid", invoice(sub["id"], "in_2", now, "paid"))).status == 200
+    # A second invoice of the same second is a tie: Stripe is asked which is the latest (the
+    # subscription's own first invoice here).
+    latest = sub["latest_invoice"]
+    assert listener.post(make_event("invoice.paid", invoice(sub["id"], latest, now, "paid"))).status == 200
     assert subscription_reads(emulator, sub["id"]) == 1
     row = subscription_row(db, sub["id"])
-    assert row is not None and (row["latestInvoiceId"], row["latestInvoiceStatus"]) == ("in_2", "paid")
+    assert row is not None and (row["latestInvoiceId"], row["latestInvoiceStatus"]) == (latest, "paid")
 
 
-@pytest.mark.parametrize("order", list(itertools.permutations(["in_a", "in_b"])))
+@pytest.mark.parametrize("order", list(itertools.permutations(["other", "latest"])))
 def test_two_invoices_in_the_same_second_converge_whatever_the_order(
     listener: Listener,
     db: psycopg.Connection,
@@ -534,12 +544,15 @@ def test_two_invoices_in_the_same_second_converge_whatever_the_order(
 ) -> None:
     sub = new_subscription(stripe_client, catalog)
     now = int(time.time())
-    statuses = {"in_a": "paid", "in_b": "payment_failed"}
-    for invoice_id in order:
-        status = statuses[invoice_id]
-        listener.post(make_event(f"invoice.{status}", invoice(sub["id"], invoice_id, now, status)))
+    # "latest" is the invoice Stripe names as the subscription's latest_invoice; "other" sorts after
+    # it by id, so the (created, id) order alone would pick the wrong one.
+    ids = {"other": "in_zzzzzzzzzzzzzzzzzzzzzzzz", "latest": sub["latest_invoice"]}
+    statuses = {"other": "paid", "latest": "payment_failed"}
+    for name in order:
+        status = statuses[name]
+        listener.post(make_event(f"invoice.{status}", invoice(sub["id"], ids[name], now, status)))
     row = subscription_row(db, sub["id"])
-    assert row is not None and row["latestInvoiceId"] == "in_b"  # the documented (created, id) tiebreak
+    assert row is not None and row["latestInvoiceId"] == sub["latest_invoice"]  # Stripe's answer wins
 
 
 def test_invoice_without_a_subscription_is_ignored(listener: Listener, db: psycopg.Connection) -> None:
@@ -626,7 +639,8 @@ def test_concurrent_events_for_one_subscription_end_in_the_latest_state(
         make_event(f"customer.subscription.{kind}", sub, created=now)
         for kind in ("created", "updated", "deleted")
     ]
-    bodies.append(make_event("invoice.paid", invoice(sub["id"], "in_1", now, "paid"), created=now))
+    paid = invoice(sub["id"], sub["latest_invoice"], now, "paid")  # its first invoice, as Stripe makes it
+    bodies.append(make_event("invoice.paid", paid, created=now))
     with ThreadPoolExecutor(len(bodies)) as pool:
         replies = list(pool.map(listener.post, bodies))
     assert [r.status for r in replies] == [200] * len(bodies)
@@ -719,7 +733,7 @@ def test_an_unknown_price_keeps_the_row_flagged_and_an_owned_old_price_maps_to_i
     assert row is not None and row["planId"] is None and row["priceUnknown"] is True
     assert row["stripePriceId"] == catalog.foreign_price and row["status"] == "active"
     # A subscription left on an older Price of "pro" (after a price change) is still on plan pro.
-    kept = stripe_client.v1.customers.create(params={"email": "second@example.com"}).id
+    kept = stripe_client.v1.customers.create(params={"email": "second@example.com", **WITH_CARD}).id
     old = stripe_client.v1.subscriptions.create(
         params={"customer": kept, "items": [{"price": catalog.old_price}]}
     ).to_dict()

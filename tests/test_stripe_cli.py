@@ -224,11 +224,6 @@ def not_modelled(what: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=f"issue 13: the emulator does not model {what} yet")
 
 
-NO_PAYMENT_METHODS = (
-    "payment methods (`payment_method=pm_card_visa`, attach) nor a subscription's paid first invoice"
-)
-NO_INVOICES = "payment-method attach, invoice items, invoice create and /pay"
-
 TRIGGERS: list[Any] = [
     pytest.param("customer.created", ["customer.created"], check_customer, id="customer.created"),
     pytest.param("product.created", ["product.created"], check_product, id="product.created"),
@@ -247,31 +242,25 @@ TRIGGERS: list[Any] = [
         PAID_SUBSCRIPTION,
         check_subscription_created,
         id="customer.subscription.created",
-        marks=not_modelled(NO_PAYMENT_METHODS),
     ),
     pytest.param(
         "customer.subscription.updated",
         [*PAID_SUBSCRIPTION, "customer.subscription.updated"],
         check_subscription_updated,
         id="customer.subscription.updated",
-        marks=not_modelled(NO_PAYMENT_METHODS),
     ),
     pytest.param(
         "customer.subscription.deleted",
         [*PAID_SUBSCRIPTION, "customer.subscription.deleted"],
         check_subscription_deleted,
         id="customer.subscription.deleted",
-        marks=not_modelled(NO_PAYMENT_METHODS),
     ),
-    pytest.param(
-        "invoice.paid", PAID_INVOICE, check_invoice_paid, id="invoice.paid", marks=not_modelled(NO_INVOICES)
-    ),
+    pytest.param("invoice.paid", PAID_INVOICE, check_invoice_paid, id="invoice.paid"),
     pytest.param(
         "invoice.payment_succeeded",
         PAID_INVOICE,
         check_invoice_paid,
         id="invoice.payment_succeeded",
-        marks=not_modelled(NO_INVOICES),
     ),
     pytest.param(
         "invoice.payment_failed",
@@ -288,9 +277,6 @@ TRIGGERS: list[Any] = [
         ],
         check_invoice_payment_failed,
         id="invoice.payment_failed",
-        marks=not_modelled(
-            f"{NO_INVOICES}, nor the declining card pm_card_chargeCustomerFail (402 card_error)"
-        ),
     ),
     pytest.param(
         "checkout.session.completed",

@@ -18,6 +18,7 @@ from .pipeline import Reply
 from .registry import KINDS
 from .rendering import render
 from .resources.checkout import expire_due
+from .resources.invoices import hosted_page
 from .resources.payment_pages import authenticate_payment, authenticate_setup, complete_checkout
 from .resources.renewals import admin_cancel, pay_invoice, renew
 
@@ -136,6 +137,13 @@ def _flows(emu: Emulator, method: str, path: str, body: bytes, hdrs: Mapping[str
                     "test_cards": {number: outcome for number, (outcome, _code) in TEST_CARDS.items()},
                 },
             )
+    if len(parts) == 2 and parts[0] == "invoices" and method == "GET":  # an invoice's hosted_invoice_url
+        with emu._lock, emu.store.transaction():
+            found = _find(emu, "invoice", unquote(parts[1]))
+            if found is None:
+                return Reply(404, no_such("invoice", parts[1], "id").body())
+            ctx, invoice = found
+            return Reply(200, hosted_page(ctx, invoice))
     if method != "POST" or len(parts) != 3:
         return None
     found_action = ACTIONS.get((parts[0], parts[2]))

@@ -168,6 +168,20 @@ PARAM_SPECS.update(
         "checkout_session.expire": spec_of(_P.checkout.SessionExpireParams),
         "invoice.list": spec_of(_P.InvoiceListParams),
         "invoice.retrieve": spec_of(_P.InvoiceRetrieveParams),
+        "invoice.create": spec_of(_P.InvoiceCreateParams),
+        "invoice.update": spec_of(_P.InvoiceUpdateParams),
+        "invoice.delete": spec_of(_P.InvoiceDeleteParams),
+        "invoice.finalize_invoice": spec_of(_P.InvoiceFinalizeInvoiceParams),
+        "invoice.pay": spec_of(_P.InvoicePayParams),
+        "invoice.void_invoice": spec_of(_P.InvoiceVoidInvoiceParams),
+        "invoice.mark_uncollectible": spec_of(_P.InvoiceMarkUncollectibleParams),
+        "invoice.list_lines": spec_of(_P.InvoiceListLinesParams),
+        "invoiceitem.create": spec_of(_P.InvoiceItemCreateParams),
+        "invoiceitem.update": spec_of(_P.InvoiceItemUpdateParams),
+        "invoiceitem.list": spec_of(_P.InvoiceItemListParams),
+        "invoiceitem.retrieve": spec_of(_P.InvoiceItemRetrieveParams),
+        "invoiceitem.delete": spec_of(_P.InvoiceItemDeleteParams),
+        "subscription.resume": spec_of(_P.SubscriptionResumeParams),
         "event.list": spec_of(_P.EventListParams),
         "event.retrieve": spec_of(_P.EventRetrieveParams),
     }
@@ -248,11 +262,22 @@ MODELLED_PARAMS: dict[str, frozenset[str]] = {
             "expand",
             "payment_behavior",
             "proration_behavior",
+            "default_payment_method",
         }
     ),
     "subscription.update": frozenset(
-        {"items", "metadata", "cancel_at_period_end", "description", "expand", "proration_behavior"}
+        {
+            "items",
+            "metadata",
+            "cancel_at_period_end",
+            "description",
+            "expand",
+            "proration_behavior",
+            "payment_behavior",
+            "default_payment_method",
+        }
     ),
+    "subscription.resume": frozenset({"expand"}),
     "subscription.list": _PAGING | {"customer", "price", "status"},
     "subscription.cancel": frozenset({"cancellation_details", "expand", "prorate"}),
     "webhook_endpoint.create": frozenset(
@@ -262,6 +287,49 @@ MODELLED_PARAMS: dict[str, frozenset[str]] = {
         {"url", "enabled_events", "disabled", "description", "metadata", "expand"}
     ),
     "invoice.list": _PAGING | {"collection_method", "customer", "status", "subscription"},
+    "invoice.create": frozenset(
+        {
+            "auto_advance",
+            "collection_method",
+            "customer",
+            "days_until_due",
+            "default_payment_method",
+            "description",
+            "expand",
+            "metadata",
+            "pending_invoice_items_behavior",
+            "subscription",
+        }
+    ),
+    "invoice.update": frozenset(
+        {
+            "auto_advance",
+            "collection_method",
+            "days_until_due",
+            "default_payment_method",
+            "description",
+            "expand",
+            "metadata",
+        }
+    ),
+    "invoice.pay": frozenset({"expand", "off_session", "paid_out_of_band", "payment_method"}),
+    "invoice.list_lines": frozenset({"ending_before", "expand", "limit", "starting_after"}),
+    "invoiceitem.create": frozenset(
+        {
+            "amount",
+            "currency",
+            "customer",
+            "description",
+            "expand",
+            "invoice",
+            "metadata",
+            "pricing",
+            "quantity",
+        }
+    ),
+    "invoiceitem.update": frozenset({"amount", "description", "expand", "metadata", "pricing", "quantity"}),
+    # (`created` is not: an invoice item has `date` instead)
+    "invoiceitem.list": (_PAGING - {"created"}) | {"customer", "invoice", "pending"},
     "event.list": _PAGING | {"type", "types"},
 }
 MODELLED_ITEM_PARAMS = {

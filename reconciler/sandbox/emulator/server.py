@@ -130,9 +130,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(reply)
 
     def _send(self, reply: Reply) -> None:
-        payload = (json.dumps(reply.body, indent=2, default=str) + "\n").encode("utf-8")
+        if isinstance(reply.body, str):  # a page (an invoice's hosted page)
+            payload, content_type = reply.body.encode("utf-8"), "text/html; charset=utf-8"
+        else:
+            payload = (json.dumps(reply.body, indent=2, default=str) + "\n").encode("utf-8")
+            content_type = "application/json"
         self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Cache-Control", "no-cache, no-store")
         for name, value in reply.headers.items():

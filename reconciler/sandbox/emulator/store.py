@@ -85,8 +85,9 @@ class Store:
         acct.internal.pop(obj_id, None)
 
     def rank(self, mode: str, obj: JSON) -> tuple[int, int]:
-        """Where an object sorts in lists: `created`, then creation order."""
-        return int(obj["created"]), self.accounts[mode].order.get(obj["id"], 0)
+        """Where an object sorts in lists: `created` (an invoice item's is `date`), then creation order."""
+        created = obj["created"] if "created" in obj else obj["date"]
+        return int(created), self.accounts[mode].order.get(obj["id"], 0)
 
     def list(self, mode: str, kind: str) -> builtins.list[JSON]:
         """A kind's objects, newest first (`created`, then creation order)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import time
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -43,15 +44,26 @@ def line_amount(price: JSON, quantity: int | None) -> int:
 def build_invoice(ctx: Ctx, sub: JSON, reason: str, period_start: int, period_end: int) -> JSON:
     """A draft invoice for `sub`'s items, stored and made the subscription's `latest_invoice`."""
     customer = ctx.acct.customers[sub["customer"]]
-    invoice_id = ctx.fresh_id("in_", 24)
-    now = int(time.time())
-    lines = []
+    invoice = blank_invoice(
+        ctx,
+        customer,
+        currency=sub["currency"],
+        reason=reason,
+        parent={
+            "quote_details": None,
+            "subscription_details": {"metadata": dict(sub["metadata"]), "subscription": sub["id"]},
+            "type": "subscription_details",
+        },
+        period=(period_start, period_end),
+    )
+    invoice["auto_advance"] = True
+    invoice_id = invoice["id"]
     for item in sub["items"]:
         price = ctx.acct.prices[item["price"]]
         product = ctx.acct.products.get(price["product"])
         amount = line_amount(price, item["quantity"])
         name = product["name"] if product is not None else price["id"]
-        lines.append(
+        invoice["lines"].append(
             {
                 "id": ctx.fresh_id("il_", 24),
                 "object": "line_item",
@@ -87,7 +99,29 @@ def build_invoice(ctx: Ctx, sub: JSON, reason: str, period_start: int, period_en
                 "taxes": [],
             }
         )
-    total = sum(int(line["amount"]) for line in lines)
+    recompute_totals(invoice)
+    ctx.put("invoice", invoice)
+    sub["latest_invoice"] = invoice_id
+    return invoice
+
+
+def recompute_totals(invoice: JSON) -> None:
+    """A draft's amounts from its lines (no tax, discounts or customer balance here)."""
+    total = sum(int(line["amount"]) for line in invoice["lines"])
+    for key in ("amount_due", "amount_remaining", "subtotal", "subtotal_excluding_tax", "total"):
+        invoice[key] = total
+    invoice["total_excluding_tax"] = total
+
+
+def blank_invoice(
+    ctx: Ctx, customer: JSON, *, currency: str, reason: str, parent: JSON | None, period: tuple[int, int]
+) -> JSON:
+    """A draft invoice without lines (not stored): Stripe's shape, `auto_advance` false as for invoices
+    made through the API."""
+    invoice_id = ctx.fresh_id("in_", 24)
+    now = int(time.time())
+    total = 0
+    period_start, period_end = period
     invoice: JSON = {
         "id": invoice_id,
         "object": "invoice",
@@ -103,7 +137,7 @@ def build_invoice(ctx: Ctx, sub: JSON, reason: str, period_start: int, period_en
         "application": None,
         "attempt_count": 0,
         "attempted": False,
-        "auto_advance": True,
+        "auto_advance": False,
         "automatic_tax": {
             "disabled_reason": None,
             "enabled": False,
@@ -116,7 +150,7 @@ def build_invoice(ctx: Ctx, sub: JSON, reason: str, period_start: int, period_en
         "collection_method": "charge_automatically",
         "confirmation_secret": None,
         "created": now,
-        "currency": sub["currency"],
+        "currency": currency,
         "custom_fields": None,
         "customer": customer["id"],
         "customer_account": None,
@@ -142,17 +176,13 @@ def build_invoice(ctx: Ctx, sub: JSON, reason: str, period_start: int, period_en
         "issuer": {"type": "self"},
         "last_finalization_error": None,
         "latest_revision": None,
-        "lines": lines,  # rendered as a list object
+        "lines": [],  # rendered as a list object
         "livemode": ctx.mode == "live",
         "metadata": {},
         "next_payment_attempt": None,
         "number": None,
         "on_behalf_of": None,
-        "parent": {
-            "quote_details": None,
-            "subscription_details": {"metadata": dict(sub["metadata"]), "subscription": sub["id"]},
-            "type": "subscription_details",
-        },
+        "parent": parent,
         "payment_settings": {
             "default_mandate": None,
             "payment_method_options": None,
@@ -186,12 +216,12 @@ def build_invoice(ctx: Ctx, sub: JSON, reason: str, period_start: int, period_en
         "total_taxes": [],
         "webhooks_delivered_at": None,
     }
-    ctx.put("invoice", invoice)
-    sub["latest_invoice"] = invoice_id
     return invoice
 
 
 def finalize_invoice(ctx: Ctx, invoice: JSON) -> None:
+    """draft → open: a `number` from the customer's sequence, the hosted page, `invoice.finalized`; an
+    invoice with nothing due is paid at once (Stripe marks it paid when it finalizes)."""
     customer = ctx.acct.customers[invoice["customer"]]
     now = int(time.time())
     invoice["status"] = "open"
@@ -200,16 +230,24 @@ def finalize_invoice(ctx: Ctx, invoice: JSON) -> None:
     invoice["effective_at"] = now
     invoice["ending_balance"] = 0
     invoice["status_transitions"] = {**invoice["status_transitions"], "finalized_at": now}
+    days = ctx.internal(invoice["id"]).get("days_until_due")
+    if invoice["collection_method"] == "send_invoice" and days is not None:
+        invoice["due_date"] = now + int(days) * 86400
     base = f"http://{ctx.host or '127.0.0.1'}/_emulator/invoices/{invoice['id']}"
-    invoice["hosted_invoice_url"] = base
-    invoice["invoice_pdf"] = base + "/pdf"
+    invoice["hosted_invoice_url"] = base  # a live page: GET answers it (admin routes)
+    invoice["invoice_pdf"] = None  # no PDF is rendered here
     invoice["webhooks_delivered_at"] = now
     emit(ctx, "invoice.finalized", "invoice", invoice)
+    if invoice["amount_due"] == 0:
+        mark_paid(ctx, invoice, attempted=False)
 
 
-def mark_paid(ctx: Ctx, invoice: JSON) -> None:
+def mark_paid(ctx: Ctx, invoice: JSON, *, attempted: bool = True) -> None:
+    """open → paid (`invoice.paid`, `invoice.payment_succeeded`); already paid: nothing."""
+    if invoice["status"] == "paid":
+        return
     now = int(time.time())
-    if invoice["amount_due"] > 0:
+    if invoice["amount_due"] > 0 and attempted:
         invoice["attempt_count"] = int(invoice["attempt_count"]) + 1
         invoice["attempted"] = True
     invoice["status"] = "paid"
@@ -233,7 +271,44 @@ def mark_failed(ctx: Ctx, invoice: JSON, *, action_required: bool) -> None:
     emit(ctx, kind, "invoice", invoice)
 
 
+def set_confirmation_secret(ctx: Ctx, invoice: JSON, intent: JSON) -> None:
+    """Remember the PaymentIntent that collects `invoice` (its client secret is the invoice's includable
+    `confirmation_secret`, shown when `expand[]=confirmation_secret` asks for it)."""
+    secret = intent.get("client_secret")
+    if secret:
+        ctx.internal(invoice["id"])["confirmation_secret"] = {
+            "client_secret": secret,
+            "type": "payment_intent",
+        }
+
+
+def hosted_page(ctx: Ctx, invoice: JSON) -> str:
+    """The small HTML page an invoice's `hosted_invoice_url` shows (Stripe's hosted invoice page: number,
+    status, lines, amount due)."""
+
+    def money(amount: int) -> str:
+        return f"{amount / 100:.2f} {str(invoice['currency']).upper()}"
+
+    rows = "".join(
+        f"<tr><td>{html.escape(str(line['description'] or ''))}</td><td>{line['quantity'] or ''}</td>"
+        f"<td>{money(int(line['amount']))}</td></tr>"
+        for line in invoice["lines"]
+    )
+    title = html.escape(f"Invoice {invoice['number'] or invoice['id']}")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+        f"<h1>{title}</h1><p>Status: {html.escape(invoice['status'])}</p>"
+        f"<p>Customer: {html.escape(str(invoice['customer_email'] or invoice['customer']))}</p>"
+        f"<table><tr><th>Description</th><th>Qty</th><th>Amount</th></tr>{rows}</table>"
+        f"<p>Total: {money(int(invoice['total']))}</p>"
+        f"<p>Amount due: {money(int(invoice['amount_remaining']))}</p>"
+        "</body></html>\n"
+    )
+
+
 def _render(ctx: Ctx, obj: JSON, out: JSON, groups: dict[str, list[str]], depth: int) -> dict[str, list[str]]:
+    if groups.pop("confirmation_secret", None) is not None:
+        out["confirmation_secret"] = ctx.internal(obj["id"]).get("confirmation_secret")
     out["lines"] = list_object(
         [ordered(line) for line in obj["lines"]], f"/v1/invoices/{obj['id']}/lines", total_count=True
     )

@@ -178,6 +178,8 @@ def confirm_intent(
 # What follows when a payment waiting for 3-D Secure ends (the admin route): the module owning what
 # an intent pays registers a hook here (invoices: paid or failed); each hook skips intents not its own.
 AFTER_AUTHENTICATION: list[Callable[[Ctx, Payment], None]] = []
+# The same when the client confirms an intent through the API (an invoice's `confirmation_secret`).
+AFTER_CONFIRMATION: list[Callable[[Ctx, Payment], None]] = []
 
 
 def authenticate_intent(ctx: Ctx, intent: JSON, succeeded: bool) -> Payment:
@@ -526,7 +528,10 @@ def _confirm(ctx: Ctx, call: Call) -> JSON:
         intent["receipt_email"] = p["receipt_email"] or None
     if "shipping" in p:
         intent["shipping"] = _shipping(p["shipping"]) if p["shipping"] else None
-    raise_declined(confirm_intent(ctx, intent, method, off_session=bool(p.get("off_session"))))
+    payment = confirm_intent(ctx, intent, method, off_session=bool(p.get("off_session")))
+    for hook in AFTER_CONFIRMATION:
+        hook(ctx, payment)
+    raise_declined(payment)
     return render(ctx, "payment_intent", intent, call.expand)
 
 

@@ -8,7 +8,7 @@ from ..context import Ctx
 from ..errors import JSON, StripeError, admin_error
 from ..events import emit, emit_update
 from ..rendering import render, snapshot
-from .invoices import build_invoice, finalize_invoice, mark_paid
+from .invoices import build_invoice, finalize_invoice
 from .payment_intents import charge_invoice
 from .subscriptions import cancel_subscription
 
@@ -57,9 +57,8 @@ def renew(ctx: Ctx, sub: JSON, args: JSON) -> JSON:
     invoice = build_invoice(ctx, sub, "subscription_cycle", started, ended)
     emit_update(ctx, "subscription", sub, before)
     emit(ctx, "invoice.created", "invoice", invoice)
-    finalize_invoice(ctx, invoice)
-    if invoice["amount_due"] == 0:
-        mark_paid(ctx, invoice)
+    finalize_invoice(ctx, invoice)  # pays it when nothing is due
+    if invoice["status"] == "paid":
         return {"outcome": "succeeded", "invoice": invoice["id"], "subscription": sub["id"]}
     return charge_invoice(ctx, invoice, card)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..common import merge_metadata, period_end
 from ..context import Ctx
@@ -11,9 +12,18 @@ from ..errors import JSON, StripeError, missing, no_such, param_error, unmodelle
 from ..events import emit, emit_update
 from ..listing import standard_routes
 from ..params import MODELLED_ITEM_PARAMS
-from ..registry import Call, Kind, register_kind, route
+from ..registry import KINDS, Call, Kind, register_kind, route
 from ..rendering import list_object, ordered, render, snapshot
-from .invoices import build_invoice, finalize_invoice, mark_paid
+from .invoices import build_invoice, finalize_invoice
+
+if TYPE_CHECKING:
+    from .payment_intents import Payment
+
+NO_PAYMENT_METHOD = (
+    "This customer has no attached payment source or default payment method. Please consider adding a "
+    "default payment method. For more information, visit "
+    "https://stripe.com/docs/billing/subscriptions/payment-methods-setting#payment-method-priority."
+)
 
 
 def create_subscription(ctx: Ctx, p: JSON) -> JSON:
@@ -42,26 +52,98 @@ def create_subscription(ctx: Ctx, p: JSON) -> JSON:
             "payment_behavior=pending_if_incomplete can only be used when updating a subscription.",
             "payment_behavior",
         )
+    payment_method = p.get("default_payment_method") or None
+    if payment_method is not None:
+        check_customer_method(ctx, payment_method, customer["id"])
     sub = build_subscription(
         ctx, sub_id, customer, items, currency, now, p.get("metadata"), p.get("description")
     )
+    sub["default_payment_method"] = payment_method
     set_cancel_at_period_end(ctx, sub, bool(p.get("cancel_at_period_end", False)), now)
-    customer["currency"] = customer["currency"] or currency
-    if behavior != "default_incomplete":
-        # The customer has no payment method here (API customers carry none), so Stripe would charge
-        # nothing it could: kept as before, active without a first invoice (see the module notes).
-        ctx.put("subscription", sub)
-        emit(ctx, "customer.subscription.created", "subscription", sub)
-        return sub
-    invoice = build_invoice(ctx, sub, "subscription_create", now, now)
-    sub["status"] = "incomplete" if invoice["amount_due"] > 0 else "active"
-    ctx.put("subscription", sub)
-    emit(ctx, "customer.subscription.created", "subscription", sub)
-    emit(ctx, "invoice.created", "invoice", invoice)
-    finalize_invoice(ctx, invoice)
-    if invoice["amount_due"] == 0:
-        mark_paid(ctx, invoice)
+    undo = Undo(ctx, customer) if behavior == "error_if_incomplete" else None
+    if customer["currency"] is None:  # the first subscription sets it: Stripe sends customer.updated
+        before = snapshot(ctx, "customer", customer)
+        customer["currency"] = currency
+        emit_update(ctx, "customer", customer, before)
+    start_subscription(ctx, sub, behavior, undo)
     return sub
+
+
+def start_subscription(ctx: Ctx, sub: JSON, behavior: str, undo: Undo | None) -> None:
+    """The first invoice, as Stripe makes it (docs.stripe.com/billing/subscriptions/overview, "Payment
+    behavior"): created, finalized, then charged to the subscription's default payment method, else the
+    customer's (`allow_incomplete`, `error_if_incomplete`), or left open for the client to confirm
+    (`default_incomplete`). Paid → `active`; otherwise `incomplete`, or for `error_if_incomplete` nothing
+    at all and Stripe's error. `customer.subscription.created` carries the state the request ends in."""
+    from .invoicing import collect, payment_method_for  # invoicing charges subscriptions' invoices too
+
+    now = int(sub["created"])
+    ctx.put("subscription", sub)
+    created = emit(ctx, "customer.subscription.created", "subscription", sub)
+    invoice = build_invoice(ctx, sub, "subscription_create", now, now)
+    emit(ctx, "invoice.created", "invoice", invoice)
+    finalize_invoice(ctx, invoice)  # pays it when nothing is due
+    if invoice["status"] != "paid":
+        method = None if behavior == "default_incomplete" else payment_method_for(ctx, invoice, None)
+        if method is None and undo is not None:
+            undo.restore()
+            raise StripeError(400, NO_PAYMENT_METHOD)
+        payment = collect(ctx, invoice, method)
+        if invoice["status"] != "paid" and undo is not None:
+            undo.restore()
+            raise first_payment_error(payment)
+    sub["status"] = "active" if invoice["status"] == "paid" else "incomplete"
+    created["data"]["object"] = snapshot(ctx, "subscription", sub)
+
+
+REQUIRES_ACTION = (
+    "Payment for this subscription requires additional user action before it can be completed successfully."
+)
+
+
+def first_payment_error(payment: Payment) -> StripeError:
+    """`error_if_incomplete`'s 402 when the first invoice could not be paid (nothing was created)."""
+    if payment.intent["status"] == "requires_action":
+        return StripeError(
+            402, REQUIRES_ACTION, type_="card_error", code="subscription_payment_intent_requires_action"
+        )
+    error = dict(payment.error or {})
+    return StripeError(
+        402,
+        str(error.get("message", "Your card was declined.")),
+        type_="card_error",
+        code=error.get("code", "card_declined"),
+        extra={k: error[k] for k in ("decline_code", "advice_code") if error.get(k) is not None},
+    )
+
+
+class Undo:
+    """What an `error_if_incomplete` create must take back when the first payment fails: every object
+    made since (invoice, PaymentIntent, Charge, PaymentMethod...) and the customer's invoice sequence and
+    currency. Its events are discarded with the error."""
+
+    def __init__(self, ctx: Ctx, customer: JSON) -> None:
+        self.ctx = ctx
+        self.customer = customer
+        self.saved = copy.deepcopy(customer)
+        self.ids = {kind: set(ctx.acct.table(kind)) for kind in KINDS if kind != "event"}
+
+    def restore(self) -> None:
+        for kind, before in self.ids.items():
+            for obj_id in set(self.ctx.acct.table(kind)) - before:
+                self.ctx.delete(kind, obj_id)
+        self.customer.clear()
+        self.customer.update(self.saved)
+
+
+def check_customer_method(ctx: Ctx, method_id: str, customer_id: str) -> None:
+    method = ctx.get("payment_method", method_id)
+    if method is None or method["customer"] != customer_id:
+        raise param_error(
+            f"The customer does not have a payment method with the ID {method_id}. The payment method must "
+            "be attached to the customer.",
+            "default_payment_method",
+        )
 
 
 def build_subscription(
@@ -253,11 +335,27 @@ def set_cancel_at_period_end(ctx: Ctx, sub: JSON, flag: bool, now: int) -> None:
         sub["cancellation_details"] = {"comment": None, "feedback": None, "reason": None}
 
 
+# Stripe's pending updates take only these (docs.stripe.com/billing/subscriptions/pending-updates-reference;
+# of them the emulator models items and proration_behavior).
+PENDING_UPDATE_PARAMS = frozenset({"items", "proration_behavior", "payment_behavior", "expand"})
+
+
 def update_subscription(ctx: Ctx, sub: JSON, p: JSON) -> None:
+    """An update never makes an invoice here (prorations are not modelled), so no update needs a
+    payment: with every `payment_behavior` the change applies at once (`pending_update` stays null)."""
     if sub["status"] == "canceled" and set(p) - {"metadata"}:
         raise StripeError(
             400, "A canceled subscription can only update its cancellation_details and metadata."
         )
+    if p.get("payment_behavior") == "pending_if_incomplete":
+        for name in sorted(set(p) - PENDING_UPDATE_PARAMS):
+            raise param_error(
+                f"`{name}` cannot be updated with `payment_behavior=pending_if_incomplete`: pending updates "
+                f"only take {', '.join(sorted(PENDING_UPDATE_PARAMS - {'payment_behavior', 'expand'}))}.",
+                name,
+            )
+    if p.get("default_payment_method"):
+        check_customer_method(ctx, p["default_payment_method"], sub["customer"])
     now = int(time.time())
     items = [dict(i) for i in sub["items"]]
     if "items" in p:
@@ -307,6 +405,8 @@ def update_subscription(ctx: Ctx, sub: JSON, p: JSON) -> None:
     sub["metadata"] = metadata
     if "description" in p:
         sub["description"] = p["description"] or None
+    if "default_payment_method" in p:
+        sub["default_payment_method"] = p["default_payment_method"] or None
     if "cancel_at_period_end" in p:
         set_cancel_at_period_end(ctx, sub, p["cancel_at_period_end"], now)
     elif sub["cancel_at_period_end"]:
@@ -451,6 +551,21 @@ def _update(ctx: Ctx, call: Call) -> JSON:
     update_subscription(ctx, sub, call.params)
     emit_update(ctx, "subscription", sub, before)
     return render(ctx, "subscription", sub, call.expand)
+
+
+@route("POST", "/v1/subscriptions/{id}/resume", "subscription.resume")
+def _resume(ctx: Ctx, call: Call) -> JSON:
+    """Only a `paused` subscription resumes. Stripe pauses one when its trial ends without a payment
+    method (`trial_settings.end_behavior.missing_payment_method=pause`); trials are not modelled, so no
+    subscription here is ever paused and resuming answers Stripe's refusal."""
+    sub = ctx.need("subscription", call.ids[0])
+    if sub["status"] != "paused":
+        raise StripeError(
+            400,
+            f"Subscription {sub['id']} is {sub['status']}, not paused: only a paused subscription can be "
+            "resumed.",
+        )
+    raise unmodelled("resume")  # unreachable today: kept loud should pausing ever be modelled
 
 
 @route("DELETE", "/v1/subscriptions/{id}", "subscription.cancel")
