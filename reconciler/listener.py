@@ -10,8 +10,10 @@ Routes (a starlette app from `create_app(settings, webhook_secret=...)`, no modu
 trusted, the stream is counted) and its `Stripe-Signature` is checked by the SDK's
 `stripe.WebhookSignature.verify_header` against `STRIPE_WEBHOOK_SECRET` (300 s tolerance; any of
 several `v1` signatures may match, as during a secret rotation). A missing or bad signature, a stale
-timestamp, a body that is too large, not UTF-8, not JSON or not an event: 400 with a short reason,
-before any connection is taken, so nothing is written.
+timestamp, a body that is too large, not UTF-8, not JSON or not an event, or an event Postgres
+could never store (a NUL or an unpaired surrogate anywhere, a time outside 1970..9999): 400 with a
+short reason, before any connection is taken, so nothing is written. (A 500 or 503 would have Stripe
+retry it for days, failing the same way each time.)
 
 **Exactly once.** An event's row in `cloud_stripe_events` is INSERTed first (`ON CONFLICT DO
 NOTHING`), in the same transaction as its effect. A duplicate finds the row and is answered 200
@@ -77,7 +79,8 @@ few retries: a slow webhook is better answered 503 and retried by Stripe). `/rea
 connection. One process is bound by one core; `listen --workers N` runs N of them on one port.
 
 Logging: one line per event (`id`, `type`, `outcome`, `ms`) or per rejected request (`reason`), on
-`reconciler.listener`. Never the secret, headers or payloads.
+`reconciler.listener`. Never the secret, headers or payloads; what comes from an event has its
+control and format characters escaped, so a `type` holding `\\n` cannot forge a second line.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ import email.utils
 import json
 import logging
 import os
+import re
 import sys
 import time
 import urllib.parse
@@ -120,6 +124,9 @@ MAX_BODY = 1024 * 1024
 DRAIN_FACTOR = 16
 """An oversized body is read and discarded up to 16 × the cap, so the client sees the 400, not a reset."""
 TOLERANCE = 300
+MAX_TIMESTAMP = 253402300799
+"""9999-12-31T23:59:59Z, the last second both Python and Postgres hold. An event or object time
+outside 0..MAX_TIMESTAMP is refused (400): Postgres would fail on it, on every retry."""
 LOCK_SPACE = 0x6B75
 """First key of the listener's two-int4 advisory locks (one per subscription)."""
 APPLY_KEY_PREFIX = "kuploy-reconciler-"
@@ -212,7 +219,29 @@ def verify_event(body: bytes, signature: str | None, secret: Secret, tolerance: 
         data = json.loads(text)
     except ValueError as e:
         raise Rejected("body is not JSON") from e
+    # JSON can carry a NUL or a lone surrogate only as an escape (\u0000, \ud800); Postgres cannot
+    # store either, so every retry would fail the same way.
+    if _UNSTORABLE_ESCAPE.search(text) and _unstorable(data):
+        raise Rejected("event holds a NUL or an unpaired surrogate")
     return _event(data)
+
+
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_UNSTORABLE_CHAR = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(value: Any) -> bool:
+    if isinstance(value, str):
+        return _UNSTORABLE_CHAR.search(value) is not None
+    if isinstance(value, dict):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unstorable(v) for v in value)
+    return False
+
+
+def _in_range(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TIMESTAMP
 
 
 def _event(data: Any) -> Event:
@@ -224,10 +253,15 @@ def _event(data: Any) -> Event:
         raise Rejected("event has no valid id")
     if not (isinstance(event_type, str) and 0 < len(event_type) <= 255):
         raise Rejected("event has no valid type")
-    if not isinstance(created, int) or isinstance(created, bool):
+    if not (isinstance(created, int) and _in_range(created)):
         raise Rejected("event has no valid created time")
     if not isinstance(obj, dict):
         raise Rejected("event has no data.object")
+    # The object's times the listener stores (an invoice's `created`, a period end).
+    items = _items(obj)
+    times = [obj.get("created"), obj.get("current_period_end"), *(i.get("current_period_end") for i in items)]
+    if any(isinstance(t, int) and not _in_range(t) for t in times):
+        raise Rejected("event has a time out of range")
     request = data.get("request")
     key = request.get("idempotency_key") if isinstance(request, dict) else None
     return Event(
@@ -636,9 +670,24 @@ def _slug_of(price: Any) -> str | None:
 # --- the app -----------------------------------------------------------------------------------
 
 
+def _loggable(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters with backslashes, control and format characters escaped
+    (`\\n`, `\\x9b`, `\\u202e`): a value from an event never splits, recolours or reorders a log line."""
+    return "".join(
+        c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode("ascii")
+        for c in text[:limit]
+    )
+
+
 def _log_event(event: Event, outcome: str, started: float) -> None:
     ms = (time.perf_counter() - started) * 1000
-    logger.info("stripe_event id=%s type=%s outcome=%s ms=%.1f", event.id[:80], event.type[:80], outcome, ms)
+    logger.info(
+        "stripe_event id=%s type=%s outcome=%s ms=%.1f",
+        _loggable(event.id),
+        _loggable(event.type),
+        outcome,
+        ms,
+    )
 
 
 def create_app(
@@ -664,6 +713,10 @@ def create_app(
             raise Unavailable("timed out waiting for a lock") from e
         except psycopg.OperationalError as e:
             raise Unavailable("database unavailable") from e
+        except psycopg.DataError as e:
+            # A value the checks above let through that Postgres cannot store: every retry would
+            # fail the same way. The transaction rolled back; nothing was written.
+            raise Rejected(f"event holds a value the database cannot store ({type(e).__name__})") from e
 
     async def webhook(request: Request) -> JSONResponse:
         started = time.perf_counter()
@@ -677,13 +730,19 @@ def create_app(
             return JSONResponse({"error": str(e)}, status_code=400)
         try:
             outcome = await handle(event, received)
+        except Rejected as e:
+            _log_event(event, "rejected", started)
+            logger.warning("stripe_event id=%s rejected: %s", _loggable(event.id), e)
+            return JSONResponse({"error": str(e)}, status_code=400)
         except Unavailable as e:
             _log_event(event, "retry", started)
-            logger.warning("stripe_event id=%s not processed: %s", event.id[:80], e)
+            logger.warning(
+                "stripe_event id=%s not processed: %s", _loggable(event.id), _loggable(str(e), 300)
+            )
             return JSONResponse({"error": f"{e}; retry later"}, status_code=503)
         except Exception as e:
             _log_event(event, "error", started)
-            logger.error("stripe_event id=%s failed: %s", event.id[:80], type(e).__name__)
+            logger.error("stripe_event id=%s failed: %s", _loggable(event.id), type(e).__name__)
             logger.debug("stripe_event failure", exc_info=True)
             return JSONResponse({"error": "internal error; retry later"}, status_code=500)
         if outcome is None:
