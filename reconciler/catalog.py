@@ -164,12 +164,8 @@ class _Found:
         return _problem(self.doc, self.path, self.message, self.line or None)
 
 
-def _printable(text: str) -> str:
-    """`text` with every character that is not printable escaped (`\\n`, `\\u2028`, `\\x00`...):
-    a problem is one line, whatever a key, a slug or a file name holds."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
+_printable = model.printable
+"""A problem is one line, whatever a key, a slug or a file name holds."""
 
 
 def _key(part: str) -> str:
@@ -517,18 +513,36 @@ _TYPE_NAMES = {
 }
 
 
-def _text_problem(text: str) -> str | None:
-    """Why a parsed string is not storable text: JSON `\\u0000` and `\\ud800` escapes (YAML's
-    `"\\0"` too) parse, but Postgres refuses NUL and a lone surrogate cannot be encoded as UTF-8."""
+def _text_problem(text: str, *, multiline: bool = False) -> str | None:
+    """Why a parsed string is not storable, showable text.
+
+    JSON `\\u0000` and `\\ud800` escapes (YAML's `"\\0"` too) parse, but Postgres refuses NUL and a
+    lone surrogate cannot be encoded as UTF-8. Control characters (C0, DEL, C1: U+009B alone starts a
+    terminal escape sequence) and bidirectional embeddings, overrides and isolates (U+202A-U+202E,
+    U+2066-U+2069: "Trojan Source") would reach terminals, Stripe and pull-request comments and make
+    text look other than it is. Only a `description` (`multiline`) may hold tabs and line breaks."""
     if "\x00" in text:
         return "contains a NUL character (\\u0000), which PostgreSQL cannot store"
     if match := _SURROGATE.search(text):
         shown = json.dumps(match.group())[1:-1]
         return f"contains a lone surrogate ({shown}), which is not text and cannot be encoded as UTF-8"
+    if match := (_CONTROL if multiline else _CONTROL_OR_BREAK).search(text):
+        code = f"U+{ord(match.group()):04X}"
+        if match.group() in "\t\n\r":
+            return f"contains a tab or line break ({code}): only a description may span lines"
+        return f"contains the control character {code}, which would reach terminals and comments raw"
+    if match := _BIDI.search(text):
+        return (
+            f"contains the bidirectional control U+{ord(match.group()):04X}, which makes text display "
+            "in another order than it is written"
+        )
     return None
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x01-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL_OR_BREAK = re.compile("[\x01-\x1f\x7f-\x9f]")
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 
 
 def _check_text(doc: _Doc) -> None:
@@ -537,7 +551,7 @@ def _check_text(doc: _Doc) -> None:
     while todo:
         path, value = todo.pop()
         if isinstance(value, str):
-            if problem := _text_problem(value):
+            if problem := _text_problem(value, multiline=path[-1:] == ("description",)):
                 doc.report(path, problem)
         elif isinstance(value, dict):
             for key, item in value.items():

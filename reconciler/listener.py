@@ -112,7 +112,7 @@ from starlette.routing import Route
 from reconciler import migrations
 from reconciler.connections import stripe_client
 from reconciler.errors import ConfigError
-from reconciler.model import owned_slug
+from reconciler.model import owned_slug, printable
 from reconciler.settings import Environment, Secret, Settings
 from reconciler.throttle import StripeCalls
 
@@ -671,12 +671,9 @@ def _slug_of(price: Any) -> str | None:
 
 
 def _loggable(text: str, limit: int = 80) -> str:
-    """`text` cut to `limit` characters with backslashes, control and format characters escaped
-    (`\\n`, `\\x9b`, `\\u202e`): a value from an event never splits, recolours or reorders a log line."""
-    return "".join(
-        c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode("ascii")
-        for c in text[:limit]
-    )
+    """`text` cut to `limit` characters, what is not printable escaped (`\\n`, `\\u009b`, `\\u202e`):
+    a value from an event never splits, recolours or reorders a log line."""
+    return printable(text[:limit])
 
 
 def _log_event(event: Event, outcome: str, started: float) -> None:

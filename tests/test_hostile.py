@@ -64,11 +64,14 @@ AGAINST_DB = hsettings(
 # --- strategies: valid catalogs --------------------------------------------------------------------
 
 SLUGS = st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,11}\Z")
-# Any Unicode a person might type in a name: letters of every script, emoji, combining marks, RTL,
-# punctuation, also control characters. Not NUL and not lone surrogates (neither is text).
-NAME_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
+# Any Unicode a person might type in a name: letters of every script, emoji, combining marks, RTL
+# script, punctuation, zero-width joiners. Not control characters (C0, DEL, C1), bidirectional
+# overrides and isolates, lone surrogates: the catalog refuses them (test_controls_and_bidi_...).
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+NAME_CHARS = st.characters(codec="utf-8", exclude_categories=("Cc",), exclude_characters=BIDI_CONTROLS)
 NAMES = st.text(NAME_CHARS, min_size=1, max_size=40).filter(lambda s: re.search(r"\S", s) is not None)
-DESCRIPTIONS = st.one_of(st.none(), st.text(NAME_CHARS, max_size=80))
+# A description may span lines and hold tabs.
+DESCRIPTIONS = st.one_of(st.none(), st.text(st.one_of(NAME_CHARS, st.sampled_from("\t\n")), max_size=80))
 COUNTS = st.one_of(st.integers(0, 2**31 - 1), st.sampled_from([0, 1, 5, 100]), st.just("unlimited"))
 SIZE_UNITS = ["", "B", "KiB", "MiB", "GiB", "TiB", "KB", "MB", "GB", "TB", "kib", "gb", "k", "Mi"]
 SIZES = st.one_of(
@@ -774,6 +777,52 @@ def test_strings_postgres_and_utf8_cannot_hold_are_refused_at_validation(
             cases[f"{label}.{fmt}"] = (path, (f"Error: {path}", "plans[0] (free).name: contains a"))
     refused_everywhere(cases, cli_env)
     nothing_written(emulator, db)
+
+
+CONTROLS = {
+    "csi-in-name": ("name", '"Pro\\u009b31m"', "plans[1] (pro).name: contains the control character U+009B"),
+    "esc-in-description": (
+        "description",
+        '"x\\u001b[2J"',
+        "(pro).description: contains the control character U+001B",
+    ),
+    "rlo-in-name": ("name", '"Pro \\u202eyadrom"', "(pro).name: contains the bidirectional control U+202E"),
+    "isolate-in-description": (
+        "description",
+        '"\\u2066x"',
+        "(pro).description: contains the bidirectional control U+2066",
+    ),
+    "newline-in-name": ("name", '"Pro\\nFree"', "(pro).name: contains a tab or line break (U+000A)"),
+}
+
+
+def test_controls_and_bidi_overrides_in_catalog_text_are_refused_naming_file_line_and_field(
+    cli_env: dict[str, str], tmp_path: Path, emulator: RunningEmulator, db: psycopg.Connection
+) -> None:
+    """A C1 control (U+009B is a one-byte CSI) or a right-to-left override in a plan's name reached
+    the text plan, the PR comment and Stripe raw. Refused in every format, with file:line: field."""
+    cases = {}
+    for label, (key, value, mention) in CONTROLS.items():
+        for fmt in ("json", "yaml"):
+            plans = standard_plans()
+            plans[1][key] = "PLACEHOLDER"
+            if fmt == "json":
+                text = json.dumps({"plans": plans}, indent=2).replace('"PLACEHOLDER"', value)
+            else:
+                text = serialize({"plans": plans}, "yaml").replace("PLACEHOLDER", value)
+            path = tmp_path / f"{label}.{fmt}"
+            path.write_text(text, encoding="utf-8")
+            line = next(n for n, row in enumerate(text.splitlines(), 1) if value in row)
+            cases[f"{label}.{fmt}"] = (path, (f"Error: {path}:{line}: ", mention))
+    refused_everywhere(cases, cli_env)
+    nothing_written(emulator, db)
+
+
+def test_a_description_may_span_lines_and_hold_tabs(tmp_path: Path) -> None:
+    plans = standard_plans()
+    plans[1]["description"] = "First line\n\tindented second line"
+    catalog = load_catalog(write_catalog(tmp_path, plans))
+    assert catalog.by_slug()["pro"].description == "First line\n\tindented second line"
 
 
 # --- folders with links that go nowhere, devices and FIFOs ---------------------------------------

@@ -3,13 +3,17 @@
 Every plan's block is whole or absent: the comment is cut only between blocks, never inside a
 `<details>` block, and ends with a note of what was left out. Text from the catalog (slugs, names,
 descriptions) goes through `_escape`, so it cannot close a `<details>` block, split a table row or
-open a code span; values are shown as JSON, as `render_text` shows them.
+open a code span, carry a control character or a bidirectional override (shown escaped, as
+`render_text` shows them), or mention anyone: `@name` gets a zero-width joiner after the `@`, so a
+plan called "@octocat" never notifies a GitHub user or team. Values are shown as JSON.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from reconciler.model import printable
 from reconciler.plan import Action, ArchivePrice, Plan, PlanChange, WebhookEndpointChange
 from reconciler.render.text import MARKERS, _flatten, _show, summary_line
 
@@ -31,6 +35,8 @@ _FULL_PLAN_HINT = "run `kuploy-reconciler plan -o json` for the full plan"
 _ESCAPES = str.maketrans(
     {char: f"&#{ord(char)};" for char in "&<>|`\\*_~[]#!\n\r"},
 )
+_MENTION = re.compile(r"@(?=[A-Za-z0-9])")
+"""An `@` GitHub could read as a mention (of a user, or an org's team): it gets a zero-width joiner."""
 
 
 def render_markdown(plan: Plan, *, limit: int = GITHUB_COMMENT_LIMIT) -> str:
@@ -89,7 +95,7 @@ def _webhook_block(change: WebhookEndpointChange | None) -> str:
         "",
         "#### Webhook endpoint",
         "",
-        f"<details><summary>{marker} <b>{change.address}</b>: {change.action.value}</summary>",
+        f"<details><summary>{marker} <b>{_escape(change.address)}</b>: {change.action.value}</summary>",
         "",
     ]
     if change.before is None:
@@ -166,4 +172,4 @@ def _shorten(text: str) -> str:
 
 
 def _escape(text: str) -> str:
-    return text.translate(_ESCAPES)
+    return _MENTION.sub("@&#8205;", printable(text).translate(_ESCAPES))

@@ -1,10 +1,15 @@
-"""The plan for people: one block per billing plan, `before → after` per field, a summary line."""
+"""The plan for people: one block per billing plan, `before → after` per field, a summary line.
+
+Text from the catalog, `cloud_plans` and Stripe (names, slugs, descriptions) goes through
+`model.printable`: a control character (ESC, the one-byte CSI U+009B), a bidirectional override
+or a line separator is shown as its escape, never sent raw to the terminal."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from reconciler.model import printable
 from reconciler.plan import Action, Plan, PlanChange, WebhookEndpointChange
 
 MARKERS = {
@@ -35,17 +40,20 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
     if (endpoint := plan.webhook_endpoint) is not None:
         marker, style = MARKERS[endpoint.action]
         lines.append(
-            paint(f"{marker} {endpoint.address}", style) + f"  {paint(endpoint.action.value, 'bold')}"
+            paint(f"{marker} {printable(endpoint.address)}", style)
+            + f"  {paint(endpoint.action.value, 'bold')}"
         )
         lines.extend(f"    {line}" for line in _webhook_body(endpoint))
-        lines.extend(paint(f"    · {op.describe()}", "dim") for op in endpoint.ops)
+        lines.extend(paint(f"    · {printable(op.describe())}", "dim") for op in endpoint.ops)
         lines.append("")
 
     for change in plan.changes:
         marker, style = MARKERS[change.action]
-        lines.append(paint(f"{marker} {change.address}", style) + f"  {paint(change.action.value, 'bold')}")
+        lines.append(
+            paint(f"{marker} {printable(change.address)}", style) + f"  {paint(change.action.value, 'bold')}"
+        )
         lines.extend(f"    {line}" for line in _body(change))
-        lines.extend(paint(f"    · {op.describe()}", "dim") for op in change.ops)
+        lines.extend(paint(f"    · {printable(op.describe())}", "dim") for op in change.ops)
         lines.append("")
     lines.append(summary_line(plan))
     return "\n".join(lines) + "\n"
@@ -82,4 +90,4 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _show(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return printable(json.dumps(value, ensure_ascii=False))
