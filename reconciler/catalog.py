@@ -35,6 +35,7 @@ from reconciler import errors, model
 
 __all__ = [
     "MAX_FILE_BYTES",
+    "MAX_PLANS",
     "PRESETS",
     "STRIPE_CURRENCIES",
     "dump_catalog",
@@ -47,6 +48,11 @@ __all__ = [
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 """Files larger than this are refused before parsing."""
+
+MAX_PLANS = 10_000
+"""Most plans a catalog (a file, or all the files of a folder) may hold. More is refused as soon as
+it is seen, while parsing and before the schema check: validating 100,000 plans took two minutes and
+a gigabyte, and no billing catalog has that many."""
 
 CATALOG_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -296,8 +302,25 @@ def _read_text(path: Path, file: str) -> str:
 # --- YAML -----------------------------------------------------------------------------------------
 
 
+class _TooManyPlans(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+def _too_many_plans(where: str, what: str) -> errors.CatalogError:
+    return errors.CatalogError(
+        [f"{where}: {what}; a catalog holds at most {MAX_PLANS} plans (refused before checking them)"]
+    )
+
+
 class _Loader(yaml.SafeLoader):  # type: ignore[misc,unused-ignore]
-    """SafeLoader that refuses aliases (no alias bombs, no hidden sharing between plans)."""
+    """SafeLoader that refuses aliases (no alias bombs, no hidden sharing between plans) and stops
+    at plan `MAX_PLANS + 1`, before composing the rest."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._keys: list[Any] = []  # the keys and indexes of the node being composed, root first
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -308,7 +331,13 @@ class _Loader(yaml.SafeLoader):  # type: ignore[misc,unused-ignore]
                 f"YAML aliases (*{event.anchor}) are not supported: write the values out, or use copy_from",
                 event.start_mark,
             )
-        return super().compose_node(parent, index)
+        if isinstance(index, int) and index >= MAX_PLANS and self._keys == [None, "plans"]:
+            raise _TooManyPlans(self.peek_event().start_mark.line + 1)  # type: ignore[no-untyped-call,unused-ignore]
+        self._keys.append(index.value if isinstance(index, yaml.ScalarNode) else index)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._keys.pop()
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -329,6 +358,10 @@ def _parse_yaml(doc: _Doc, text: str) -> None:
         head = f"{doc.file}:{mark.line + 1}" if mark else doc.file
         column = f" (column {mark.column + 1})" if mark else ""
         raise errors.CatalogError([f"{head}: invalid YAML: {message}{column}"]) from e
+    except _TooManyPlans as e:
+        raise _too_many_plans(
+            f"{doc.file}:{e.line}: plans[{MAX_PLANS}]", f"more than {MAX_PLANS} plans"
+        ) from None
     except yaml.reader.ReaderError as e:
         line = text[: e.position].count("\n") + 1
         raise errors.CatalogError(
@@ -389,7 +422,14 @@ def _parse_json(doc: _Doc, text: str) -> None:
         raise errors.CatalogError([f"{doc.file}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})"]) from e
     except ValueError as e:
         raise errors.CatalogError([f"{doc.file}: invalid JSON: {e}"]) from e
+    if (count := _plan_count(doc)) > MAX_PLANS:
+        raise _too_many_plans(f"{doc.file}: plans", f"{count} plans")
     _JsonLines(doc, text).value(0, ())
+
+
+def _plan_count(doc: _Doc) -> int:
+    plans = doc.data.get("plans") if isinstance(doc.data, dict) else None
+    return len(plans) if isinstance(plans, list) else 0
 
 
 _WS = re.compile(r"[ \t\n\r]*")
@@ -889,7 +929,6 @@ def _parse(path: Path, number: int) -> _Doc:
             _parse_yaml(doc, text)
     except RecursionError as e:
         raise errors.CatalogError([f"{doc.file}: nested too deeply to be a catalog"]) from e
-    _check_schema(doc)
     return doc
 
 
@@ -904,12 +943,17 @@ def load_catalog(path: Path) -> model.Catalog:
         raise errors.CatalogError([f"{_printable(str(path))}: cannot read: {e.strerror or e}"]) from e
     fatal: list[str] = []
     docs: list[_Doc] = []
+    label = _printable(str(path))
     for number, file_path in enumerate(files):
         try:
             docs.append(_parse(file_path, number))
         except errors.CatalogError as e:
             fatal.extend(e.problems)
-    return _resolve_docs(docs, fatal, _printable(str(path)))
+    if (total := sum(map(_plan_count, docs))) > MAX_PLANS:
+        raise _too_many_plans(label, f"{total} plans in its {len(docs)} files") from None
+    for doc in docs:
+        _check_schema(doc)
+    return _resolve_docs(docs, fatal, label)
 
 
 def load_catalog_text(text: str, *, source: str) -> model.Catalog:
