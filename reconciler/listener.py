@@ -20,7 +20,9 @@ NOTHING`), in the same transaction as its effect. A duplicate finds the row and 
 with no effect; a copy racing on another connection (or replica) waits on the primary key until
 the first commits (then it is a duplicate) or rolls back (then it does the work). Any failure
 while processing (database or Stripe unreachable, a lock wait over 30 s) rolls the whole
-transaction back, event row included, and answers 503, so Stripe's retry does the work later.
+transaction back, event row included, and answers 503, so Stripe's retry does the work later. So does
+an event not processed within `EVENT_DEADLINE` (8 s): the request is answered 503 then, well before
+Stripe gives up on it, and the processing is cancelled behind it.
 The INSERT of an event that changes a subscription also takes that subscription's lock (below) in
 its RETURNING clause, which runs for an inserted row only: a duplicate never waits for the lock.
 An event with nothing to do but be recorded (an ignored type, a Product or Price event) is that
@@ -124,6 +126,14 @@ MAX_BODY = 1024 * 1024
 DRAIN_FACTOR = 16
 """An oversized body is read and discarded up to 16 × the cap, so the client sees the 400, not a reset."""
 TOLERANCE = 300
+EVENT_DEADLINE = 8.0
+"""Seconds an event may take (database and Stripe included) before it is answered 503, for Stripe to
+retry it. Stripe publishes no number: its docs say an endpoint "must quickly return a successful status
+code (2xx) prior to any complex logic that could cause a timeout" (docs.stripe.com/webhooks,
+"Acknowledge events immediately"), its support page calls a late answer "Timed out"
+(support.stripe.com/questions/webhooks-how-to-investigate-and-fix-timed-out), and integrators report
+10 to 20 s. Answering before that keeps the outcome ours: a clear 503, not a delivery Stripe gave up on
+while the listener still held a transaction open."""
 MAX_TIMESTAMP = 253402300799
 """9999-12-31T23:59:59Z, the last second both Python and Postgres hold. An event or object time
 outside 0..MAX_TIMESTAMP is refused (400): Postgres would fail on it, on every retry."""
@@ -694,11 +704,13 @@ def create_app(
     pool_size: int = 8,
     max_body: int = MAX_BODY,
     tolerance: int = TOLERANCE,
+    event_deadline: float = EVENT_DEADLINE,
 ) -> Starlette:
     """The listener as a starlette app; its pool and Stripe client live as long as its lifespan."""
     pool = ConnectionPool(settings.database_url, size=pool_size)
     # Fail fast: a webhook that cannot be read now is answered 503 and Stripe retries it later.
     calls = dataclasses.replace(stripe_client(settings), max_attempts=3, max_delay=2.0)
+    running: set[asyncio.Task[Outcome | None]] = set()
 
     async def handle(event: Event, received: datetime) -> Outcome | None:
         try:
@@ -715,6 +727,28 @@ def create_app(
             # fail the same way. The transaction rolled back; nothing was written.
             raise Rejected(f"event holds a value the database cannot store ({type(e).__name__})") from e
 
+    def settled(task: asyncio.Task[Outcome | None]) -> None:
+        running.discard(task)
+        if not task.cancelled():
+            task.exception()  # the request that waited for it reported it; else nobody needs it
+
+    async def handle_in_time(event: Event, received: datetime) -> Outcome | None:
+        """`handle`, answered by `event_deadline` whatever the database or Stripe do. Past it the
+        processing is cancelled in the background (psycopg cancels the query in the server, the
+        transaction rolls back, the event row with it) and the request answers 503 at once, instead
+        of waiting for that clean-up too."""
+        task = asyncio.ensure_future(handle(event, received))
+        running.add(task)
+        task.add_done_callback(settled)
+        try:
+            async with asyncio.timeout(event_deadline):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            raise Unavailable(
+                f"not processed within {event_deadline:g} s (database or Stripe too slow)"
+            ) from None
+
     async def webhook(request: Request) -> JSONResponse:
         started = time.perf_counter()
         received = datetime.now(UTC)
@@ -726,7 +760,7 @@ def create_app(
             logger.warning("stripe_webhook rejected reason=%r ms=%.1f", str(e), ms)
             return JSONResponse({"error": str(e)}, status_code=400)
         try:
-            outcome = await handle(event, received)
+            outcome = await handle_in_time(event, received)
         except Rejected as e:
             _log_event(event, "rejected", started)
             logger.warning("stripe_event id=%s rejected: %s", _loggable(event.id), e)
@@ -770,6 +804,9 @@ def create_app(
         try:
             yield
         finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
             await pool.clear()
 
     return Starlette(

@@ -844,6 +844,30 @@ def test_a_lock_timeout_fails_the_event_but_keeps_the_pools_connections(migrated
         assert count(db, "cloud_stripe_events") == 0  # rolled back with the failed wait
 
 
+def test_a_stalled_database_answers_503_by_the_event_deadline_then_the_retry_converges(
+    settings: Settings,
+    catalog: Catalog,
+    db: psycopg.Connection,
+    migrated: str,
+    stripe_client: stripe.StripeClient,
+) -> None:
+    """A database that stalls (here: a lock the event needs, held elsewhere; the lock timeout is 30 s)
+    must not hold Stripe's request past the listener's deadline: 503 then, nothing kept."""
+    sub = new_subscription(stripe_client, catalog)
+    body = make_event("customer.subscription.created", sub)
+    with serve(create_app(settings, webhook_secret=Secret(SECRET), event_deadline=1.0)) as running:
+        with psycopg.connect(migrated, autocommit=True) as holder, holder.transaction():
+            holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_SPACE, sub["id"]))
+            stalled = running.post(body)
+            assert stalled.status == 503, stalled
+            assert stalled.body["error"] == (
+                "not processed within 1 s (database or Stripe too slow); retry later"
+            )
+        # The abandoned attempt was cancelled in the server and rolled back: the retry does the work.
+        assert running.post(body) == Reply(200, {"received": True, "outcome": "processed"})
+    assert count(db, "cloud_stripe_events") == 1 and count(db, "cloud_subscriptions") == 1
+
+
 def test_missing_tables_answer_503(settings: Settings, db: psycopg.Connection) -> None:
     with serve(create_app(settings, webhook_secret=Secret(SECRET))) as running:
         reply = running.post(make_event("invoice.paid", {"id": "in_1", "object": "invoice"}))
