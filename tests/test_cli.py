@@ -161,10 +161,14 @@ def test_live_key_needs_live_flag_and_secrets_are_never_printed(
     live_key = "sk_live_" + "S3cretS3cretS3cret0000"
     result = run("plan", catalog, env={**cli_env, "STRIPE_SECRET_KEY": live_key})
     assert_clean_failure(result)
-    assert "--live" in result.stderr and live_key not in result.stderr + result.stdout
+    assert result.stderr == "Error: STRIPE_SECRET_KEY is a live key: pass --live to change real billing\n"
+    assert live_key not in result.stderr + result.stdout
 
     mismatch = run("plan", "--live", catalog, env=cli_env)
     assert_clean_failure(mismatch)
+    assert mismatch.stderr == (
+        "Error: --live was given but STRIPE_SECRET_KEY is a test-mode key: refusing the mismatch\n"
+    )
     assert TEST_KEY not in mismatch.stderr
 
 

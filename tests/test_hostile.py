@@ -29,6 +29,7 @@ from unittest import mock
 
 import psycopg
 import pytest
+import stripe
 import yaml
 from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hsettings
@@ -41,7 +42,7 @@ from reconciler.errors import CatalogError
 from reconciler.sandbox.emulator import SUPPORTED_CURRENCIES, RunningEmulator
 from reconciler.settings import Settings
 
-from conftest import kuploy_plan, standard_plans, stripe_writes, write_catalog
+from conftest import TEST_KEY, kuploy_plan, standard_plans, stripe_writes, write_catalog
 
 LIMIT_KEYS = tuple(model.LIMIT_COLUMNS.values())
 FEATURE_KEYS = tuple(model.FEATURE_KEYS.values())
@@ -504,10 +505,8 @@ def _snapshot(db: psycopg.Connection) -> dict[str, list[tuple[Any, ...]]]:
 
 
 # Examples share one database: the next catalog may well drop every paid plan of the last one, which
-# the mass-archive guard (where present) refuses by design. Here that is intended.
-ALLOW_ANY_ARCHIVE: dict[str, Any] = (
-    {"guard": api.ArchiveGuard(allow=True)} if hasattr(api, "ArchiveGuard") else {}
-)
+# the mass-archive guard refuses by design. Here that is intended.
+ALLOW_ANY_ARCHIVE = api.ArchiveGuard(allow=True)
 
 
 @AGAINST_DB
@@ -524,14 +523,14 @@ def test_valid_catalogs_apply_and_converge(
     nothing, in Stripe or Postgres."""
     with catalog_file(serialize(catalog, fmt), f".{fmt}") as path:
         desired = load_catalog(path)
-    api.apply(settings, desired, confirm=lambda planned: True, **ALLOW_ANY_ARCHIVE)
+    api.apply(settings, desired, confirm=lambda planned: True, guard=ALLOW_ANY_ARCHIVE)
 
     after = api.plan(settings, desired)
     assert not after.has_changes, [c for c in after.changes]
 
     writes, rows = len(stripe_writes(emulator)), _snapshot(db)
     again = api.apply(
-        settings, desired, confirm=lambda planned: pytest.fail("nothing to confirm"), **ALLOW_ANY_ARCHIVE
+        settings, desired, confirm=lambda planned: pytest.fail("nothing to confirm"), guard=ALLOW_ANY_ARCHIVE
     )
     assert not again.plan.has_changes
     assert len(stripe_writes(emulator)) == writes
@@ -545,6 +544,38 @@ def test_valid_catalogs_apply_and_converge(
         assert table[plan.slug] == (plan.name, plan.is_active, plan.is_default and plan.is_active)
     wanted = {p.slug for p in desired.plans if p.is_active}
     assert {slug for slug, (_, active, _) in table.items() if active} == wanted
+    _assert_stored_as_resolved(
+        desired, db, stripe.StripeClient(TEST_KEY, base_addresses={"api": emulator.url})
+    )
+
+
+def _assert_stored_as_resolved(
+    desired: model.Catalog, db: psycopg.Connection, client: stripe.StripeClient
+) -> None:
+    """Every active plan's price, currency, cycle, limits and features in cloud_plans, and every
+    paid plan's Price in Stripe (amount, currency, interval, the Product's default), as resolved."""
+    cur = db.cursor(row_factory=psycopg.rows.dict_row)
+    rows = {r["planId"]: r for r in cur.execute("SELECT * FROM cloud_plans")}
+    for plan in (p for p in desired.plans if p.is_active):
+        row = rows[plan.slug]
+        assert {column: row[column] for column in LIMIT_KEYS} == plan.limits.as_columns(), plan.slug
+        assert row["features"] == plan.features.as_json(), plan.slug
+        assert row["description"] == plan.description, plan.slug
+        if not plan.is_paid:
+            assert row["stripePriceId"] is None, plan.slug
+            continue
+        cycle = plan.billing_cycle.value if plan.billing_cycle else None
+        assert (row["price"], row["currency"], row["billingCycle"]) == (
+            plan.price_cents,
+            plan.currency,
+            cycle,
+        )
+        price = client.v1.prices.retrieve(row["stripePriceId"])
+        assert price.active and price.unit_amount == plan.price_cents and price.currency == plan.currency
+        assert price.recurring is not None and plan.billing_cycle is not None
+        assert price.recurring.interval == plan.billing_cycle.stripe_interval, plan.slug
+        product = client.v1.products.retrieve(row["stripeProductId"])
+        assert product.default_price == price.id and product.name == plan.name, plan.slug
 
 
 # --- through the command line: refused, one line, nothing written ---------------------------------
@@ -1011,14 +1042,16 @@ def test_stripe_unreachable_ends_with_one_line(
 
 
 def test_every_currency_validate_accepts_can_be_priced(
-    cli_env: dict[str, str], tmp_path: Path, emulator: RunningEmulator, db: psycopg.Connection
+    cli_env: dict[str, str], tmp_path: Path, emulator: RunningEmulator, stripe_client: stripe.StripeClient
 ) -> None:
-    """A catalog that validates either applies or is refused before anything is written."""
-    odd = sorted(STRIPE_CURRENCIES - SUPPORTED_CURRENCIES) or ["usd"]
-    plans = [kuploy_plan("free", None)] + [kuploy_plan(f"in-{code}", 2000, currency=code) for code in odd]
+    """Every currency `validate` accepts is one Stripe (here the emulator) prices: a catalog with a
+    plan in each of them applies, and each gets its Price."""
+    assert STRIPE_CURRENCIES <= SUPPORTED_CURRENCIES, sorted(STRIPE_CURRENCIES - SUPPORTED_CURRENCIES)
+    codes = sorted(STRIPE_CURRENCIES)
+    plans = [kuploy_plan("free", None)] + [kuploy_plan(f"in-{code}", 2000, currency=code) for code in codes]
     catalog = str(write_catalog(tmp_path, plans))
     assert run_in_process("validate", catalog)[0] == 0
     result = run_cli("apply", "--auto-approve", catalog, env=cli_env)
-    if result.returncode != 0:
-        assert_refused(result, label=f"currencies {odd}")
-        nothing_written(emulator, db)
+    assert result.returncode == 0, result.stderr
+    prices = stripe_client.v1.prices.list(params={"limit": 100}).auto_paging_iter()
+    assert sorted(p.currency for p in prices if p.active) == codes

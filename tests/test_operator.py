@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +277,11 @@ def test_markdown_of_a_thousand_plans_fits_a_github_comment(cli_env: dict[str, s
 
 
 def test_no_secret_in_anything_a_run_produces(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """With a DSN that carries a password (the server trusts this test's connections, so any
+    password works): neither it nor a key appears anywhere."""
+    password = "PgPassw0rdNeverShown"
+    with_password = psycopg.conninfo.make_conninfo(cli_env["DATABASE_URL"], password=password)
+    cli_env = {**cli_env, "DATABASE_URL": with_password}
     catalog = write_catalog(tmp_path, standard_plans())
     plan_file = tmp_path / "plan.json"
     outputs = [
@@ -288,9 +294,10 @@ def test_no_secret_in_anything_a_run_produces(cli_env: dict[str, str], tmp_path:
         run("--debug", "plan", str(catalog), env=cli_env),
     ]
     produced = "".join(r.stdout + r.stderr for r in outputs) + plan_file.read_text()
-    for secret in (TEST_KEY, "sk_test_RevokedKey0000000000000000"):
+    assert outputs[0].returncode == 0, outputs[0].stderr  # the password did reach the database
+    for secret in (TEST_KEY, "sk_test_RevokedKey0000000000000000", password):
         assert secret not in produced
-    assert "password=" not in produced
+    assert re.search(r"password=(?!\*\*\*)", produced) is None  # shown masked, if at all
 
 
 def test_drift_reports_out_of_band_events_the_listener_recorded(
