@@ -14,8 +14,8 @@ import re
 from typing import Any
 
 from reconciler.model import printable
-from reconciler.plan import Action, ArchivePrice, Plan, PlanChange, WebhookEndpointChange
-from reconciler.render.text import MARKERS, _flatten, _show, summary_line
+from reconciler.plan import Action, Plan, PlanChange, WebhookEndpointChange
+from reconciler.render.text import MARKERS, _flatten, _show, subscriptions_note, summary_line
 
 GITHUB_COMMENT_LIMIT = 65_536
 """GitHub rejects a comment body longer than this many characters (characters, not bytes)."""
@@ -135,25 +135,10 @@ def _block(plan: Plan, change: PlanChange) -> str:
         lines.append("")
     lines += [f"1. {_escape(_shorten(op.describe()))}" for op in change.ops]
     lines += ["", "</details>"]
-    warning = _subscriptions(plan, change)
+    warning = subscriptions_note(plan, change)
     if warning:
         lines += ["", warning]
     return "\n".join(lines) + "\n"
-
-
-def _subscriptions(plan: Plan, change: PlanChange) -> str:
-    """Who stays on the Prices this change archives: they keep paying the old amount."""
-    if not any(isinstance(op, ArchivePrice) for op in change.ops):
-        return ""
-    staying = plan.subscriptions_staying(change)
-    if staying is None:
-        return "Active subscriptions on the archived price: not known."
-    if staying == 0:
-        return "No active subscriptions on the archived price."
-    who = f"{staying} active subscriptions stay" if staying != 1 else "1 active subscription stays"
-    if change.action is Action.REPLACE_PRICE:
-        return f"⚠ {who} on the old price; only new checkouts use the new one."
-    return f"⚠ {who} on the archived price, still billed; no new checkout can use it."
 
 
 def _left_out(ordered: list[PlanChange], shown: int) -> str:

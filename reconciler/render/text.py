@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from reconciler.model import printable
-from reconciler.plan import Action, Plan, PlanChange, WebhookEndpointChange
+from reconciler.plan import Action, ArchivePrice, Plan, PlanChange, WebhookEndpointChange
 
 MARKERS = {
     Action.CREATE: ("+", "green"),
@@ -54,6 +54,8 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
         )
         lines.extend(f"    {line}" for line in _body(change))
         lines.extend(paint(f"    · {printable(op.describe())}", "dim") for op in change.ops)
+        if note := subscriptions_note(plan, change):
+            lines.append(f"    {note}")
         lines.append("")
     lines.append(summary_line(plan))
     return "\n".join(lines) + "\n"
@@ -63,6 +65,22 @@ def summary_line(plan: Plan) -> str:
     counts = plan.summary()
     parts = [f"{n} to {action.replace('-', ' ')}" for action, n in counts.items() if n]
     return "Plan: " + ", ".join(parts) + "."
+
+
+def subscriptions_note(plan: Plan, change: PlanChange) -> str:
+    """Who stays on the Prices `change` archives (they keep paying the old amount); "" when it
+    archives none. The same words in every format."""
+    if not any(isinstance(op, ArchivePrice) for op in change.ops):
+        return ""
+    staying = plan.subscriptions_staying(change)
+    if staying is None:
+        return "Active subscriptions on the archived price: not known."
+    if staying == 0:
+        return "No active subscriptions on the archived price."
+    who = f"{staying} active subscriptions stay" if staying != 1 else "1 active subscription stays"
+    if change.action is Action.REPLACE_PRICE:
+        return f"⚠ {who} on the old price; only new checkouts use the new one."
+    return f"⚠ {who} on the archived price, still billed; no new checkout can use it."
 
 
 def _webhook_body(change: WebhookEndpointChange) -> list[str]:
