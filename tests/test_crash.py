@@ -90,8 +90,16 @@ class KillAfterWrites(list[dict[str, Any]]):
 
 
 def assert_exact_state(
-    settings: Settings, catalog: Path, db: psycopg.Connection, client: stripe.StripeClient
+    settings: Settings,
+    catalog: Path,
+    db: psycopg.Connection,
+    client: stripe.StripeClient,
+    *,
+    history: tuple[list[dict[str, Any]], ...] | None = None,
 ) -> None:
+    """`catalog` is applied exactly, and Stripe holds exactly the objects that the catalogs applied
+    on this (fresh) emulator call for, archived ones included: `history`, the plans of each catalog
+    applied in turn, or this catalog alone."""
     desired = load_catalog(catalog)
     assert not api.plan(settings, desired).changes
     with db.cursor(row_factory=dict_row) as cur:
@@ -125,24 +133,26 @@ def assert_exact_state(
             ]
     for slug in {r for r in rows} - {p.slug for p in desired.plans}:
         assert rows[slug]["isActive"] is False
-    assert_every_object_counted(products, prices)
-
-
-def expected_objects() -> tuple[Counter[str], Counter[str]]:
-    """Products and Prices per plan, archived included, that before → after calls for: one Product
-    per plan ever paid, one Price per distinct (amount, currency, cycle) it was ever paid at."""
     terms: dict[str, set[tuple[Any, ...]]] = {}
-    for plan in before_plans() + after_plans():
+    if history is None:
+        for spec in (s for s in desired.plans if s.is_paid):
+            cycle = spec.billing_cycle.value if spec.billing_cycle else None
+            terms.setdefault(spec.slug, set()).add((spec.price_cents, spec.currency, cycle))
+    for plan in (p for plans in history or () for p in plans):
         if plan["isActive"] and not plan["isDefault"]:
             terms.setdefault(plan["slug"], set()).add(
                 (plan["priceCents"], plan["currency"], plan["billingCycle"])
             )
-    return Counter(dict.fromkeys(terms, 1)), Counter({slug: len(t) for slug, t in terms.items()})
+    assert_every_object_counted(products, prices, terms)
 
 
-def assert_every_object_counted(products: list[Any], prices: list[Any]) -> None:
-    """Every Product and Price in the emulator, active or archived, is one the change calls for."""
-    want_products, want_prices = expected_objects()
+def assert_every_object_counted(
+    products: list[Any], prices: list[Any], terms: dict[str, set[tuple[Any, ...]]]
+) -> None:
+    """Every Product and Price in the emulator, active or archived, is one the catalogs call for:
+    one Product per plan ever paid, one Price per distinct (amount, currency, cycle) it was paid at."""
+    want_products = Counter(dict.fromkeys(terms, 1))
+    want_prices = Counter({slug: len(t) for slug, t in terms.items()})
 
     def per_plan(objects: list[Any]) -> Counter[str]:
         return Counter(o.metadata.to_dict().get("kuploy_plan", "<unowned>") for o in objects)
@@ -156,6 +166,9 @@ def kill_points(total: int) -> list[int]:
         return list(range(1, total + 1))
     return sorted({1, 2, 3, total - 1, total, *range(5, total, 9)})
 
+
+CHANGE = (before_plans(), after_plans())
+"""The catalogs every test here applies in turn (`_setup`, then the change)."""
 
 CHANGE_WRITES = 76
 """Stripe writes of the before → after change (asserted in test_kill_points_cover_the_change)."""
@@ -208,7 +221,7 @@ def test_sigkill_after_the_kth_write_then_rerun_converges(
         timeout=120,
     )
     assert rerun.returncode == 0, rerun.stderr
-    assert_exact_state(settings, catalog, db, stripe_client)
+    assert_exact_state(settings, catalog, db, stripe_client, history=CHANGE)
 
 
 class DropPostgresAfterWrites(KillAfterWrites):
@@ -260,7 +273,7 @@ def test_postgres_connection_lost_mid_apply_then_rerun_converges(
         timeout=120,
     )
     assert rerun.returncode == 0, rerun.stderr
-    assert_exact_state(settings, catalog, db, stripe_client)
+    assert_exact_state(settings, catalog, db, stripe_client, history=CHANGE)
 
 
 def test_the_exact_state_check_counts_archived_duplicates(
@@ -269,7 +282,7 @@ def test_the_exact_state_check_counts_archived_duplicates(
     """The check itself: a converged apply passes it; one more owned Price, archived, fails it."""
     catalog = _setup(settings, tmp_path)
     api.apply(settings, load_catalog(catalog), confirm=lambda plan: True)
-    assert_exact_state(settings, catalog, db, stripe_client)
+    assert_exact_state(settings, catalog, db, stripe_client, history=CHANGE)
     row = db.execute("""SELECT "stripeProductId" FROM cloud_plans WHERE "planId" = 'keep-00'""").fetchone()
     assert row is not None
     duplicate = stripe_client.v1.prices.create(
@@ -283,7 +296,7 @@ def test_the_exact_state_check_counts_archived_duplicates(
     )
     stripe_client.v1.prices.update(duplicate.id, params={"active": False})
     with pytest.raises(AssertionError, match="keep-00"):
-        assert_exact_state(settings, catalog, db, stripe_client)
+        assert_exact_state(settings, catalog, db, stripe_client, history=CHANGE)
 
 
 # --- kill points inside the Postgres record transaction ---------------------------------------------
@@ -355,4 +368,4 @@ def test_sigkill_inside_the_record_transaction_then_rerun_converges(
         timeout=120,
     )
     assert rerun.returncode == 0, rerun.stderr
-    assert_exact_state(settings, catalog, db, stripe_client)
+    assert_exact_state(settings, catalog, db, stripe_client, history=CHANGE)
