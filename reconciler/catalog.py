@@ -35,6 +35,7 @@ from reconciler import errors, model
 
 __all__ = [
     "MAX_FILE_BYTES",
+    "MAX_PLANS",
     "PRESETS",
     "STRIPE_CURRENCIES",
     "dump_catalog",
@@ -47,6 +48,11 @@ __all__ = [
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 """Files larger than this are refused before parsing."""
+
+MAX_PLANS = 10_000
+"""Most plans a catalog (a file, or all the files of a folder) may hold. More is refused as soon as
+it is seen, while parsing and before the schema check: validating 100,000 plans took two minutes and
+a gigabyte, and no billing catalog has that many."""
 
 CATALOG_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -166,12 +172,8 @@ class _Found:
         return _problem(self.doc, self.path, self.message, self.line or None)
 
 
-def _printable(text: str) -> str:
-    """`text` with every character that is not printable escaped (`\\n`, `\\u2028`, `\\x00`...):
-    a problem is one line, whatever a key, a slug or a file name holds."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
+_printable = model.printable
+"""A problem is one line, whatever a key, a slug or a file name holds."""
 
 
 def _key(part: str) -> str:
@@ -382,9 +384,26 @@ class _Dumper(yaml.SafeDumper):
         return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call,unused-ignore]
 
 
+class _TooManyPlans(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+def _too_many_plans(where: str, what: str) -> errors.CatalogError:
+    return errors.CatalogError(
+        [f"{where}: {what}; a catalog holds at most {MAX_PLANS} plans (refused before checking them)"]
+    )
+
+
 class _Loader(yaml.SafeLoader):  # type: ignore[misc,unused-ignore]
-    """SafeLoader that refuses aliases (no alias bombs, no hidden sharing between plans), and
-    resolves plain scalars only where YAML 1.1 and 1.2 agree (`_plain_scalar_tag`)."""
+    """SafeLoader that refuses aliases (no alias bombs, no hidden sharing between plans), resolves
+    plain scalars only where YAML 1.1 and 1.2 agree (`_plain_scalar_tag`), and stops at plan
+    `MAX_PLANS + 1`, before composing the rest."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._keys: list[Any] = []  # the keys and indexes of the node being composed, root first
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         if kind is yaml.ScalarNode and implicit[0]:
@@ -400,7 +419,13 @@ class _Loader(yaml.SafeLoader):  # type: ignore[misc,unused-ignore]
                 f"YAML aliases (*{event.anchor}) are not supported: write the values out, or use copy_from",
                 event.start_mark,
             )
-        return super().compose_node(parent, index)
+        if isinstance(index, int) and index >= MAX_PLANS and self._keys == [None, "plans"]:
+            raise _TooManyPlans(self.peek_event().start_mark.line + 1)  # type: ignore[no-untyped-call,unused-ignore]
+        self._keys.append(index.value if isinstance(index, yaml.ScalarNode) else index)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._keys.pop()
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -421,6 +446,10 @@ def _parse_yaml(doc: _Doc, text: str) -> None:
         head = f"{doc.file}:{mark.line + 1}" if mark else doc.file
         column = f" (column {mark.column + 1})" if mark else ""
         raise errors.CatalogError([f"{head}: invalid YAML: {message}{column}"]) from e
+    except _TooManyPlans as e:
+        raise _too_many_plans(
+            f"{doc.file}:{e.line}: plans[{MAX_PLANS}]", f"more than {MAX_PLANS} plans"
+        ) from None
     except yaml.reader.ReaderError as e:
         line = text[: e.position].count("\n") + 1
         raise errors.CatalogError(
@@ -488,7 +517,14 @@ def _parse_json(doc: _Doc, text: str) -> None:
         raise errors.CatalogError([f"{doc.file}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})"]) from e
     except ValueError as e:
         raise errors.CatalogError([f"{doc.file}: invalid JSON: {e}"]) from e
+    if (count := _plan_count(doc)) > MAX_PLANS:
+        raise _too_many_plans(f"{doc.file}: plans", f"{count} plans")
     _JsonLines(doc, text).value(0, ())
+
+
+def _plan_count(doc: _Doc) -> int:
+    plans = doc.data.get("plans") if isinstance(doc.data, dict) else None
+    return len(plans) if isinstance(plans, list) else 0
 
 
 _WS = re.compile(r"[ \t\n\r]*")
@@ -612,18 +648,36 @@ _TYPE_NAMES = {
 }
 
 
-def _text_problem(text: str) -> str | None:
-    """Why a parsed string is not storable text: JSON `\\u0000` and `\\ud800` escapes (YAML's
-    `"\\0"` too) parse, but Postgres refuses NUL and a lone surrogate cannot be encoded as UTF-8."""
+def _text_problem(text: str, *, multiline: bool = False) -> str | None:
+    """Why a parsed string is not storable, showable text.
+
+    JSON `\\u0000` and `\\ud800` escapes (YAML's `"\\0"` too) parse, but Postgres refuses NUL and a
+    lone surrogate cannot be encoded as UTF-8. Control characters (C0, DEL, C1: U+009B alone starts a
+    terminal escape sequence) and bidirectional embeddings, overrides and isolates (U+202A-U+202E,
+    U+2066-U+2069: "Trojan Source") would reach terminals, Stripe and pull-request comments and make
+    text look other than it is. Only a `description` (`multiline`) may hold tabs and line breaks."""
     if "\x00" in text:
         return "contains a NUL character (\\u0000), which PostgreSQL cannot store"
     if match := _SURROGATE.search(text):
         shown = json.dumps(match.group())[1:-1]
         return f"contains a lone surrogate ({shown}), which is not text and cannot be encoded as UTF-8"
+    if match := (_CONTROL if multiline else _CONTROL_OR_BREAK).search(text):
+        code = f"U+{ord(match.group()):04X}"
+        if match.group() in "\t\n\r":
+            return f"contains a tab or line break ({code}): only a description may span lines"
+        return f"contains the control character {code}, which would reach terminals and comments raw"
+    if match := _BIDI.search(text):
+        return (
+            f"contains the bidirectional control U+{ord(match.group()):04X}, which makes text display "
+            "in another order than it is written"
+        )
     return None
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x01-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL_OR_BREAK = re.compile("[\x01-\x1f\x7f-\x9f]")
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 
 
 def _check_text(doc: _Doc) -> None:
@@ -632,7 +686,7 @@ def _check_text(doc: _Doc) -> None:
     while todo:
         path, value = todo.pop()
         if isinstance(value, str):
-            if problem := _text_problem(value):
+            if problem := _text_problem(value, multiline=path[-1:] == ("description",)):
                 doc.report(path, problem)
         elif isinstance(value, dict):
             for key, item in value.items():
@@ -972,7 +1026,6 @@ def _parse(path: Path, number: int) -> _Doc:
             _parse_yaml(doc, text)
     except RecursionError as e:
         raise errors.CatalogError([f"{doc.file}: nested too deeply to be a catalog"]) from e
-    _check_schema(doc)
     return doc
 
 
@@ -987,12 +1040,17 @@ def load_catalog(path: Path) -> model.Catalog:
         raise errors.CatalogError([f"{_printable(str(path))}: cannot read: {e.strerror or e}"]) from e
     fatal: list[str] = []
     docs: list[_Doc] = []
+    label = _printable(str(path))
     for number, file_path in enumerate(files):
         try:
             docs.append(_parse(file_path, number))
         except errors.CatalogError as e:
             fatal.extend(e.problems)
-    return _resolve_docs(docs, fatal, _printable(str(path)))
+    if (total := sum(map(_plan_count, docs))) > MAX_PLANS:
+        raise _too_many_plans(label, f"{total} plans in its {len(docs)} files") from None
+    for doc in docs:
+        _check_schema(doc)
+    return _resolve_docs(docs, fatal, label)
 
 
 def load_catalog_text(text: str, *, source: str) -> model.Catalog:

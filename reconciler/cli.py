@@ -24,6 +24,7 @@ from reconciler.catalog import dump_catalog, load_catalog, webhook_endpoint_from
 from reconciler.doctor import run_checks
 from reconciler.errors import ConfigError, KuployError
 from reconciler.fetch import fetch_catalog, is_url, url_label
+from reconciler.files import make_writable_folder, write_atomically
 from reconciler.model import Catalog
 from reconciler.plan import Op, Plan
 from reconciler.render.drift import render_drift_json, render_drift_text
@@ -91,6 +92,9 @@ def _settings(
     from reconciler.sandbox.postgres import start_embedded_postgres
 
     state = env.state_dir
+    make_writable_folder(
+        state, what="the sandbox state folder", fix="set KUPLOY_STATE_DIR to a writable folder"
+    )
     database_url = start_embedded_postgres(state / "postgres")
     try:
         emulator = ctx.with_resource(start_in_thread(state_file=state / "stripe.json"))
@@ -499,7 +503,7 @@ def export(ctx: click.Context, out: Path | None, live: bool) -> int:
     if out is None:
         click.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
+        write_atomically(out, text, what="the catalog")
         click.echo(f"Exported {len(catalog.plans)} plan(s) to {out}", err=True)
     return 0
 

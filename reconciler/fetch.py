@@ -5,9 +5,17 @@ stops here with a `FetchError` (exit 1) before any state is read or written:
 
 - the request carries `KUPLOY_LICENSE_KEY` as a bearer token, held in `Secret` and never shown; it is
   not sent on to another address (redirects are refused, not followed);
-- a timeout bounds connecting and every read; 5xx, 408, 429, timeouts and connection errors are
-  retried with exponential backoff and jitter, other answers (401/403, 404, …) are final;
+- deadlines: `KUPLOY_CATALOG_TIMEOUT` (10 s) bounds connecting and every read, and the whole answer,
+  body included, must arrive within it too, so a server dripping a few bytes a second cannot hold
+  the fetch (each read waits at most the timeout, and no read starts past the deadline: an attempt
+  ends within twice the timeout at worst). A fetch therefore ends within
+  `(KUPLOY_CATALOG_RETRIES + 1) × 2 × KUPLOY_CATALOG_TIMEOUT` plus the waits between attempts (at
+  most 8 s each);
+- 5xx, 408, 429, timeouts, answers cut off by the deadline, bodies cut short (fewer bytes than their
+  Content-Length) and connection errors are retried with exponential backoff and jitter; other
+  answers (401/403, 404, …) are final;
 - `ETag`/`If-None-Match`: the last good answer is cached under the state folder; a 304 reuses it;
+- a JSON body may start with a UTF-8 byte order mark, as a catalog file may;
 - an empty, non-JSON or invalid answer is refused with what was wrong; the cache keeps the last
   good catalog and is written only after a new one validated, and only when the caller asks.
 
@@ -42,6 +50,7 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 """The only hosts a plain http:// catalog URL may name (tests, a local mirror)."""
 
 MAX_DELAY = 8.0
+READ_SIZE = 64 * 1024
 USER_AGENT = "kuploy-reconciler (license sync)"
 
 
@@ -152,12 +161,38 @@ def _retry_after(headers: Message | None) -> float | None:
         return None
 
 
+def _read_body(response: http.client.HTTPResponse, deadline: float, timeout: float) -> bytes:
+    """The whole body, piece by piece, by `deadline` (checked after every read); at most one byte
+    more than `MAX_FILE_BYTES`. Raises `_Retry` when the deadline passes or the body is cut short."""
+    pieces: list[bytes] = []
+    size = 0
+    while size <= MAX_FILE_BYTES:
+        try:
+            piece = response.read1(READ_SIZE)
+        except http.client.IncompleteRead as e:  # a chunked body that ended early
+            raise _Retry(f"the answer was cut short ({size} bytes, then the connection closed)") from e
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
+        if time.monotonic() > deadline:
+            raise _Retry(
+                f"the answer did not arrive whole within {timeout:g} s (KUPLOY_CATALOG_TIMEOUT), "
+                f"{size} bytes by then"
+            )
+    declared = response.headers.get("Content-Length") or ""
+    if declared.isdigit() and size < int(declared) and size <= MAX_FILE_BYTES:
+        raise _Retry(f"the answer was cut short ({size} of {declared} bytes)")
+    return b"".join(pieces)[: MAX_FILE_BYTES + 1]
+
+
 def _once(opener: urllib.request.OpenerDirector, request: urllib.request.Request, timeout: float) -> _Answer:
     """One request; raises `_Retry` for what may pass, `FetchError` for what will not."""
     label = url_label(request.full_url)
+    deadline = time.monotonic() + timeout
     try:
         with opener.open(request, timeout=timeout) as response:
-            body = response.read(MAX_FILE_BYTES + 1)
+            body = _read_body(response, deadline, timeout)
             return _Answer(status=response.status, headers=response.headers, body=body)
     except urllib.error.HTTPError as e:
         with e:
@@ -275,7 +310,7 @@ def _text(answer: _Answer, label: str) -> str:
         raise FetchError(f"{label} answered HTTP 200 with an empty body, not a catalog; nothing was changed")
     content_type = answer.headers.get("Content-Type") or "no Content-Type"
     try:
-        text = answer.body.decode("utf-8")
+        text = answer.body.decode("utf-8").removeprefix("\ufeff")  # a BOM, as catalog files may have
         document = json.loads(text)
     except ValueError as e:
         raise FetchError(

@@ -10,16 +10,20 @@ Routes (a starlette app from `create_app(settings, webhook_secret=...)`, no modu
 trusted, the stream is counted) and its `Stripe-Signature` is checked by the SDK's
 `stripe.WebhookSignature.verify_header` against `STRIPE_WEBHOOK_SECRET` (300 s tolerance; any of
 several `v1` signatures may match, as during a secret rotation). A missing or bad signature, a stale
-timestamp, a body that is too large, not UTF-8, not JSON or not an event, or an event whose
-`livemode` is not the mode of the listener's Stripe key: 400 with a short reason, before any
-connection is taken, so nothing is written.
+timestamp, a body that is too large, not UTF-8, not JSON or not an event, an event whose `livemode`
+is not the mode of the listener's Stripe key, or an event Postgres could never store (a NUL or an
+unpaired surrogate anywhere, a time outside 1970..9999): 400 with a short reason, before any
+connection is taken, so nothing is written. (A 500 or 503 would have Stripe retry it for days,
+failing the same way each time.)
 
 **Exactly once.** An event's row in `cloud_stripe_events` is INSERTed first (`ON CONFLICT DO
 NOTHING`), in the same transaction as its effect. A duplicate finds the row and is answered 200
 with no effect; a copy racing on another connection (or replica) waits on the primary key until
 the first commits (then it is a duplicate) or rolls back (then it does the work). Any failure
 while processing (database or Stripe unreachable, a lock wait over 30 s) rolls the whole
-transaction back, event row included, and answers 503, so Stripe's retry does the work later.
+transaction back, event row included, and answers 503, so Stripe's retry does the work later. So does
+an event not processed within `EVENT_DEADLINE` (8 s): the request is answered 503 then, well before
+Stripe gives up on it, and the processing is cancelled behind it.
 The INSERT of an event that changes a subscription also takes that subscription's lock (below) in
 its RETURNING clause, which runs for an inserted row only: a duplicate never waits for the lock.
 An event with nothing to do but be recorded (an ignored type, a Product or Price event) is that
@@ -80,7 +84,8 @@ few retries: a slow webhook is better answered 503 and retried by Stripe). `/rea
 connection. One process is bound by one core; `listen --workers N` runs N of them on one port.
 
 Logging: one line per event (`id`, `type`, `outcome`, `ms`) or per rejected request (`reason`), on
-`reconciler.listener`. Never the secret, headers or payloads.
+`reconciler.listener`. Never the secret, headers or payloads; what comes from an event has its
+control and format characters escaped, so a `type` holding `\\n` cannot forge a second line.
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ import email.utils
 import json
 import logging
 import os
+import re
 import sys
 import time
 import urllib.parse
@@ -112,7 +118,7 @@ from starlette.routing import Route
 from reconciler import migrations
 from reconciler.connections import stripe_client
 from reconciler.errors import ConfigError
-from reconciler.model import owned_slug
+from reconciler.model import owned_slug, printable
 from reconciler.settings import Environment, RedactingFilter, Secret, Settings, key_mode, redact_logging
 from reconciler.throttle import StripeCalls
 
@@ -124,6 +130,17 @@ MAX_BODY = 1024 * 1024
 DRAIN_FACTOR = 16
 """An oversized body is read and discarded up to 16 × the cap, so the client sees the 400, not a reset."""
 TOLERANCE = 300
+EVENT_DEADLINE = 8.0
+"""Seconds an event may take (database and Stripe included) before it is answered 503, for Stripe to
+retry it. Stripe publishes no number: its docs say an endpoint "must quickly return a successful status
+code (2xx) prior to any complex logic that could cause a timeout" (docs.stripe.com/webhooks,
+"Acknowledge events immediately"), its support page calls a late answer "Timed out"
+(support.stripe.com/questions/webhooks-how-to-investigate-and-fix-timed-out), and integrators report
+10 to 20 s. Answering before that keeps the outcome ours: a clear 503, not a delivery Stripe gave up on
+while the listener still held a transaction open."""
+MAX_TIMESTAMP = 253402300799
+"""9999-12-31T23:59:59Z, the last second both Python and Postgres hold. An event or object time
+outside 0..MAX_TIMESTAMP is refused (400): Postgres would fail on it, on every retry."""
 LOCK_SPACE = 0x6B75
 """First key of the listener's two-int4 advisory locks (one per subscription)."""
 APPLY_KEY_PREFIX = "kuploy-reconciler-"
@@ -216,7 +233,29 @@ def verify_event(body: bytes, signature: str | None, secret: Secret, tolerance: 
         data = json.loads(text)
     except ValueError as e:
         raise Rejected("body is not JSON") from e
+    # JSON can carry a NUL or a lone surrogate only as an escape (\u0000, \ud800); Postgres cannot
+    # store either, so every retry would fail the same way.
+    if _UNSTORABLE_ESCAPE.search(text) and _unstorable(data):
+        raise Rejected("event holds a NUL or an unpaired surrogate")
     return _event(data)
+
+
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_UNSTORABLE_CHAR = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(value: Any) -> bool:
+    if isinstance(value, str):
+        return _UNSTORABLE_CHAR.search(value) is not None
+    if isinstance(value, dict):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unstorable(v) for v in value)
+    return False
+
+
+def _in_range(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TIMESTAMP
 
 
 def _event(data: Any) -> Event:
@@ -228,12 +267,17 @@ def _event(data: Any) -> Event:
         raise Rejected("event has no valid id")
     if not (isinstance(event_type, str) and 0 < len(event_type) <= 255):
         raise Rejected("event has no valid type")
-    if not isinstance(created, int) or isinstance(created, bool):
+    if not (isinstance(created, int) and _in_range(created)):
         raise Rejected("event has no valid created time")
     if not isinstance(obj, dict):
         raise Rejected("event has no data.object")
     if not isinstance(data.get("livemode"), bool):
         raise Rejected("event has no valid livemode")
+    # The object's times the listener stores (an invoice's `created`, a period end).
+    items = _items(obj)
+    times = [obj.get("created"), obj.get("current_period_end"), *(i.get("current_period_end") for i in items)]
+    if any(isinstance(t, int) and not _in_range(t) for t in times):
+        raise Rejected("event has a time out of range")
     request = data.get("request")
     key = request.get("idempotency_key") if isinstance(request, dict) else None
     return Event(
@@ -654,9 +698,21 @@ def _slug_of(price: Any) -> str | None:
 # --- the app -----------------------------------------------------------------------------------
 
 
+def _loggable(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters, what is not printable escaped (`\\n`, `\\u009b`, `\\u202e`):
+    a value from an event never splits, recolours or reorders a log line."""
+    return printable(text[:limit])
+
+
 def _log_event(event: Event, outcome: str, started: float) -> None:
     ms = (time.perf_counter() - started) * 1000
-    logger.info("stripe_event id=%s type=%s outcome=%s ms=%.1f", event.id[:80], event.type[:80], outcome, ms)
+    logger.info(
+        "stripe_event id=%s type=%s outcome=%s ms=%.1f",
+        _loggable(event.id),
+        _loggable(event.type),
+        outcome,
+        ms,
+    )
 
 
 def create_app(
@@ -666,12 +722,14 @@ def create_app(
     pool_size: int = 8,
     max_body: int = MAX_BODY,
     tolerance: int = TOLERANCE,
+    event_deadline: float = EVENT_DEADLINE,
 ) -> Starlette:
     """The listener as a starlette app; its pool and Stripe client live as long as its lifespan."""
     pool = ConnectionPool(settings.database_url, size=pool_size)
     live = key_mode(settings.stripe_secret_key.reveal()) == "live"
     # Fail fast: a webhook that cannot be read now is answered 503 and Stripe retries it later.
     calls = dataclasses.replace(stripe_client(settings), max_attempts=3, max_delay=2.0)
+    running: set[asyncio.Task[Outcome | None]] = set()
 
     async def handle(event: Event, received: datetime) -> Outcome | None:
         try:
@@ -683,6 +741,32 @@ def create_app(
             raise Unavailable("timed out waiting for a lock") from e
         except psycopg.OperationalError as e:
             raise Unavailable("database unavailable") from e
+        except psycopg.DataError as e:
+            # A value the checks above let through that Postgres cannot store: every retry would
+            # fail the same way. The transaction rolled back; nothing was written.
+            raise Rejected(f"event holds a value the database cannot store ({type(e).__name__})") from e
+
+    def settled(task: asyncio.Task[Outcome | None]) -> None:
+        running.discard(task)
+        if not task.cancelled():
+            task.exception()  # the request that waited for it reported it; else nobody needs it
+
+    async def handle_in_time(event: Event, received: datetime) -> Outcome | None:
+        """`handle`, answered by `event_deadline` whatever the database or Stripe do. Past it the
+        processing is cancelled in the background (psycopg cancels the query in the server, the
+        transaction rolls back, the event row with it) and the request answers 503 at once, instead
+        of waiting for that clean-up too."""
+        task = asyncio.ensure_future(handle(event, received))
+        running.add(task)
+        task.add_done_callback(settled)
+        try:
+            async with asyncio.timeout(event_deadline):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            raise Unavailable(
+                f"not processed within {event_deadline:g} s (database or Stripe too slow)"
+            ) from None
 
     async def webhook(request: Request) -> JSONResponse:
         started = time.perf_counter()
@@ -696,14 +780,20 @@ def create_app(
             logger.warning("stripe_webhook rejected reason=%r ms=%.1f", str(e), ms)
             return JSONResponse({"error": str(e)}, status_code=400)
         try:
-            outcome = await handle(event, received)
+            outcome = await handle_in_time(event, received)
+        except Rejected as e:
+            _log_event(event, "rejected", started)
+            logger.warning("stripe_event id=%s rejected: %s", _loggable(event.id), e)
+            return JSONResponse({"error": str(e)}, status_code=400)
         except Unavailable as e:
             _log_event(event, "retry", started)
-            logger.warning("stripe_event id=%s not processed: %s", event.id[:80], e)
+            logger.warning(
+                "stripe_event id=%s not processed: %s", _loggable(event.id), _loggable(str(e), 300)
+            )
             return JSONResponse({"error": f"{e}; retry later"}, status_code=503)
         except Exception as e:
             _log_event(event, "error", started)
-            logger.error("stripe_event id=%s failed: %s", event.id[:80], type(e).__name__)
+            logger.error("stripe_event id=%s failed: %s", _loggable(event.id), type(e).__name__)
             logger.debug("stripe_event failure", exc_info=True)
             return JSONResponse({"error": "internal error; retry later"}, status_code=500)
         if outcome is None:
@@ -734,6 +824,9 @@ def create_app(
         try:
             yield
         finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
             await pool.clear()
 
     return Starlette(

@@ -325,6 +325,16 @@ class CurrentState:
         }
 
 
+def printable(text: str) -> str:
+    """`text` with every character that is not printable shown as its JSON escape: controls (`\\n`,
+    `\\u001b`, the one-byte terminal CSI `\\u009b`), bidirectional overrides (`\\u202e`), line and
+    paragraph separators. Text from a catalog, Postgres, Stripe or a webhook goes through it before
+    it reaches a terminal, a log line or an error, so it can neither split a line nor hide itself."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
+
+
 def fingerprint(document: Any) -> str:
     """A stable digest of a JSON-ready document."""
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

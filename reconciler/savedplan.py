@@ -19,6 +19,7 @@ from typing import Any
 from deepdiff import DeepDiff
 
 from reconciler.errors import KuployError
+from reconciler.files import write_atomically
 from reconciler.model import Catalog, CurrentState, fingerprint
 from reconciler.plan import Plan
 from reconciler.render.json import plan_document
@@ -74,9 +75,7 @@ def write_saved_plan(
         "state": state,
         "plan": plan_document(plan),
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_atomically(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n", what="the plan")
     return plan_id
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import psycopg
 import pytest
 import stripe
@@ -22,6 +23,15 @@ from reconciler.sandbox.postgres import start_embedded_postgres, stop_embedded_p
 from reconciler.settings import Secret, Settings
 
 TEST_KEY = "sk_test_kuployTests000000000000000000"
+
+# Hypothesis profiles (see tests/test_hostile.py). `ci`, the default: the same examples every run, and
+# no example database (nothing written into the repository). `explore`: new examples each run, five
+# times as many (EXAMPLES_FACTOR), failures printed with a @reproduce_failure blob to replay them.
+hypothesis.settings.register_profile("ci", derandomize=True, database=None)
+hypothesis.settings.register_profile("explore", derandomize=False, database=None, print_blob=True)
+HYPOTHESIS_PROFILE = os.environ.get("KUPLOY_HYPOTHESIS_PROFILE", "ci")
+hypothesis.settings.load_profile(HYPOTHESIS_PROFILE)
+EXAMPLES_FACTOR = 5 if HYPOTHESIS_PROFILE == "explore" else 1
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import pytest
 from reconciler import model
 from reconciler.catalog import (
     MAX_FILE_BYTES,
+    MAX_PLANS,
     PRESETS,
     STRIPE_CURRENCIES,
     dump_catalog,
@@ -307,6 +308,49 @@ def test_binary() -> None:
 def test_too_large() -> None:
     path = write("catalog.yaml", "#" * (MAX_FILE_BYTES + 1))
     assert problems(path) == ("catalog.yaml: larger than 10 MiB; refusing to parse it as a catalog",)
+
+
+def many_plans(count: int) -> list[dict[str, object]]:
+    """`count` valid plans: the free default, then paid ones."""
+    paid = {"preset": "small", "priceCents": 100, "currency": "usd", "billingCycle": "monthly"}
+    return [{"slug": "free", "name": "Free", "preset": "small", "isDefault": True}] + [
+        {"slug": f"p{i:05}", "name": f"Plan {i}", **paid} for i in range(1, count)
+    ]
+
+
+def as_yaml(plans: list[dict[str, object]]) -> str:
+    """One key per line: free takes 4 lines, each paid plan 6."""
+    lines = ["plans:"]
+    for plan in plans:
+        lines += [f"  {'-' if i == 0 else ' '} {k}: {json.dumps(v)}" for i, (k, v) in enumerate(plan.items())]
+    return "\n".join(lines) + "\n"
+
+
+def test_more_than_the_maximum_of_plans_is_refused_before_the_schema_check() -> None:
+    """A 10 MiB catalog of 99,181 plans took two minutes and a gigabyte to validate. The documented
+    maximum (MAX_PLANS, 10,000) is refused as soon as plan 10,001 is seen, with one line."""
+    assert MAX_PLANS == 10_000
+    plans = many_plans(MAX_PLANS + 1)
+    plans[-1]["priceCents"] = "not checked"  # the schema check never runs: only the count is reported
+    line = 1 + 4 + 6 * (MAX_PLANS - 1) + 1  # after `plans:`, free's 4 lines and 9,999 paid plans of 6
+    assert problems(write("many.yaml", as_yaml(plans))) == (
+        f"many.yaml:{line}: plans[10000]: more than 10000 plans; a catalog holds at most 10000 plans "
+        "(refused before checking them)",
+    )
+    assert problems(write("many.json", json.dumps({"plans": plans}))) == (
+        "many.json: plans: 10001 plans; a catalog holds at most 10000 plans (refused before checking them)",
+    )
+    write("folder/a.json", json.dumps({"plans": plans[:6000]}))
+    write("folder/b.json", json.dumps({"plans": plans[6000:]}))
+    assert problems(Path("folder")) == (
+        "folder: 10001 plans in its 2 files; a catalog holds at most 10000 plans "
+        "(refused before checking them)",
+    )
+
+
+def test_the_maximum_of_plans_itself_loads() -> None:
+    catalog = load_catalog(write("many.json", json.dumps({"plans": many_plans(MAX_PLANS)})))
+    assert len(catalog.plans) == MAX_PLANS
 
 
 def test_yaml_aliases_are_refused() -> None:

@@ -161,10 +161,14 @@ def test_live_key_needs_live_flag_and_secrets_are_never_printed(
     live_key = "sk_live_" + "S3cretS3cretS3cret0000"
     result = run("plan", catalog, env={**cli_env, "STRIPE_SECRET_KEY": live_key})
     assert_clean_failure(result)
-    assert "--live" in result.stderr and live_key not in result.stderr + result.stdout
+    assert result.stderr == "Error: STRIPE_SECRET_KEY is a live key: pass --live to change real billing\n"
+    assert live_key not in result.stderr + result.stdout
 
     mismatch = run("plan", "--live", catalog, env=cli_env)
     assert_clean_failure(mismatch)
+    assert mismatch.stderr == (
+        "Error: --live was given but STRIPE_SECRET_KEY is a test-mode key: refusing the mismatch\n"
+    )
     assert TEST_KEY not in mismatch.stderr
 
 
@@ -228,3 +232,65 @@ def test_sandbox_default_on_examples(request: pytest.FixtureRequest) -> None:
     last = run("plan", "--detailed-exitcode", "examples/", env=env, cwd=work)
     assert last.returncode == 0, last.stdout + last.stderr
     assert (work / ".kuploy-sandbox" / "stripe.json").exists()
+
+
+ROOT_IGNORES_MODES = pytest.mark.skipif(
+    os.geteuid() == 0, reason="root writes into read-only folders: file modes do not stop it"
+)
+
+
+def unwritable(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """A path no command can write, and the reason the error must give. Both kinds fail the same
+    way in the code (an OSError on write); the first also fails as root."""
+    if kind == "under a file":
+        (tmp_path / "a-file").write_text("")
+        return tmp_path / "a-file" / "out", "Not a directory"
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder / "out", "Permission denied"
+
+
+KINDS = [pytest.param("under a file"), pytest.param("read-only folder", marks=ROOT_IGNORES_MODES)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("command", ["plan", "export"])
+def test_out_to_an_unwritable_path_names_it_and_why_and_writes_nothing(
+    cli_env: dict[str, str], tmp_path: Path, emulator: RunningEmulator, command: str, kind: str
+) -> None:
+    catalog = write_catalog(tmp_path, standard_plans())
+    if command == "export":
+        assert run("apply", "--auto-approve", str(catalog), env=cli_env).returncode == 0
+    out, reason = unwritable(tmp_path, kind)
+    args = ("plan", str(catalog)) if command == "plan" else ("export",)
+    result = run(*args, "--out", str(out), env=cli_env)
+    assert_clean_failure(result)
+    assert result.stderr.count("\n") == 1 and "unexpected" not in result.stderr
+    assert str(out) in result.stderr and reason in result.stderr, result.stderr
+    assert not out.exists() and list(tmp_path.rglob("*.tmp")) == []  # no temporary file left
+
+
+def test_out_over_a_read_only_file_leaves_it_alone(cli_env: dict[str, str], tmp_path: Path) -> None:
+    catalog = write_catalog(tmp_path, standard_plans())
+    out = tmp_path / "kept.json"
+    out.write_text("an earlier plan\n")
+    out.chmod(0o444)
+    result = run("plan", str(catalog), "--out", str(out), env=cli_env)
+    assert_clean_failure(result)
+    assert f"{out}: the file is read-only" in result.stderr, result.stderr
+    assert out.read_text() == "an earlier plan\n"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_unwritable_sandbox_state_folder_names_it_and_why(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    state, reason = unwritable(tmp_path, kind)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE_URL", "KUPLOY_"))}
+    env.update(NO_COLOR="1", KUPLOY_STATE_DIR=str(state))
+    request.addfinalizer(lambda: stop_embedded_postgres(state / "postgres"))
+    result = run("plan", str(ROOT / "examples"), env=env)
+    assert_clean_failure(result)
+    assert "unexpected" not in result.stderr and str(state) in result.stderr and reason in result.stderr
+    assert "KUPLOY_STATE_DIR" in result.stderr, result.stderr

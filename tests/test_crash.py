@@ -1,8 +1,11 @@
-"""Crash consistency: SIGKILL `apply` right after its k-th Stripe write, re-run, check the exact state.
+"""Crash consistency: SIGKILL `apply` right after its k-th Stripe write, or inside its Postgres
+transaction, re-run, check the exact state.
 
 The change mixes every kind of operation over 60+ plans: new plans, price changes, renames,
 removals, a re-added plan and a default switch. After the kill and one more `apply`, every plan must
-be exactly as the catalog says, object by object, with no duplicate Product or Price.
+be exactly as the catalog says, object by object, and Stripe must hold exactly the Products and
+Prices the two catalogs call for, archived ones included: a re-run that made a duplicate and
+archived it fails too.
 
 By default a spread of kill points runs (the first writes, the last, and every 9th between);
 KUPLOY_FULL_KILL_SWEEP=1 kills after every single write.
@@ -14,6 +17,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +90,16 @@ class KillAfterWrites(list[dict[str, Any]]):
 
 
 def assert_exact_state(
-    settings: Settings, catalog: Path, db: psycopg.Connection, client: stripe.StripeClient
+    settings: Settings,
+    catalog: Path,
+    db: psycopg.Connection,
+    client: stripe.StripeClient,
+    *,
+    history: tuple[list[dict[str, Any]], ...] | None = None,
 ) -> None:
+    """`catalog` is applied exactly, and Stripe holds exactly the objects that the catalogs applied
+    on this (fresh) emulator call for, archived ones included: `history`, the plans of each catalog
+    applied in turn, or this catalog alone."""
     desired = load_catalog(catalog)
     assert not api.plan(settings, desired).changes
     with db.cursor(row_factory=dict_row) as cur:
@@ -119,6 +133,32 @@ def assert_exact_state(
             ]
     for slug in {r for r in rows} - {p.slug for p in desired.plans}:
         assert rows[slug]["isActive"] is False
+    terms: dict[str, set[tuple[Any, ...]]] = {}
+    if history is None:
+        for spec in (s for s in desired.plans if s.is_paid):
+            cycle = spec.billing_cycle.value if spec.billing_cycle else None
+            terms.setdefault(spec.slug, set()).add((spec.price_cents, spec.currency, cycle))
+    for plan in (p for plans in history or () for p in plans):
+        if plan["isActive"] and not plan["isDefault"]:
+            terms.setdefault(plan["slug"], set()).add(
+                (plan["priceCents"], plan["currency"], plan["billingCycle"])
+            )
+    assert_every_object_counted(products, prices, terms)
+
+
+def assert_every_object_counted(
+    products: list[Any], prices: list[Any], terms: dict[str, set[tuple[Any, ...]]]
+) -> None:
+    """Every Product and Price in the emulator, active or archived, is one the catalogs call for:
+    one Product per plan ever paid, one Price per distinct (amount, currency, cycle) it was paid at."""
+    want_products = Counter(dict.fromkeys(terms, 1))
+    want_prices = Counter({slug: len(t) for slug, t in terms.items()})
+
+    def per_plan(objects: list[Any]) -> Counter[str]:
+        return Counter(o.metadata.to_dict().get("kuploy_plan", "<unowned>") for o in objects)
+
+    assert per_plan(products) == want_products, per_plan(products) - want_products
+    assert per_plan(prices) == want_prices, per_plan(prices) - want_prices
 
 
 def kill_points(total: int) -> list[int]:
@@ -126,6 +166,9 @@ def kill_points(total: int) -> list[int]:
         return list(range(1, total + 1))
     return sorted({1, 2, 3, total - 1, total, *range(5, total, 9)})
 
+
+CHANGE = (before_plans(), after_plans())
+"""The catalogs every test here applies in turn (`_setup`, then the change)."""
 
 CHANGE_WRITES = 76
 """Stripe writes of the before → after change (asserted in test_kill_points_cover_the_change)."""
@@ -178,7 +221,7 @@ def test_sigkill_after_the_kth_write_then_rerun_converges(
         timeout=120,
     )
     assert rerun.returncode == 0, rerun.stderr
-    assert_exact_state(settings, catalog, db, stripe_client)
+    assert_exact_state(settings, catalog, db, stripe_client, history=CHANGE)
 
 
 class DropPostgresAfterWrites(KillAfterWrites):
@@ -230,4 +273,99 @@ def test_postgres_connection_lost_mid_apply_then_rerun_converges(
         timeout=120,
     )
     assert rerun.returncode == 0, rerun.stderr
-    assert_exact_state(settings, catalog, db, stripe_client)
+    assert_exact_state(settings, catalog, db, stripe_client, history=CHANGE)
+
+
+def test_the_exact_state_check_counts_archived_duplicates(
+    settings: Settings, tmp_path: Path, db: psycopg.Connection, stripe_client: stripe.StripeClient
+) -> None:
+    """The check itself: a converged apply passes it; one more owned Price, archived, fails it."""
+    catalog = _setup(settings, tmp_path)
+    api.apply(settings, load_catalog(catalog), confirm=lambda plan: True)
+    assert_exact_state(settings, catalog, db, stripe_client, history=CHANGE)
+    row = db.execute("""SELECT "stripeProductId" FROM cloud_plans WHERE "planId" = 'keep-00'""").fetchone()
+    assert row is not None
+    duplicate = stripe_client.v1.prices.create(
+        params={
+            "product": row[0],
+            "unit_amount": 1000,
+            "currency": "cad",
+            "recurring": {"interval": "month"},
+            "metadata": {"kuploy_managed_by": "kuploy-reconciler", "kuploy_plan": "keep-00"},
+        }
+    )
+    stripe_client.v1.prices.update(duplicate.id, params={"active": False})
+    with pytest.raises(AssertionError, match="keep-00"):
+        assert_exact_state(settings, catalog, db, stripe_client, history=CHANGE)
+
+
+# --- kill points inside the Postgres record transaction ---------------------------------------------
+
+RECORD_STOPS: dict[str, Callable[[psycopg.Connection], object]] = {
+    # The apply's upsert of this row waits on the lock: rows before it are written, uncommitted.
+    "at row free": lambda c: c.execute("""SELECT 1 FROM cloud_plans WHERE "planId" = 'free' FOR UPDATE"""),
+    "at row rename-03": lambda c: c.execute(
+        """SELECT 1 FROM cloud_plans WHERE "planId" = 'rename-03' FOR UPDATE"""
+    ),
+    # Every row is written; the apply record (the transaction's last statement) waits.
+    "at the apply record": lambda c: c.execute("LOCK TABLE cloud_reconciler_applies IN SHARE MODE"),
+}
+
+
+def apply_backends(db: psycopg.Connection) -> list[tuple[Any, ...]]:
+    return db.execute(
+        "SELECT pid, wait_event_type, xact_start IS NOT NULL FROM pg_stat_activity "
+        "WHERE application_name = 'kuploy-reconciler' AND datname = current_database()"
+    ).fetchall()
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll for a state (not a timed assertion: the limit only stops a hung test)."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("stop", list(RECORD_STOPS))
+def test_sigkill_inside_the_record_transaction_then_rerun_converges(
+    stop: str,
+    settings: Settings,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    db: psycopg.Connection,
+    database_url: str,
+    stripe_client: stripe.StripeClient,
+) -> None:
+    """Every Stripe additive write done, the Postgres transaction part-way: SIGKILL. Postgres keeps
+    none of it (the rows are as before), and the re-run converges without a duplicate."""
+    catalog = _setup(settings, tmp_path)
+    rows_before = db.execute('SELECT * FROM cloud_plans ORDER BY "planId"').fetchall()
+    with psycopg.connect(database_url) as holder:  # a transaction, held open until rolled back
+        RECORD_STOPS[stop](holder)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "apply", "--auto-approve", str(catalog)],
+            env=cli_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(
+            lambda: any(wait == "Lock" and in_transaction for _, wait, in_transaction in apply_backends(db)),
+            f"the apply waiting inside its transaction {stop}",
+        )
+        process.kill()
+        process.wait(timeout=60)
+        holder.rollback()
+    # The server ends the dead client's session (and its transaction and advisory lock) on its own.
+    wait_until(lambda: not apply_backends(db), "the killed apply's session ended")
+    assert db.execute('SELECT * FROM cloud_plans ORDER BY "planId"').fetchall() == rows_before
+
+    rerun = subprocess.run(
+        [sys.executable, "-m", "reconciler", "apply", "--auto-approve", str(catalog)],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert_exact_state(settings, catalog, db, stripe_client, history=CHANGE)

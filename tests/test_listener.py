@@ -705,6 +705,62 @@ def test_rejected_requests_answer_400_and_write_nothing(
     assert subscription_reads(emulator, sub["id"]) == reads_before
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        "created 10^20",
+        "created 2^63",
+        "created negative",
+        "invoice created 10^20",
+        "period end 2^63",
+        "NUL in event id",
+        "NUL in subscription id",
+        "NUL in organization",
+        "lone surrogate in event type",
+    ],
+)
+def test_signed_events_postgres_cannot_store_answer_400_not_500(
+    listener: Listener,
+    db: psycopg.Connection,
+    stripe_client: stripe.StripeClient,
+    catalog: Catalog,
+    case: str,
+) -> None:
+    """Stripe retries a 500 for days; an event whose values Postgres cannot store never succeeds."""
+    sub = new_subscription(stripe_client, catalog)
+    if case.startswith("created"):
+        created = {"created 10^20": 10**20, "created 2^63": 2**63, "created negative": -1}[case]
+        body = make_event("customer.subscription.created", sub, created=created)
+    elif case == "invoice created 10^20":
+        body = make_event("invoice.paid", invoice(sub["id"], "in_far", 10**20, "paid"))
+    elif case == "period end 2^63":
+        body = make_event("customer.subscription.created", {**sub, "current_period_end": 2**63})
+    elif case == "NUL in event id":
+        body = make_event("customer.subscription.created", sub, event_id="evt_\x00nul")
+    elif case == "NUL in subscription id":
+        body = make_event("customer.subscription.created", {**sub, "id": "sub_\x00nul"})
+    elif case == "NUL in organization":
+        body = make_event("customer.subscription.created", {**sub, "metadata": {"organizationId": "o\x00"}})
+    else:
+        body = make_event("customer.subscription.\ud800", sub)
+    reply = listener.post(body)
+    assert reply.status == 400, reply
+    assert count(db, "cloud_stripe_events") == 0 and count(db, "cloud_subscriptions") == 0
+
+
+def test_log_lines_escape_control_characters_from_the_event(
+    listener: Listener, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="reconciler.listener")
+    forged = "invoice.paid\nstripe_event id=evt_forged type=invoice.paid outcome=processed"
+    body = make_event(forged, {"id": "in_1", "object": "invoice"}, event_id="evt_x\u202e\x9b1m")
+    assert listener.post(body).status == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "reconciler.listener"]
+    assert len(lines) == 1
+    assert "\n" not in lines[0] and "\u202e" not in lines[0] and "\x9b" not in lines[0]
+    assert "type=invoice.paid\\nstripe_event" in lines[0] and "id=evt_x\\u202e\\u009b1m" in lines[0]
+
+
 def test_a_rotated_secret_header_with_one_valid_v1_is_accepted(
     listener: Listener, db: psycopg.Connection, stripe_client: stripe.StripeClient, catalog: Catalog
 ) -> None:
@@ -864,6 +920,30 @@ def test_a_lock_timeout_fails_the_event_but_keeps_the_pools_connections(migrated
     assert after == before  # the same two server sessions: nothing was dropped and reopened
     with psycopg.connect(migrated, autocommit=True) as db:
         assert count(db, "cloud_stripe_events") == 0  # rolled back with the failed wait
+
+
+def test_a_stalled_database_answers_503_by_the_event_deadline_then_the_retry_converges(
+    settings: Settings,
+    catalog: Catalog,
+    db: psycopg.Connection,
+    migrated: str,
+    stripe_client: stripe.StripeClient,
+) -> None:
+    """A database that stalls (here: a lock the event needs, held elsewhere; the lock timeout is 30 s)
+    must not hold Stripe's request past the listener's deadline: 503 then, nothing kept."""
+    sub = new_subscription(stripe_client, catalog)
+    body = make_event("customer.subscription.created", sub)
+    with serve(create_app(settings, webhook_secret=Secret(SECRET), event_deadline=1.0)) as running:
+        with psycopg.connect(migrated, autocommit=True) as holder, holder.transaction():
+            holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_SPACE, sub["id"]))
+            stalled = running.post(body)
+            assert stalled.status == 503, stalled
+            assert stalled.body["error"] == (
+                "not processed within 1 s (database or Stripe too slow); retry later"
+            )
+        # The abandoned attempt was cancelled in the server and rolled back: the retry does the work.
+        assert running.post(body) == Reply(200, {"received": True, "outcome": "processed"})
+    assert count(db, "cloud_stripe_events") == 1 and count(db, "cloud_subscriptions") == 1
 
 
 def test_missing_tables_answer_503(settings: Settings, db: psycopg.Connection) -> None:

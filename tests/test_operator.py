@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +277,11 @@ def test_markdown_of_a_thousand_plans_fits_a_github_comment(cli_env: dict[str, s
 
 
 def test_no_secret_in_anything_a_run_produces(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """With a DSN that carries a password (the server trusts this test's connections, so any
+    password works): neither it nor a key appears anywhere."""
+    password = "PgPassw0rdNeverShown"
+    with_password = psycopg.conninfo.make_conninfo(cli_env["DATABASE_URL"], password=password)
+    cli_env = {**cli_env, "DATABASE_URL": with_password}
     catalog = write_catalog(tmp_path, standard_plans())
     plan_file = tmp_path / "plan.json"
     outputs = [
@@ -288,9 +294,10 @@ def test_no_secret_in_anything_a_run_produces(cli_env: dict[str, str], tmp_path:
         run("--debug", "plan", str(catalog), env=cli_env),
     ]
     produced = "".join(r.stdout + r.stderr for r in outputs) + plan_file.read_text()
-    for secret in (TEST_KEY, "sk_test_RevokedKey0000000000000000"):
+    assert outputs[0].returncode == 0, outputs[0].stderr  # the password did reach the database
+    for secret in (TEST_KEY, "sk_test_RevokedKey0000000000000000", password):
         assert secret not in produced
-    assert "password=" not in produced
+    assert re.search(r"password=(?!\*\*\*)", produced) is None  # shown masked, if at all
 
 
 def test_drift_reports_out_of_band_events_the_listener_recorded(
@@ -314,3 +321,43 @@ def test_drift_reports_out_of_band_events_the_listener_recorded(
         "event product.updated on prod_x",
     )
     assert item["actual"].startswith("evt_hand at ")
+
+
+def test_plan_says_how_many_active_subscriptions_stay_on_the_old_price_in_every_format(
+    cli_env: dict[str, str], tmp_path: Path, db: psycopg.Connection, stripe_client: stripe.StripeClient
+) -> None:
+    """Real subscriptions made through the SDK: 3 active on pro's price (a fourth canceled), 1 on
+    team's. Re-pricing pro and removing team: every format says who stays on the archived Prices."""
+    applied(cli_env, write_catalog(tmp_path, standard_plans()))
+    price = dict(db.execute('SELECT "planId", "stripePriceId" FROM cloud_plans').fetchall())
+
+    def subscribe(plan: str) -> str:
+        customer = stripe_client.v1.customers.create(params={"email": f"billing@{plan}.example.com"}).id
+        items = [{"price": price[plan]}]
+        return stripe_client.v1.subscriptions.create(params={"customer": customer, "items": items}).id
+
+    for _ in range(3):
+        subscribe("pro")
+    stripe_client.v1.subscriptions.cancel(subscribe("pro"))
+    subscribe("team")
+    changed = write_catalog(tmp_path, [kuploy_plan("free", None), kuploy_plan("pro", 2500)], "changed.json")
+
+    text = run("plan", str(changed), env=cli_env)
+    assert text.returncode == 0, text.stderr
+    pro, team = text.stdout.split("\n\n")[:2]
+    assert pro.startswith("± plan.pro") and team.startswith("- plan.team"), text.stdout
+    assert pro.endswith(
+        "    ⚠ 3 active subscriptions stay on the old price; only new checkouts use the new one."
+    )
+    assert team.endswith(
+        "    ⚠ 1 active subscription stays on the archived price, still billed; no new checkout can use it."
+    )
+
+    document = json.loads(run("plan", "-o", "json", str(changed), env=cli_env).stdout)
+    jsonschema.validate(document, json.loads((ROOT / "schemas" / "plan.schema.json").read_text()))
+    staying = {c["plan"]: c.get("subscriptions_staying", "absent") for c in document["changes"]}
+    assert staying == {"pro": 3, "team": 1}
+
+    markdown = run("plan", "-o", "markdown", str(changed), env=cli_env).stdout
+    assert "⚠ 3 active subscriptions stay on the old price" in markdown
+    assert "⚠ 1 active subscription stays on the archived price" in markdown

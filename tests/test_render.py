@@ -9,8 +9,10 @@ from pathlib import Path
 import jsonschema
 
 from reconciler.diff import diff
+from reconciler.drift import DriftItem, DriftReport
 from reconciler.model import Catalog, CurrentState, StripeState
 from reconciler.plan import Plan
+from reconciler.render.drift import render_drift_text
 from reconciler.render.json import render_json
 from reconciler.render.text import render_text
 
@@ -40,6 +42,36 @@ def test_text_lists_every_resolved_field_of_a_new_plan() -> None:
 def test_text_colour_only_when_asked() -> None:
     plan = diff(Catalog(plans=(FREE,)), converged(FREE, PRO))
     assert "\033[31m- plan.pro" in render_text(plan, color=True)
+
+
+UNSEEN = "\x9b31m\u202e\x1b[2J\u2066\x07\u2028"
+"""A one-byte CSI (U+009B), a right-to-left override, an ESC sequence, an isolate, BEL, a line
+separator: what a plan shows must never carry them raw, from the catalog, Postgres or Stripe."""
+RAW = "\x9b\u202e\x1b\u2066\x07\u2028"
+
+
+def hostile_plan() -> Plan:
+    """Every side hostile: a new name (catalog), an old name (Stripe), an archived slug (Postgres)."""
+    before = replace(PRO, name=f"Old{UNSEEN}")
+    gone = replace(PRO, slug=f"gone{UNSEEN}", name=f"Gone{UNSEEN}")
+    desired = Catalog(
+        plans=(FREE, replace(PRO, name=f"@octocat{UNSEEN}", description=f"by @github/security{UNSEEN}"))
+    )
+    return diff(desired, converged(FREE, before, gone))
+
+
+def test_text_escapes_controls_and_bidi_overrides_from_every_source() -> None:
+    text = render_text(hostile_plan())
+    assert not any(char in text for char in RAW), repr(text)
+    assert "\\u009b31m\\u202e\\u001b[2J\\u2066\\u0007\\u2028" in text
+    assert "- plan.gone\\u009b31m" in text and 'name: "Old\\u009b31m' in text
+
+
+def test_drift_text_escapes_what_was_typed_in_the_dashboard() -> None:
+    item = DriftItem(plan=f"pro{UNSEEN}", where="stripe", field="name", expected="Pro", actual=f"Pro{UNSEEN}")
+    text = render_drift_text(DriftReport(items=(item,), baseline="the catalog given"))
+    assert not any(char in text for char in RAW), repr(text)
+    assert "~ plan.pro\\u009b31m\\u202e" in text and 'actual "Pro\\u009b31m\\u202e' in text
 
 
 def test_no_changes_and_pending_migrations() -> None:

@@ -14,6 +14,7 @@ from reconciler.plan import Plan
 from reconciler.render.markdown import GITHUB_COMMENT_LIMIT, render_markdown
 
 from test_diff import FREE, PRO, converged
+from test_render import RAW, hostile_plan
 
 HOSTILE = "a|b </details> ``` <script>alert(1)</script>\n# heading *x* [l](u) \\"
 LEFT_OUT = re.compile(
@@ -173,6 +174,17 @@ def test_hostile_names_stay_inside_their_cell_and_block() -> None:
     )
     assert '| description | "&#124;" |' in markdown
     assert "1. create Stripe Product 'a&#124;b &#60;/details&#62;" in markdown
+
+
+def test_controls_bidi_overrides_and_mentions_are_neutralised() -> None:
+    """A plan name must not ping a GitHub user or team, nor reorder or hide text in the comment."""
+    markdown = render_markdown(hostile_plan())
+    assert_well_formed(markdown)
+    assert not any(char in markdown for char in RAW), repr(markdown)
+    assert "\\u202e" not in markdown  # shown escaped, and the backslash as an entity
+    assert "&#92;u202e" in markdown and "&#92;u009b31m" in markdown
+    assert re.search(r"@[A-Za-z0-9]", markdown) is None, markdown
+    assert "@&#8205;octocat" in markdown and "@&#8205;github/security" in markdown
 
 
 def test_long_values_are_shortened() -> None:

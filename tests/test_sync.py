@@ -31,6 +31,10 @@ class Answer:
     body: bytes | str | dict[str, Any] = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    drip: float = 0.0
+    """Seconds between 40-byte pieces of the body (a server sending its answer very slowly)."""
+    cut: int | None = None
+    """Send only this many bytes of the body, with the Content-Length of all of it, then close."""
 
 
 @dataclass
@@ -75,7 +79,12 @@ def kuploy_app() -> Iterator[KuployApp]:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if answer.cut is not None:
+                    data = data[: answer.cut]
+                for start in range(0, len(data), 40 if answer.drip else max(len(data), 1)):
+                    self.wfile.write(data[start : start + 40] if answer.drip else data)
+                    self.wfile.flush()
+                    time.sleep(answer.drip)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client timed out and left
 
@@ -248,6 +257,58 @@ def test_unreachable(
     )
     assert_nothing_written(result, db, emulator, tmp_path)
     assert "cannot connect" in result.stderr
+
+
+def test_a_slow_drip_is_cut_off_by_the_deadline_and_retried(
+    env: dict[str, str],
+    kuploy_app: KuployApp,
+    db: psycopg.Connection,
+    emulator: RunningEmulator,
+    tmp_path: Path,
+) -> None:
+    """40 bytes every 0.2 s never trips a 1 s read timeout, and used to hold the fetch until the whole
+    catalog had trickled in (37 s for a 3 s timeout). The whole answer must arrive within the timeout."""
+    dripping = Answer(200, {"plans": standard_plans()}, drip=0.2)  # about 1.5 KB: 8 s in all
+    kuploy_app.script = [dripping, dripping]
+    slow = {**env, "KUPLOY_CATALOG_TIMEOUT": "1", "KUPLOY_CATALOG_RETRIES": "1"}
+    result = run("sync", env=slow)
+    assert_nothing_written(result, db, emulator, tmp_path)
+    assert "did not arrive whole within 1 s (KUPLOY_CATALOG_TIMEOUT)" in result.stderr, result.stderr
+    assert "2 attempts" in result.stderr and len(kuploy_app.requests) == 2
+    kuploy_app.script = [dripping]  # then a prompt answer: the retry gets the catalog
+    result = run("sync", env=slow)
+    assert result.returncode == 0, result.stderr
+    assert rows(db) == [("free", True), ("pro", True), ("team", True)]
+
+
+def test_a_body_cut_short_is_reported_and_retried(
+    env: dict[str, str],
+    kuploy_app: KuployApp,
+    db: psycopg.Connection,
+    emulator: RunningEmulator,
+    tmp_path: Path,
+) -> None:
+    cut = Answer(200, {"plans": standard_plans()}, cut=100)
+    kuploy_app.script = [cut, cut]
+    result = run("sync", env={**env, "KUPLOY_CATALOG_RETRIES": "1"})
+    assert_nothing_written(result, db, emulator, tmp_path)
+    size = len(json.dumps({"plans": standard_plans()}))
+    assert f"the answer was cut short (100 of {size} bytes)" in result.stderr, result.stderr
+    assert "2 attempts" in result.stderr and "not JSON" not in result.stderr
+    kuploy_app.script = [cut]
+    result = run("sync", env=env)
+    assert result.returncode == 0, result.stderr
+    assert len(kuploy_app.requests) == 4
+
+
+def test_a_json_body_starting_with_a_bom_is_accepted(
+    env: dict[str, str], kuploy_app: KuployApp, db: psycopg.Connection
+) -> None:
+    """As a catalog file with a UTF-8 byte order mark is."""
+    kuploy_app.script = [Answer(200, "\ufeff" + json.dumps({"plans": standard_plans()}))]
+    result = run("sync", env=env)
+    assert result.returncode == 0, result.stderr
+    assert rows(db) == [("free", True), ("pro", True), ("team", True)]
 
 
 @pytest.mark.parametrize(

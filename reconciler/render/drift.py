@@ -1,4 +1,7 @@
-"""`DriftReport → str`: text per plan and field, or JSON (schema `schemas/drift.schema.json`)."""
+"""`DriftReport → str`: text per plan and field, or JSON (schema `schemas/drift.schema.json`).
+
+The text shows what was typed in the Dashboard or in SQL through `model.printable`: no control
+character or bidirectional override reaches the terminal raw."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import json
 from typing import Any
 
 from reconciler.drift import DriftReport
+from reconciler.model import printable
 from reconciler.plan import WEBHOOK_ADDRESS
 
 FORMAT_VERSION = "1"
@@ -16,7 +20,7 @@ def render_drift_text(report: DriftReport) -> str:
         return f"No drift: Stripe and cloud_plans match {report.baseline}.\n"
     lines = [f"Drift against {report.baseline}:", ""]
     for plan in report.plans():
-        lines.append("~ webhook_endpoint" if plan == WEBHOOK_ADDRESS else f"~ plan.{plan}")
+        lines.append("~ webhook_endpoint" if plan == WEBHOOK_ADDRESS else f"~ plan.{printable(plan)}")
         for item in (i for i in report.items if i.plan == plan):
             shown = f"expected {_show(item.expected)}, actual {_show(item.actual)}"
             lines.append(f"    {item.where:<8} {item.field}: {shown}")
@@ -46,4 +50,4 @@ def render_drift_json(report: DriftReport) -> str:
 
 
 def _show(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return printable(json.dumps(value, ensure_ascii=False, default=str))

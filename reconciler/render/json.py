@@ -1,4 +1,7 @@
-"""The plan as one JSON document; schema in `schemas/plan.schema.json` (format_version "1")."""
+"""The plan as one JSON document; schema in `schemas/plan.schema.json` (format_version "1").
+
+A change that archives a Price carries `subscriptions_staying`: the active subscriptions left on it
+(null when Stripe would not say). Added within format_version 1, as the schema allows optional fields."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from dataclasses import fields, is_dataclass
 from typing import Any
 
 from reconciler.model import PlanRow
-from reconciler.plan import Created, Op, Plan, PlanChange, WebhookEndpointChange
+from reconciler.plan import ArchivePrice, Created, Op, Plan, PlanChange, WebhookEndpointChange
 
 FORMAT_VERSION = "1"
 
@@ -16,7 +19,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     summary = plan.summary()
     return {
         "format_version": FORMAT_VERSION,
-        "changes": _webhook(plan.webhook_endpoint) + [_change(change) for change in plan.changes],
+        "changes": _webhook(plan.webhook_endpoint) + [_change(plan, change) for change in plan.changes],
         "pending_migrations": list(plan.pending_migrations),
         "summary": {**{k.replace("-", "_"): v for k, v in summary.items()}, "total": plan.resource_count},
     }
@@ -43,8 +46,8 @@ def _webhook(change: WebhookEndpointChange | None) -> list[dict[str, Any]]:
     ]
 
 
-def _change(change: PlanChange) -> dict[str, Any]:
-    return {
+def _change(plan: Plan, change: PlanChange) -> dict[str, Any]:
+    document: dict[str, Any] = {
         "address": change.address,
         "plan": change.slug,
         "action": change.action.value,
@@ -53,6 +56,9 @@ def _change(change: PlanChange) -> dict[str, Any]:
         "fields": [{"path": f.path, "before": f.before, "after": f.after} for f in change.fields],
         "operations": [_op(op) for op in change.ops],
     }
+    if any(isinstance(op, ArchivePrice) for op in change.ops):
+        document["subscriptions_staying"] = plan.subscriptions_staying(change)
+    return document
 
 
 def _op(op: Op) -> dict[str, Any]:

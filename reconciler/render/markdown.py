@@ -6,7 +6,9 @@ three quarters of the comment and are cut with a count only past that (a few tho
 Every plan's block is whole or absent: the comment is cut only between blocks, never inside a
 `<details>` block, and ends with a note of what was left out. Text from the catalog (slugs, names,
 descriptions) goes through `_escape`, so it cannot close a `<details>` block, split a table row or
-open a code span; values are shown as JSON, as `render_text` shows them.
+open a code span, carry a control character or a bidirectional override (shown escaped, as
+`render_text` shows them), or mention anyone: `@name` gets a zero-width joiner after the `@`, so a
+plan called "@octocat" never notifies a GitHub user or team. Values are shown as JSON.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from reconciler.plan import Action, ArchivePrice, Plan, PlanChange, WebhookEndpointChange
-from reconciler.render.text import MARKERS, _flatten, _show, summary_line
+from reconciler.model import printable
+from reconciler.plan import Action, Plan, PlanChange, WebhookEndpointChange
+from reconciler.render.text import MARKERS, _flatten, _show, subscriptions_note, summary_line
 
 GITHUB_COMMENT_LIMIT = 65_536
 """GitHub rejects a comment body longer than this many characters (characters, not bytes)."""
@@ -40,6 +43,8 @@ _PLAIN_SLUG = re.compile(r"[A-Za-z0-9._-]+")
 _ESCAPES = str.maketrans(
     {char: f"&#{ord(char)};" for char in "&<>|`\\*_~[]#!\n\r"},
 )
+_MENTION = re.compile(r"@(?=[A-Za-z0-9])")
+"""An `@` GitHub could read as a mention (of a user, or an org's team): it gets a zero-width joiner."""
 
 
 def render_markdown(plan: Plan, *, limit: int = GITHUB_COMMENT_LIMIT) -> str:
@@ -144,7 +149,7 @@ def _webhook_block(change: WebhookEndpointChange | None) -> str:
         "",
         "#### Webhook endpoint",
         "",
-        f"<details><summary>{marker} <b>{change.address}</b>: {change.action.value}</summary>",
+        f"<details><summary>{marker} <b>{_escape(change.address)}</b>: {change.action.value}</summary>",
         "",
     ]
     if change.before is None:
@@ -184,25 +189,10 @@ def _block(plan: Plan, change: PlanChange) -> str:
         lines.append("")
     lines += [f"1. {_escape(_shorten(op.describe()))}" for op in change.ops]
     lines += ["", "</details>"]
-    warning = _subscriptions(plan, change)
+    warning = subscriptions_note(plan, change)
     if warning:
         lines += ["", warning]
     return "\n".join(lines) + "\n"
-
-
-def _subscriptions(plan: Plan, change: PlanChange) -> str:
-    """Who stays on the Prices this change archives: they keep paying the old amount."""
-    if not any(isinstance(op, ArchivePrice) for op in change.ops):
-        return ""
-    staying = plan.subscriptions_staying(change)
-    if staying is None:
-        return "Active subscriptions on the archived price: not known."
-    if staying == 0:
-        return "No active subscriptions on the archived price."
-    who = f"{staying} active subscriptions stay" if staying != 1 else "1 active subscription stays"
-    if change.action is Action.REPLACE_PRICE:
-        return f"⚠ {who} on the old price; only new checkouts use the new one."
-    return f"⚠ {who} on the archived price, still billed; no new checkout can use it."
 
 
 def _left_out(ordered: list[PlanChange], shown: int) -> str:
@@ -221,4 +211,4 @@ def _shorten(text: str) -> str:
 
 
 def _escape(text: str) -> str:
-    return text.translate(_ESCAPES)
+    return _MENTION.sub("@&#8205;", printable(text).translate(_ESCAPES))

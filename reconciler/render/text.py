@@ -1,11 +1,16 @@
-"""The plan for people: one block per billing plan, `before → after` per field, a summary line."""
+"""The plan for people: one block per billing plan, `before → after` per field, a summary line.
+
+Text from the catalog, `cloud_plans` and Stripe (names, slugs, descriptions) goes through
+`model.printable`: a control character (ESC, the one-byte CSI U+009B), a bidirectional override
+or a line separator is shown as its escape, never sent raw to the terminal."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from reconciler.plan import Action, Plan, PlanChange, WebhookEndpointChange
+from reconciler.model import printable
+from reconciler.plan import Action, ArchivePrice, Plan, PlanChange, WebhookEndpointChange
 
 MARKERS = {
     Action.CREATE: ("+", "green"),
@@ -35,17 +40,22 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
     if (endpoint := plan.webhook_endpoint) is not None:
         marker, style = MARKERS[endpoint.action]
         lines.append(
-            paint(f"{marker} {endpoint.address}", style) + f"  {paint(endpoint.action.value, 'bold')}"
+            paint(f"{marker} {printable(endpoint.address)}", style)
+            + f"  {paint(endpoint.action.value, 'bold')}"
         )
         lines.extend(f"    {line}" for line in _webhook_body(endpoint))
-        lines.extend(paint(f"    · {op.describe()}", "dim") for op in endpoint.ops)
+        lines.extend(paint(f"    · {printable(op.describe())}", "dim") for op in endpoint.ops)
         lines.append("")
 
     for change in plan.changes:
         marker, style = MARKERS[change.action]
-        lines.append(paint(f"{marker} {change.address}", style) + f"  {paint(change.action.value, 'bold')}")
+        lines.append(
+            paint(f"{marker} {printable(change.address)}", style) + f"  {paint(change.action.value, 'bold')}"
+        )
         lines.extend(f"    {line}" for line in _body(change))
-        lines.extend(paint(f"    · {op.describe()}", "dim") for op in change.ops)
+        lines.extend(paint(f"    · {printable(op.describe())}", "dim") for op in change.ops)
+        if note := subscriptions_note(plan, change):
+            lines.append(f"    {note}")
         lines.append("")
     lines.append(summary_line(plan))
     return "\n".join(lines) + "\n"
@@ -55,6 +65,22 @@ def summary_line(plan: Plan) -> str:
     counts = plan.summary()
     parts = [f"{n} to {action.replace('-', ' ')}" for action, n in counts.items() if n]
     return "Plan: " + ", ".join(parts) + "."
+
+
+def subscriptions_note(plan: Plan, change: PlanChange) -> str:
+    """Who stays on the Prices `change` archives (they keep paying the old amount); "" when it
+    archives none. The same words in every format."""
+    if not any(isinstance(op, ArchivePrice) for op in change.ops):
+        return ""
+    staying = plan.subscriptions_staying(change)
+    if staying is None:
+        return "Active subscriptions on the archived price: not known."
+    if staying == 0:
+        return "No active subscriptions on the archived price."
+    who = f"{staying} active subscriptions stay" if staying != 1 else "1 active subscription stays"
+    if change.action is Action.REPLACE_PRICE:
+        return f"⚠ {who} on the old price; only new checkouts use the new one."
+    return f"⚠ {who} on the archived price, still billed; no new checkout can use it."
 
 
 def _webhook_body(change: WebhookEndpointChange) -> list[str]:
@@ -82,4 +108,4 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _show(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return printable(json.dumps(value, ensure_ascii=False))
