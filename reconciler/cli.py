@@ -576,27 +576,49 @@ def _exit_cleanly(signum: int, frame: Any) -> None:
     help="Worker processes sharing the port. They share nothing but Postgres (the event id keeps "
     "them exactly-once) and split the Stripe rate limit; about one per core.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line (an event's: event_id, type, outcome, subscription, ms).",
+)
+@click.option(
+    "--metrics/--no-metrics",
+    default=True,
+    show_default=True,
+    help="Serve Prometheus metrics on GET /metrics (summed over the workers).",
+)
 @live_option
 @click.pass_context
-def listen(ctx: click.Context, host: str, port: int, workers: int, live: bool) -> int:
-    """Serve the Stripe webhook listener: POST /api/webhooks/stripe, GET /healthz, GET /readyz.
-    Needs STRIPE_WEBHOOK_SECRET; run `migrate` (or an apply) first so /readyz reports ready."""
+def listen(
+    ctx: click.Context, host: str, port: int, workers: int, log_format: str, metrics: bool, live: bool
+) -> int:
+    """Serve the Stripe webhook listener: POST /api/webhooks/stripe, GET /healthz, GET /readyz,
+    GET /metrics. Needs STRIPE_WEBHOOK_SECRET; run `migrate` (or an apply) first so /readyz reports
+    ready."""
     import uvicorn
 
     from reconciler import listener
+    from reconciler.telemetry import multiprocess_directory
 
     webhook_secret = listener.webhook_secret_from_environment()
     settings = _settings(ctx, live=live)
-    listener.configure_logging()
-    click.echo(
+    listener.configure_logging(json_lines=log_format == "json")
+    started = (
         f"Webhook listener on http://{host}:{port}{listener.WEBHOOK_PATH}"
-        f"{f' ({workers} workers)' if workers > 1 else ''}; Ctrl-C stops it",
-        err=True,
+        f"{f' ({workers} workers)' if workers > 1 else ''}; Ctrl-C stops it"
     )
+    if log_format == "json":
+        listener.logger.info(started)
+    else:
+        click.echo(started, err=True)
     app: Any = "reconciler.listener:app_from_environment"  # an import string, or the app itself
     if workers == 1:
-        app = listener.create_app(settings, webhook_secret=webhook_secret)
+        app = listener.create_app(settings, webhook_secret=webhook_secret, metrics=metrics)
     else:
+        if metrics:  # the workers' metrics, summed on every worker's /metrics; deleted at the end
+            ctx.with_resource(multiprocess_directory())
         # Workers are new processes that import the app: hand them the resolved settings (the
         # sandbox's too, which this process keeps serving) through the environment they inherit.
         os.environ.update(
@@ -607,6 +629,8 @@ def listen(ctx: click.Context, host: str, port: int, workers: int, live: bool) -
             **{
                 listener.WORKER_LIVE_ENV: "1" if live else "0",
                 listener.WORKER_DEBUG_ENV: "1" if logging.getLogger().isEnabledFor(logging.DEBUG) else "0",
+                listener.WORKER_LOG_FORMAT_ENV: log_format,
+                listener.WORKER_METRICS_ENV: "1" if metrics else "0",
             },
         )
         if settings.stripe_api_base:
@@ -620,7 +644,8 @@ def listen(ctx: click.Context, host: str, port: int, workers: int, live: bool) -
         port=port,
         factory=workers > 1,
         workers=workers,
-        log_config=listener.uvicorn_log_config(),
+        # JSON: uvicorn's records go through the root handlers (JSON, redacting) instead of its own.
+        log_config=None if log_format == "json" else listener.uvicorn_log_config(),
         log_level="warning",
         access_log=False,
         server_header=False,
