@@ -565,7 +565,11 @@ def _exit_cleanly(signum: int, frame: Any) -> None:
     raise SystemExit(0)
 
 
-@cli.command(epilog=examples("listen", "listen --host 0.0.0.0 --port 8080 --workers 2"))
+@cli.command(
+    epilog=examples(
+        "listen", "listen --host 0.0.0.0 --port 8080 --workers 2", "listen --log-format json --no-metrics"
+    )
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 in a pod).")
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option(

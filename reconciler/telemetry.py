@@ -8,7 +8,7 @@ are counted, so its values are Stripe's own event types.
 | --- | --- | --- |
 | `kuploy_listener_events_total` | counter: verified events by how they ended | `type`, `outcome` |
 | `kuploy_listener_event_duration_seconds` | histogram: from request to answer, per event | |
-| `kuploy_listener_rejected_requests_total` | counter: 400s (bad signature, too large, not an event, wrong mode) | |
+| `kuploy_listener_rejected_requests_total` | counter: 400s (bad signature or mode, not an event) | |
 | `kuploy_listener_unavailable_total` | counter: 503s (Stripe retries them), by what failed | `cause` |
 | `kuploy_listener_database_errors_total` | counter: events that failed on a database error | |
 | `kuploy_listener_stripe_rereads_total` | counter: requests re-reading a subscription from Stripe | |
