@@ -11,11 +11,12 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -45,7 +46,11 @@ from reconciler.settings import (
     redact,
     redact_logging,
     secrets_in,
+    state_dir,
 )
+
+if TYPE_CHECKING:
+    from reconciler.sandbox.postgres import DatabaseStatus
 
 
 class Number(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic since click 8.2
@@ -89,19 +94,25 @@ def _settings(
             "--live needs DATABASE_URL and a live STRIPE_SECRET_KEY; the sandbox is test-mode only"
         )
     from reconciler.sandbox.emulator import EmulatorConfigError, start_in_thread
-    from reconciler.sandbox.postgres import start_embedded_postgres
+    from reconciler.sandbox.postgres import use_sandbox_database
 
     state = env.state_dir
     make_writable_folder(
         state, what="the sandbox state folder", fix="set KUPLOY_STATE_DIR to a writable folder"
     )
-    database_url = start_embedded_postgres(state / "postgres")
+    database_url, database = ctx.with_resource(use_sandbox_database(state))
     try:
         emulator = ctx.with_resource(start_in_thread(state_file=state / "stripe.json"))
     except EmulatorConfigError as e:
         raise ConfigError(str(e)) from e
+    running = (
+        f"embedded PostgreSQL (kept running, pid {database.pid}: `kuploy-reconciler sandbox stop` stops it) "
+        "and Stripe emulator"
+        if database.kept
+        else "embedded PostgreSQL and Stripe emulator for this command only (nothing stays running)"
+    )
     click.echo(
-        f"sandbox mode: embedded PostgreSQL and Stripe emulator, state in {state}/ "
+        f"sandbox mode: {running}, state in {state}/ "
         "(set DATABASE_URL and STRIPE_SECRET_KEY to use real ones)",
         err=True,
     )
@@ -554,7 +565,15 @@ def seed(ctx: click.Context, lock_timeout: float, live: bool) -> int:
     return 0
 
 
-@cli.command(epilog=examples("listen", "listen --host 0.0.0.0 --port 8080 --workers 2"))
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+@cli.command(
+    epilog=examples(
+        "listen", "listen --host 0.0.0.0 --port 8080 --workers 2", "listen --log-format json --no-metrics"
+    )
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 in a pod).")
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option(
@@ -565,27 +584,49 @@ def seed(ctx: click.Context, lock_timeout: float, live: bool) -> int:
     help="Worker processes sharing the port. They share nothing but Postgres (the event id keeps "
     "them exactly-once) and split the Stripe rate limit; about one per core.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line (an event's: event_id, type, outcome, subscription, ms).",
+)
+@click.option(
+    "--metrics/--no-metrics",
+    default=True,
+    show_default=True,
+    help="Serve Prometheus metrics on GET /metrics (summed over the workers).",
+)
 @live_option
 @click.pass_context
-def listen(ctx: click.Context, host: str, port: int, workers: int, live: bool) -> int:
-    """Serve the Stripe webhook listener: POST /api/webhooks/stripe, GET /healthz, GET /readyz.
-    Needs STRIPE_WEBHOOK_SECRET; run `migrate` (or an apply) first so /readyz reports ready."""
+def listen(
+    ctx: click.Context, host: str, port: int, workers: int, log_format: str, metrics: bool, live: bool
+) -> int:
+    """Serve the Stripe webhook listener: POST /api/webhooks/stripe, GET /healthz, GET /readyz,
+    GET /metrics. Needs STRIPE_WEBHOOK_SECRET; run `migrate` (or an apply) first so /readyz reports
+    ready."""
     import uvicorn
 
     from reconciler import listener
+    from reconciler.telemetry import multiprocess_directory
 
     webhook_secret = listener.webhook_secret_from_environment()
     settings = _settings(ctx, live=live)
-    listener.configure_logging()
-    click.echo(
+    listener.configure_logging(json_lines=log_format == "json")
+    started = (
         f"Webhook listener on http://{host}:{port}{listener.WEBHOOK_PATH}"
-        f"{f' ({workers} workers)' if workers > 1 else ''}; Ctrl-C stops it",
-        err=True,
+        f"{f' ({workers} workers)' if workers > 1 else ''}; Ctrl-C stops it"
     )
+    if log_format == "json":
+        listener.logger.info(started)
+    else:
+        click.echo(started, err=True)
     app: Any = "reconciler.listener:app_from_environment"  # an import string, or the app itself
     if workers == 1:
-        app = listener.create_app(settings, webhook_secret=webhook_secret)
+        app = listener.create_app(settings, webhook_secret=webhook_secret, metrics=metrics)
     else:
+        if metrics:  # the workers' metrics, summed on every worker's /metrics; deleted at the end
+            ctx.with_resource(multiprocess_directory())
         # Workers are new processes that import the app: hand them the resolved settings (the
         # sandbox's too, which this process keeps serving) through the environment they inherit.
         os.environ.update(
@@ -596,17 +637,23 @@ def listen(ctx: click.Context, host: str, port: int, workers: int, live: bool) -
             **{
                 listener.WORKER_LIVE_ENV: "1" if live else "0",
                 listener.WORKER_DEBUG_ENV: "1" if logging.getLogger().isEnabledFor(logging.DEBUG) else "0",
+                listener.WORKER_LOG_FORMAT_ENV: log_format,
+                listener.WORKER_METRICS_ENV: "1" if metrics else "0",
             },
         )
         if settings.stripe_api_base:
             os.environ["STRIPE_API_BASE"] = settings.stripe_api_base
+    # uvicorn shuts down gracefully on SIGTERM, then raises it again: leave through the context's
+    # cleanup (the sandbox database this command started is stopped), not by dying on it.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         app,
         host=host,
         port=port,
         factory=workers > 1,
         workers=workers,
-        log_config=listener.uvicorn_log_config(),
+        # JSON: uvicorn's records go through the root handlers (JSON, redacting) instead of its own.
+        log_config=None if log_format == "json" else listener.uvicorn_log_config(),
         log_level="warning",
         access_log=False,
         server_header=False,
@@ -614,9 +661,104 @@ def listen(ctx: click.Context, host: str, port: int, workers: int, live: bool) -
     return 0
 
 
-@cli.group(epilog=examples("sandbox serve --port 12111", "sandbox checkout --plan pro"))
+@cli.group(
+    epilog=examples(
+        "sandbox status", "sandbox stop", "sandbox serve --port 12111", "sandbox checkout --plan pro"
+    )
+)
 def sandbox() -> None:
-    """The local Stripe emulator (and embedded Postgres) for tests and local work."""
+    """The local sandbox: the embedded PostgreSQL (status, start, stop, reset), the Stripe emulator
+    (serve) and a test checkout."""
+
+
+def _database_line(status: DatabaseStatus) -> str:
+    if not status.running:
+        data = f"its data in {status.data_dir}/" if status.data_dir.exists() else "no data yet"
+        return f"PostgreSQL: not running, {data}"
+    how = (
+        "kept running until `kuploy-reconciler sandbox stop`"
+        if status.kept
+        else "started by a command, stopped when no command uses it"
+    )
+    return (
+        f"PostgreSQL: running, pid {status.pid}, port {status.port} on the Unix socket in "
+        f"{status.socket_dir} (no TCP), since {status.started_at:%Y-%m-%d %H:%M:%S} UTC; {how}"
+    )
+
+
+@sandbox.command("status", epilog=examples("sandbox status"))
+def sandbox_status() -> int:
+    """Show what the sandbox runs and where its state is (KUPLOY_STATE_DIR, default .kuploy-sandbox/).
+    Starts or stops nothing."""
+    from reconciler.sandbox.postgres import EMULATOR_STATE, database_status, in_use
+
+    state = state_dir()
+    status = database_status(state)
+    click.echo(f"state dir: {state.resolve()}/")
+    click.echo(_database_line(status))
+    if status.running:
+        click.echo(f"  connect: psql '{status.uri}'")
+        if in_use(state):
+            click.echo("  in use by a running kuploy-reconciler command")
+    emulator_state = state / EMULATOR_STATE
+    objects = f"objects in {emulator_state}" if emulator_state.exists() else "no objects yet"
+    click.echo(f"Stripe emulator: not a server, it runs inside each command; {objects}")
+    return 0
+
+
+@sandbox.command("start", epilog=examples("sandbox start"))
+def sandbox_start() -> int:
+    """Start the sandbox PostgreSQL and keep it running between commands (each command then skips its
+    start) until `sandbox stop`. Without it, a command starts it for itself and stops it at its end."""
+    from reconciler.sandbox.postgres import keep_sandbox_database
+
+    status = keep_sandbox_database(state_dir())
+    click.echo(_database_line(status))
+    return 0
+
+
+@sandbox.command("stop", epilog=examples("sandbox stop"))
+def sandbox_stop() -> int:
+    """Stop the sandbox PostgreSQL; its data stays for the next command. Refused while a command uses it."""
+    from reconciler.sandbox.postgres import stop_sandbox_database
+
+    state = state_dir()
+    before = stop_sandbox_database(state)
+    if before.running:
+        click.echo(
+            f"Stopped the sandbox PostgreSQL (pid {before.pid}); its data stays in {before.data_dir}/."
+        )
+    else:
+        click.echo("The sandbox PostgreSQL is not running: nothing to stop.")
+    return 0
+
+
+@sandbox.command("reset", epilog=examples("sandbox reset", "sandbox reset --yes"))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
+def sandbox_reset(yes: bool) -> int:
+    """Stop the sandbox PostgreSQL and delete the sandbox's state: its database and the Stripe
+    emulator's objects (the catalog cache stays). Asks first; refused while a command uses it."""
+    from reconciler.sandbox.postgres import DATABASE_DIR, EMULATOR_STATE, reset_sandbox
+
+    state = state_dir()
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError("sandbox reset needs confirmation: run it on a terminal, or pass --yes")
+        answer = click.prompt(
+            f"Delete the sandbox database ({state}/{DATABASE_DIR}/) and Stripe emulator objects "
+            f"({state}/{EMULATOR_STATE})? Only 'yes' is accepted",
+            default="",
+            show_default=False,
+        )
+        if answer.strip() != "yes":
+            raise KuployError("sandbox reset cancelled: nothing was changed")
+    dropped = reset_sandbox(state)
+    click.echo(
+        f"Sandbox reset: deleted {', '.join(str(p) for p in dropped)}; nothing runs."
+        if dropped
+        else f"Sandbox reset: nothing to delete in {state}/; nothing runs."
+    )
+    return 0
 
 
 @sandbox.command(

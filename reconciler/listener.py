@@ -5,6 +5,7 @@ Routes (a starlette app from `create_app(settings, webhook_secret=...)`, no modu
 - `POST /api/webhooks/stripe` — the Stripe webhook endpoint.
 - `GET /healthz` — the process is up (liveness).
 - `GET /readyz` — the database answers and every migration is applied (readiness).
+- `GET /metrics` — Prometheus metrics (`reconciler/telemetry.py`).
 
 **Verification first.** The body is read with a cap (`MAX_BODY`, 1 MiB; `Content-Length` is not
 trusted, the stream is counted) and its `Stripe-Signature` is checked by the SDK's
@@ -83,9 +84,11 @@ every statement). Only the rare Stripe re-read runs in a thread, since the SDK b
 few retries: a slow webhook is better answered 503 and retried by Stripe). `/readyz` opens its own
 connection. One process is bound by one core; `listen --workers N` runs N of them on one port.
 
-Logging: one line per event (`id`, `type`, `outcome`, `ms`) or per rejected request (`reason`), on
-`reconciler.listener`. Never the secret, headers or payloads; what comes from an event has its
-control and format characters escaped, so a `type` holding `\\n` cannot forge a second line.
+Logging: one line per event (`id`, `type`, `outcome`, `ms`; in JSON also `subscription`) or per
+rejected request (`reason`), on `reconciler.listener`. Never the secret, headers or payloads; what
+comes from an event has its control and format characters escaped, so a `type` holding `\\n` cannot
+forge a second line. Metrics: `GET /metrics` (unless `metrics=False`), recorded where each event is
+answered; see `reconciler/telemetry.py`.
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ import stripe
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from reconciler import migrations
@@ -120,6 +123,7 @@ from reconciler.connections import stripe_client
 from reconciler.errors import ConfigError
 from reconciler.model import owned_slug, printable
 from reconciler.settings import Environment, RedactingFilter, Secret, Settings, key_mode, redact_logging
+from reconciler.telemetry import CONTENT_TYPE, EVENT_FIELDS, ListenerMetrics, use_json_logs
 from reconciler.throttle import StripeCalls
 
 logger = logging.getLogger(__name__)
@@ -148,6 +152,10 @@ WORKER_LIVE_ENV = "KUPLOY_LISTENER_LIVE"
 """Set to 1 by `listen --live --workers N` for its worker processes (see `app_from_environment`)."""
 WORKER_DEBUG_ENV = "KUPLOY_LISTENER_DEBUG"
 """Set to 1 by `listen --debug --workers N`: the workers log at debug level too."""
+WORKER_LOG_FORMAT_ENV = "KUPLOY_LISTENER_LOG_FORMAT"
+"""`json` for `listen --log-format json --workers N`."""
+WORKER_METRICS_ENV = "KUPLOY_LISTENER_METRICS"
+"""Set to 0 by `listen --no-metrics --workers N`."""
 
 HANDLED = frozenset(
     {
@@ -704,14 +712,23 @@ def _loggable(text: str, limit: int = 80) -> str:
     return printable(text[:limit])
 
 
-def _log_event(event: Event, outcome: str, started: float) -> None:
-    ms = (time.perf_counter() - started) * 1000
+def _log_event(event: Event, outcome: str, seconds: float) -> None:
+    ms = seconds * 1000
+    route = _route(event)
+    fields = {
+        "event_id": _loggable(event.id),
+        "type": _loggable(event.type),
+        "outcome": outcome,
+        "subscription": route[1] if isinstance(route, tuple) else None,
+        "ms": round(ms, 1),
+    }
     logger.info(
         "stripe_event id=%s type=%s outcome=%s ms=%.1f",
         _loggable(event.id),
         _loggable(event.type),
         outcome,
         ms,
+        extra={EVENT_FIELDS: fields},
     )
 
 
@@ -723,6 +740,7 @@ def create_app(
     max_body: int = MAX_BODY,
     tolerance: int = TOLERANCE,
     event_deadline: float = EVENT_DEADLINE,
+    metrics: bool = True,
 ) -> Starlette:
     """The listener as a starlette app; its pool and Stripe client live as long as its lifespan."""
     pool = ConnectionPool(settings.database_url, size=pool_size)
@@ -730,6 +748,15 @@ def create_app(
     # Fail fast: a webhook that cannot be read now is answered 503 and Stripe retries it later.
     calls = dataclasses.replace(stripe_client(settings), max_attempts=3, max_delay=2.0)
     running: set[asyncio.Task[Outcome | None]] = set()
+    telemetry = ListenerMetrics() if metrics else None
+    if telemetry is not None:
+        calls = dataclasses.replace(calls, stats=telemetry.call_stats())
+
+    def finished(event: Event, outcome: str, started: float, failure: Exception | None = None) -> None:
+        seconds = time.perf_counter() - started
+        _log_event(event, outcome, seconds)
+        if telemetry is not None:
+            telemetry.observe(event.type, outcome, seconds, failure)
 
     async def handle(event: Event, received: datetime) -> Outcome | None:
         try:
@@ -778,28 +805,32 @@ def create_app(
         except Rejected as e:
             ms = (time.perf_counter() - started) * 1000
             logger.warning("stripe_webhook rejected reason=%r ms=%.1f", str(e), ms)
+            if telemetry is not None:
+                telemetry.rejected.inc()
             return JSONResponse({"error": str(e)}, status_code=400)
         try:
             outcome = await handle_in_time(event, received)
         except Rejected as e:
-            _log_event(event, "rejected", started)
+            finished(event, "rejected", started)
             logger.warning("stripe_event id=%s rejected: %s", _loggable(event.id), e)
+            if telemetry is not None:
+                telemetry.rejected.inc()
             return JSONResponse({"error": str(e)}, status_code=400)
         except Unavailable as e:
-            _log_event(event, "retry", started)
+            finished(event, "retry", started, e)
             logger.warning(
                 "stripe_event id=%s not processed: %s", _loggable(event.id), _loggable(str(e), 300)
             )
             return JSONResponse({"error": f"{e}; retry later"}, status_code=503)
         except Exception as e:
-            _log_event(event, "error", started)
+            finished(event, "error", started, e)
             logger.error("stripe_event id=%s failed: %s", _loggable(event.id), type(e).__name__)
             logger.debug("stripe_event failure", exc_info=True)
             return JSONResponse({"error": "internal error; retry later"}, status_code=500)
         if outcome is None:
-            _log_event(event, "duplicate", started)
+            finished(event, "duplicate", started)
             return JSONResponse({"received": True, "duplicate": True})
-        _log_event(event, outcome.outcome, started)
+        finished(event, outcome.outcome, started)
         return JSONResponse({"received": True, "outcome": outcome.outcome})
 
     async def healthz(request: Request) -> JSONResponse:
@@ -819,6 +850,10 @@ def create_app(
         ok, reason = await run_in_threadpool(readiness)
         return JSONResponse({"status": "ready" if ok else "not ready", "reason": reason}, 200 if ok else 503)
 
+    async def metrics_endpoint(request: Request) -> Response:
+        assert telemetry is not None
+        return Response(await run_in_threadpool(telemetry.exposition), media_type=CONTENT_TYPE)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
@@ -834,16 +869,20 @@ def create_app(
             Route(WEBHOOK_PATH, webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *([Route("/metrics", metrics_endpoint, methods=["GET"])] if telemetry is not None else []),
         ],
         lifespan=lifespan,
     )
 
 
-def configure_logging(*, debug: bool = False) -> None:
-    """One line per event on stderr: `reconciler.listener` at info, whatever else is configured."""
+def configure_logging(*, debug: bool = False, json_lines: bool = False) -> None:
+    """One line per event on stderr: `reconciler.listener` at info, whatever else is configured;
+    with `json_lines`, every line is a JSON object."""
     # A no-op when the CLI already configured logging (with --debug or not).
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr)
     redact_logging()
+    if json_lines:
+        use_json_logs()
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
 
@@ -875,6 +914,13 @@ def app_from_environment() -> Starlette:
     string, so only the environment crosses): `listen` resolved the settings, sandbox included, into
     DATABASE_URL, STRIPE_SECRET_KEY, STRIPE_API_BASE, KUPLOY_STRIPE_MAX_RPS (its share of the rate)
     and `WORKER_LIVE_ENV`, before the workers started."""
-    configure_logging(debug=os.environ.get(WORKER_DEBUG_ENV) == "1")
+    configure_logging(
+        debug=os.environ.get(WORKER_DEBUG_ENV) == "1",
+        json_lines=os.environ.get(WORKER_LOG_FORMAT_ENV) == "json",
+    )
     env = Environment.read(live=os.environ.get(WORKER_LIVE_ENV) == "1", strict=False)
-    return create_app(env.settings(), webhook_secret=webhook_secret_from_environment())
+    return create_app(
+        env.settings(),
+        webhook_secret=webhook_secret_from_environment(),
+        metrics=os.environ.get(WORKER_METRICS_ENV) != "0",
+    )

@@ -84,7 +84,8 @@ def complete(words: str, env: dict[str, str] | None = None) -> list[str]:
 
 def test_completion_offers_commands_choices_and_files() -> None:
     assert complete(f"{PROG} pl") == ["plain,plan"]
-    assert complete(f"{PROG} sandbox s") == ["plain,serve"]
+    assert complete(f"{PROG} sandbox se") == ["plain,serve"]
+    assert complete(f"{PROG} sandbox st") == ["plain,start", "plain,status", "plain,stop"]
     assert complete(f"{PROG} plan -o ") == ["plain,text", "plain,json", "plain,markdown"]
     assert complete(f"{PROG} plan ex") == ["file,ex"]  # the shell lists the files itself
     assert complete(f"{PROG} apply ex") == ["file,ex"]

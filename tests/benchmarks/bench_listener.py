@@ -4,7 +4,8 @@ A script, not a test (pytest collects only `test_*.py`):
 
     python tests/benchmarks/bench_listener.py [--workload lifecycle|storm] [--events N]
         [--subscriptions N] [--threads 4] [--rate R] [--warmup 200] [--workers 1]
-        [--duplicates 0.05] [--window 200] [--seed 7] [--max-rps 1000]
+        [--duplicates 0.05] [--window 200] [--seed 7] [--max-rps 1000] [--no-metrics]
+    python tests/benchmarks/bench_listener.py --metrics-cost
 
 It starts a real PostgreSQL (`TEST_DATABASE_URL`, else an embedded one in a temporary folder) with
 a fresh database, the Stripe emulator in this process, and the listener as its own process (the
@@ -65,7 +66,14 @@ else every process named `postgres`); then the cores these kept busy beside the 
 (`/proc/stat`: when the machine was busier, other processes disturbed the figures). Then the
 checks: every answer 200, one `cloud_stripe_events` row per distinct event, every duplicate
 answered as one, at most one Stripe re-read per checkout/invoice/subscription event, one log line
-per event, and (lifecycle) every subscription in its final state. Exit status 1 when one fails.
+per event, and (lifecycle) every subscription in its final state; with metrics on (the default;
+`--no-metrics` runs the listener without them, to compare CPU per event), `/metrics` scraped after
+the clock stops counts every event once and every Stripe re-read. Exit status 1 when one fails.
+
+`--metrics-cost` measures only what recording the metrics costs per event, alone and precisely
+(an A/B of whole runs moves by more than that on a shared machine): `ListenerMetrics.observe`
+200,000 times in a fresh process, CPU by `time.thread_time`, the median of 5 runs, in one process
+and in the multi-process mode of `--workers N`.
 """
 
 from __future__ import annotations
@@ -668,6 +676,8 @@ def start_listener(
     command = [sys.executable, "-m", "reconciler", "listen", "--port", str(port)]
     if args.workers > 1:
         command += ["--workers", str(args.workers)]
+    if args.no_metrics:
+        command += ["--no-metrics"]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 60
     while True:
@@ -713,6 +723,64 @@ def check_finals(dsn: str, finals: dict[str, Final], lives: list[Life]) -> list[
     return wrong
 
 
+def scrape_metrics(port: int) -> dict[tuple[str, str], float]:
+    """The listener's `/metrics` (summed over its workers): each sample by name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    return {
+        (sample.name, json.dumps(sample.labels, sort_keys=True)): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+METRICS_COST_CODE = """
+import os, sys, time
+from reconciler.telemetry import ListenerMetrics
+metrics, n = ListenerMetrics(), int(sys.argv[1])
+types = ["customer.subscription.updated", "invoice.paid", "checkout.session.completed"]
+outcomes = ["processed", "stale", "duplicate"]
+for i in range(2000):
+    metrics.observe(types[i % 3], outcomes[i % 3], 0.003, None)
+start = time.thread_time()
+for i in range(n):
+    metrics.observe(types[i % 3], outcomes[i % 3], 0.003, None)
+print((time.thread_time() - start) / n * 1e6)
+"""
+
+
+def metrics_cost(n: int = 200_000) -> None:
+    """`--metrics-cost`: the CPU the listener's metrics take per event, measured alone (the median
+    of 5 runs, each a fresh process): `ListenerMetrics.observe` (the events counter by type and
+    outcome, and the latency histogram) in one process and in the multi-process mode of
+    `listen --workers N`."""
+    for mode in ("one process", "multi-process (--workers N)"):
+        runs = []
+        for _ in range(5):
+            env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+            with tempfile.TemporaryDirectory(prefix="kuploy-bench-metrics-") as path:
+                if mode.startswith("multi"):
+                    env["PROMETHEUS_MULTIPROC_DIR"] = path
+                out = subprocess.run(
+                    [sys.executable, "-c", METRICS_COST_CODE, str(n)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+            runs.append(float(out.stdout))
+        print(
+            f"  metrics per event, {mode}: {statistics.median(runs):.2f} µs of CPU "
+            f"(runs {', '.join(f'{r:.2f}' for r in sorted(runs))})"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -732,6 +800,14 @@ def main() -> int:
         "--warmup", type=int, default=200, help="events sent first (as fast as answered), not measured"
     )
     parser.add_argument("--workers", type=int, default=1, help="the listener's worker processes")
+    parser.add_argument(
+        "--no-metrics", action="store_true", help="run the listener with --no-metrics (to compare)"
+    )
+    parser.add_argument(
+        "--metrics-cost",
+        action="store_true",
+        help="only measure the CPU the metrics take per event, alone, and exit",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--max-rps",
@@ -741,6 +817,9 @@ def main() -> int:
         "is Stripe's test-mode 25/s, which caps a listener's re-reads",
     )
     args = parser.parse_args()
+    if args.metrics_cost:
+        metrics_cost()
+        return 0
     default_events, default_subscriptions = DEFAULTS[args.workload]
     count = args.events or default_events
     rng = random.Random(args.seed)
@@ -833,6 +912,7 @@ def main() -> int:
             f"listener benchmark ({args.workload}): {len(events)} events ({len(unique_ids)} distinct) over "
             f"{len(subs)} subscriptions, {args.threads} threads, "
             f"{args.workers} worker{'s' if args.workers > 1 else ''}{spread}"
+            f"{', no metrics' if args.no_metrics else ', metrics on'}"
         )
         print(f"  {workload}")
         pace = f"sent at {args.rate:g}/s" if args.rate else "each thread sends when answered"
@@ -869,6 +949,14 @@ def main() -> int:
             # and invoice events (for a new subscription), and same-second ties, do: at most one each.
             "exactly-once: at most one Stripe re-read per processed event": reads <= len(refetching),
         }
+        if not args.no_metrics:
+            samples = scrape_metrics(port)
+            counted = sum(v for (k, _), v in samples.items() if k == "kuploy_listener_events_total")
+            rereads = samples.get(("kuploy_listener_stripe_rereads_total", "{}"), 0.0)
+            print(f"  /metrics: {counted:.0f} events counted, {rereads:.0f} Stripe re-reads")
+            checks["metrics: every event counted once, every re-read counted"] = (
+                counted == len(events) and rereads == reads
+            )
         wrong: list[str] = []
         if finals:
             wrong = check_finals(dsn, finals, lives)
