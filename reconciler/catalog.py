@@ -125,6 +125,9 @@ class _Doc:
     found: list[_Found] = field(default_factory=list)
     disputed: set[JsonPath] = field(default_factory=set)
     """Paths of YAML values refused for reading differently in YAML 1.1 and 1.2 (reported once)."""
+    find_lines: Callable[[], object] | None = None
+    """JSON: the walk that learns the lines, run when a line is first wanted. Only a problem
+    wants one, so a valid catalog is never walked twice (a quarter of loading 10,000 plans)."""
 
     def report(self, path: JsonPath, message: str, line: int | None = None) -> None:
         """Record a problem at `path`; the text is built later, once slugs are known."""
@@ -132,6 +135,9 @@ class _Doc:
 
     def line(self, path: JsonPath) -> int | None:
         """Line of the key naming `path` (or its value), else of the nearest ancestor."""
+        if self.find_lines is not None:
+            find, self.find_lines = self.find_lines, None
+            find()
         while True:
             found = self.key_lines.get(path) or self.value_lines.get(path)
             if found or not path:
@@ -481,13 +487,23 @@ def _reject_constant(name: str) -> Any:
 def _parse_json(doc: _Doc, text: str) -> None:
     if not text.strip():
         raise errors.CatalogError([f"{doc.file}: empty file: expected an object with a 'plans' list"])
+    duplicates = False
+
+    def mapping(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal duplicates
+        found = dict(pairs)  # the last of duplicate keys, as json.loads keeps it
+        duplicates = duplicates or len(found) != len(pairs)
+        return found
+
     try:
-        doc.data = json.loads(text, parse_constant=_reject_constant)
+        doc.data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=mapping)
     except json.JSONDecodeError as e:
         raise errors.CatalogError([f"{doc.file}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})"]) from e
     except ValueError as e:
         raise errors.CatalogError([f"{doc.file}: invalid JSON: {e}"]) from e
-    _JsonLines(doc, text).value(0, ())
+    doc.find_lines = lambda: _JsonLines(doc, text).value(0, ())
+    if duplicates:  # reported by the walk, which runs now
+        doc.line(())
 
 
 _WS = re.compile(r"[ \t\n\r]*")
@@ -1053,9 +1069,9 @@ def _parse(path: Path, number: int) -> _Doc:
             _parse_json(doc, text)
         else:
             _parse_yaml(doc, text)
+        _check_schema(doc)  # inside: the JSON line walk may run here, on a problem
     except RecursionError as e:
         raise errors.CatalogError([f"{doc.file}: nested too deeply to be a catalog"]) from e
-    _check_schema(doc)
     return doc
 
 
@@ -1086,9 +1102,9 @@ def load_catalog_text(text: str, *, source: str) -> model.Catalog:
         raise errors.CatalogError([f"{doc.file}: larger than 10 MiB; refusing to parse it as a catalog"])
     try:
         _parse_json(doc, text.removeprefix("\ufeff"))
+        _check_schema(doc)  # inside: the JSON line walk may run here, on a problem
     except RecursionError as e:
         raise errors.CatalogError([f"{doc.file}: nested too deeply to be a catalog"]) from e
-    _check_schema(doc)
     return _resolve_docs([doc], [], doc.file)
 
 
