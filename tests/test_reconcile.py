@@ -418,8 +418,15 @@ def test_plan_counts_the_active_subscriptions_left_on_a_replaced_price(
     )
     old_pro, team = rows(db)["pro"]["stripePriceId"], rows(db)["team"]["stripePriceId"]
     subscriptions = []
+    card = "pm_card_visa"  # paid subscriptions are active, unpaid ones incomplete
     for i, price in enumerate((old_pro, old_pro, old_pro, team)):
-        customer = stripe_client.v1.customers.create(params={"email": f"c{i}@example.com"})
+        customer = stripe_client.v1.customers.create(
+            params={
+                "email": f"c{i}@example.com",
+                "payment_method": card,
+                "invoice_settings": {"default_payment_method": card},
+            }
+        )
         subscriptions.append(
             stripe_client.v1.subscriptions.create(
                 params={"customer": customer.id, "items": [{"price": price}]}
