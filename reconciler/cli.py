@@ -20,9 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reconciler import api
 from reconciler.catalog import dump_catalog, load_catalog, webhook_endpoint_from_flag
-from reconciler.doctor import run_checks
 from reconciler.errors import ConfigError, KuployError
 from reconciler.fetch import fetch_catalog, is_url, url_label
 from reconciler.files import make_writable_folder, write_atomically
@@ -32,7 +30,6 @@ from reconciler.render.drift import render_drift_json, render_drift_text
 from reconciler.render.json import render_json
 from reconciler.render.markdown import render_markdown
 from reconciler.render.text import render_text, summary_line
-from reconciler.savedplan import is_saved_plan
 from reconciler.settings import (
     ARCHIVE_SHARE,
     LOCK_TIMEOUT,
@@ -50,6 +47,9 @@ from reconciler.settings import (
 )
 
 if TYPE_CHECKING:
+    # Imported by the commands that use them: `api` brings stripe, psycopg and deepdiff (~0.3 s),
+    # which `--version` and `validate` do not need (start-up in BENCHMARKS.md).
+    from reconciler import api
     from reconciler.sandbox.postgres import DatabaseStatus
 
 
@@ -232,6 +232,8 @@ secret_options = [
 
 
 def _secrets(file: Path | None, print_secret: bool) -> api.WebhookSecretDestination:
+    from reconciler import api
+
     return api.WebhookSecretDestination(file=file, show=click.echo if print_secret else None)
 
 
@@ -329,6 +331,8 @@ def plan_command(
 ) -> int:
     """Show what apply would change to match CATALOG (a file, a folder or an https:// URL; default
     KUPLOY_CATALOG_URL). Writes nothing but the --out file."""
+    from reconciler import api
+
     desired = _required(_load(catalog, webhook_url=webhook_url))
     outcome = api.plan_outcome(_settings(ctx, live=live), desired, adopt=adopt, out=out)
     planned = outcome.plan
@@ -385,6 +389,9 @@ def apply_command(
     """Make cloud_plans and Stripe match CATALOG (a file, a folder or an https:// URL; default
     KUPLOY_CATALOG_URL), after showing the plan; or apply a saved PLANFILE exactly (no prompt;
     refused, with nothing written, if the state changed since it was made)."""
+    from reconciler import api
+    from reconciler.savedplan import is_saved_plan
+
     saved = target is not None and not is_url(target) and is_saved_plan(Path(target))
     if saved and (adopt or webhook_url):
         raise ConfigError(
@@ -465,6 +472,8 @@ def sync_command(
     """The license sync, unattended: fetch the kuploy.app catalog (KUPLOY_CATALOG_URL with the bearer
     KUPLOY_LICENSE_KEY, or CATALOG), print the plan, apply it without a prompt. Exit 0 done or nothing
     to do, 1 on any failure (an unreachable or invalid catalog writes nothing)."""
+    from reconciler import api
+
     desired = _required(_load(catalog, write_cache=not dry_run, webhook_url=webhook_url))
     settings = _settings(ctx, live=live, lock_timeout=lock_timeout, max_rps=max_rps)
     if dry_run:
@@ -494,6 +503,8 @@ def drift_command(ctx: click.Context, catalog: str | None, output: str, live: bo
     """Report changes made by hand in Stripe or cloud_plans, against CATALOG (a file, a folder or an
     https:// URL) or else the last applied catalog (also when KUPLOY_CATALOG_URL is set: sync records
     what it applied). Exit 0 no drift, 2 drift, 1 error."""
+    from reconciler import api
+
     desired = _load(catalog) if catalog is not None else None
     report = api.drift(_settings(ctx, live=live), desired)
     click.echo(render_drift_json(report) if output == "json" else render_drift_text(report), nl=False)
@@ -506,6 +517,8 @@ def drift_command(ctx: click.Context, catalog: str | None, output: str, live: bo
 @click.pass_context
 def export(ctx: click.Context, out: Path | None, live: bool) -> int:
     """Write the current cloud_plans as a YAML catalog (to adopt an existing instance into Git)."""
+    from reconciler import api
+
     catalog = api.export(_settings(ctx, live=live))
     text = dump_catalog(
         catalog,
@@ -525,6 +538,8 @@ def export(ctx: click.Context, out: Path | None, live: bool) -> int:
 @click.pass_context
 def doctor(ctx: click.Context, output: str, live: bool) -> int:
     """The billing guide's troubleshooting list as checks, each with its fix. Exit 0 healthy, 1 not."""
+    from reconciler.doctor import run_checks
+
     settings: Settings | None
     try:
         settings, error = _settings(ctx, live=live, strict=False), None
@@ -549,6 +564,8 @@ def doctor(ctx: click.Context, output: str, live: bool) -> int:
 @click.pass_context
 def migrate(ctx: click.Context, lock_timeout: float, live: bool) -> int:
     """Create or upgrade the tool's own cloud_* tables."""
+    from reconciler import api
+
     ran = api.migrate(_settings(ctx, live=live, lock_timeout=lock_timeout))
     click.echo(f"Migrations applied: {', '.join(ran)}" if ran else "Database is up to date.")
     return 0
@@ -560,6 +577,8 @@ def migrate(ctx: click.Context, lock_timeout: float, live: bool) -> int:
 @click.pass_context
 def seed(ctx: click.Context, lock_timeout: float, live: bool) -> int:
     """Write the bootstrap plans, only into an empty cloud_plans (first boot)."""
+    from reconciler import api
+
     outcome = api.seed(_settings(ctx, live=live, lock_timeout=lock_timeout), on_op=_print_op)
     click.echo(f"Seeded {len(outcome.plan.changes)} bootstrap plan(s).")
     return 0

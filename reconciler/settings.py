@@ -12,9 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
 from reconciler.errors import ConfigError
 
 DEFAULT_STATE_DIR = Path(".kuploy-sandbox")
@@ -53,6 +50,9 @@ def redact_dsn(dsn: str) -> str:
     its `?password=` parameter, a key/value `password='two words'`), then rebuilt as key/value
     parameters, `host=db port=5432 dbname=kuploy user=kuploy password=***`. A DSN libpq cannot
     parse is not shown at all (its parse error would quote it whole)."""
+    import psycopg  # here, not at the top: `--version` and `validate` need no psycopg (start-up)
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.Error:
@@ -66,6 +66,9 @@ def redact_dsn(dsn: str) -> str:
 def _passwords(dsn: str) -> set[str]:
     """Every form the DSN's password may take in a message: as libpq reads it, as written (quoted,
     percent-encoded), and as a naive reading of an unparseable DSN would find it."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     found: set[str] = set()
     with contextlib.suppress(psycopg.Error):
         if password := conninfo_to_dict(dsn).get("password"):

@@ -21,7 +21,10 @@ sessions, so they are not exact.
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections import Counter
@@ -254,3 +257,27 @@ def test_plan_of_price_changes_adds_one_subscription_listing(
     assert_list_reads_only(counts.gets, converged.n, extra_lists=("/v1/subscriptions",))
     assert len(counts.gets) <= read_floor(converged.n)
     assert statements(counts) == PLAN_SQL_STATEMENTS
+
+
+HEAVY_MODULES = ("stripe", "psycopg", "deepdiff", "jsonschema", "starlette", "uvicorn")
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["validate", "examples/catalog.yaml"]])
+def test_start_up_and_validate_import_no_heavy_module(argv: list[str]) -> None:
+    """`--version` and `validate` of a valid catalog import none of the libraries only the other
+    commands use (a third of a second of start-up together): counted in a fresh interpreter."""
+    root = Path(__file__).resolve().parents[1]
+    script = (
+        "import sys\n"
+        "from reconciler.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        f"print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "STRIPE_SECRET_KEY")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -464,6 +464,38 @@ def test_export_quotes_text_that_would_read_back_as_something_else() -> None:
     assert [(p.name, p.description) for p in loaded[1:]] == [(t, t) for t in texts]
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("plans:", "version: true\nplans:", "catalog.yaml:1: version: must be 1, not true"),
+        (
+            "    preset: medium\n",
+            "    preset: medium\n    limits: {maxApps: 50.0}\n",
+            "catalog.yaml:9: plans[1] (pro).limits.maxApps: must be a non-negative integer "
+            "(at most 2147483647) or 'unlimited', not number 50.0",
+        ),
+        (
+            "    name: Pro\n",
+            '    name: "\\x1c"\n',
+            "catalog.yaml:7: plans[1] (pro).name: must not be blank",
+        ),
+    ],
+)
+def test_values_only_a_lenient_schema_check_would_let_through(old: str, new: str, expected: str) -> None:
+    """A valid catalog is checked by a compiled copy of the schema alone (fastjsonschema): it must
+    refuse what the full check refuses, where later drafts' meanings (a float 50.0 is an integer,
+    true equals 1) or another regex engine's whitespace would let these through."""
+    path = write("catalog.yaml", base_with(old, new))
+    assert problems(path) == (expected,)
+
+
+def test_a_slug_ending_in_a_newline_is_accepted_as_before() -> None:
+    """The compiled check reads `$` as the very end (stricter than Python's `re`); what it refuses
+    goes to the full check, which decides, so the outcome is the full check's either way."""
+    path = write("catalog.yaml", base_with("  - slug: pro\n", '  - slug: "pro\\n"\n'))
+    assert [p.slug for p in load_catalog(path).plans] == ["free", "pro\n"]
+
+
 def test_bool_limit() -> None:
     path = write(
         "catalog.yaml",

@@ -405,3 +405,37 @@ def test_every_write_of_an_apply_is_marked_as_the_apply_s_in_stripe_events(
     assert events
     keys = {e.type: e.request.idempotency_key if e.request else None for e in events}
     assert all(key and key.startswith("kuploy-reconciler-") for key in keys.values()), keys
+
+
+def test_plan_counts_the_active_subscriptions_left_on_a_replaced_price(
+    settings: Settings, tmp_path: Path, db: psycopg.Connection, stripe_client: stripe.StripeClient
+) -> None:
+    """A price change tells how many active subscriptions stay on the old price: read from the list of
+    active subscriptions (as JSON), a canceled one and one on another plan's price not counted."""
+    apply(
+        settings,
+        write_catalog(tmp_path, [kuploy_plan("free", None), kuploy_plan("pro"), kuploy_plan("team")]),
+    )
+    old_pro, team = rows(db)["pro"]["stripePriceId"], rows(db)["team"]["stripePriceId"]
+    subscriptions = []
+    card = "pm_card_visa"  # paid subscriptions are active, unpaid ones incomplete
+    for i, price in enumerate((old_pro, old_pro, old_pro, team)):
+        customer = stripe_client.v1.customers.create(
+            params={
+                "email": f"c{i}@example.com",
+                "payment_method": card,
+                "invoice_settings": {"default_payment_method": card},
+            }
+        )
+        subscriptions.append(
+            stripe_client.v1.subscriptions.create(
+                params={"customer": customer.id, "items": [{"price": price}]}
+            )
+        )
+    stripe_client.v1.subscriptions.cancel(subscriptions[0].id)
+
+    changed = write_catalog(
+        tmp_path, [kuploy_plan("free", None), kuploy_plan("pro", 2500), kuploy_plan("team")], "changed.json"
+    )
+    planned = api.plan(settings, load_catalog(changed))
+    assert planned.subscriptions == {old_pro: 2}

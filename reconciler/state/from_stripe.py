@@ -2,10 +2,17 @@
 
 Never the Search API (it lags writes) and never one retrieve per object. Archived objects are read
 too: re-adding a plan reactivates its archived Product instead of creating another.
+
+The Products and the Prices lists are read at the same time, one cursor each (each list's pages
+follow one another, the two lists do not wait for each other), so the read takes about half the
+round trips one after the other would. Pages are read as JSON through the SDK's `raw_request` and
+become model values directly: building the SDK's `StripeObject` trees only to read them back was
+about half the client's CPU of a read.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import stripe
@@ -17,31 +24,38 @@ from reconciler.throttle import StripeCalls
 PAGE = 100
 
 
-def list_all(calls: StripeCalls, resource: str, params: dict[str, Any] | None = None) -> list[Any]:
-    """Every object of a list endpoint, 100 a page, each page through the throttle and retries."""
-    objects: list[Any] = []
+def list_all(calls: StripeCalls, resource: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every object of a list endpoint (`/v1/<resource>`) as JSON, 100 a page, each page through the
+    throttle and retries."""
+    objects: list[dict[str, Any]] = []
     query: dict[str, Any] = {"limit": PAGE, **(params or {})}
+    path = f"/v1/{resource}"
     while True:
 
         def fetch(client: stripe.StripeClient, query: dict[str, Any] = query) -> Any:
-            return getattr(client.v1, resource).list(params=query)
+            return client.raw_request("get", path, **query)
 
-        page = calls.read(fetch)
-        objects.extend(page.data)
-        if not page.has_more or not page.data:
+        page = calls.read(fetch).data
+        data = page.get("data") or []
+        objects.extend(data)
+        if not page.get("has_more") or not data:
             return objects
-        query = {**query, "starting_after": page.data[-1].id}
+        query = {**query, "starting_after": data[-1]["id"]}
 
 
 def read_stripe(calls: StripeCalls, *, webhook_endpoints: bool = False) -> StripeState:
     """Owned objects, and the unowned ones apart (never touched; candidates for `--adopt`); with
     `webhook_endpoints` (the catalog declares one), every webhook endpoint too."""
     endpoints: list[StripeWebhookEndpoint] = []
+    resources = ("products", "prices", "webhook_endpoints") if webhook_endpoints else ("products", "prices")
     try:
-        products = [_product(p) for p in list_all(calls, "products")]
-        prices = [_price(p) for p in list_all(calls, "prices")]
+        with ThreadPoolExecutor(max_workers=len(resources), thread_name_prefix="stripe-read") as pool:
+            listed = [pool.submit(list_all, calls, resource) for resource in resources]
+            pages = [future.result() for future in listed]
+        products = [_product(p) for p in pages[0]]
+        prices = [_price(p) for p in pages[1]]
         if webhook_endpoints:
-            endpoints = [_webhook_endpoint(e) for e in list_all(calls, "webhook_endpoints")]
+            endpoints = [_webhook_endpoint(e) for e in pages[2]]
     except stripe.AuthenticationError as e:
         raise StateReadError(
             f"Stripe rejected STRIPE_SECRET_KEY: {e.user_message or 'authentication failed'}"
@@ -57,14 +71,14 @@ def read_stripe(calls: StripeCalls, *, webhook_endpoints: bool = False) -> Strip
     )
 
 
-def _webhook_endpoint(e: Any) -> StripeWebhookEndpoint:
+def _webhook_endpoint(e: dict[str, Any]) -> StripeWebhookEndpoint:
     return StripeWebhookEndpoint(
-        id=e.id,
-        url=e.url,
-        events=tuple(sorted(e.enabled_events or ())),
-        enabled=e.status == "enabled",
+        id=e["id"],
+        url=e["url"],
+        events=tuple(sorted(e.get("enabled_events") or ())),
+        enabled=e.get("status") == "enabled",
         metadata=_metadata(e),
-        created=int(e.created or 0),
+        created=int(e.get("created") or 0),
     )
 
 
@@ -79,8 +93,9 @@ def count_active_subscriptions(calls: StripeCalls, price_ids: tuple[str, ...]) -
     except stripe.StripeError:
         return {}
     for subscription in subscriptions:
-        for item in subscription["items"].data:
-            price = item.price.id if not isinstance(item.price, str) else item.price
+        for item in (subscription.get("items") or {}).get("data") or ():
+            price = item.get("price")
+            price = price if isinstance(price, str) or price is None else price.get("id")
             if price in wanted:
                 counts[price] += 1
     return counts
@@ -92,35 +107,37 @@ def _reason(e: stripe.StripeError) -> str:
     return e.user_message or type(e).__name__
 
 
-def _metadata(obj: Any) -> dict[str, str]:
-    metadata = obj.metadata.to_dict() if obj.metadata else {}
-    return {str(k): str(v) for k, v in metadata.items()}
+def _metadata(obj: dict[str, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (obj.get("metadata") or {}).items()}
 
 
-def _product(p: Any) -> StripeProduct:
-    default = p.default_price
+def _id(value: Any) -> Any:
+    """An id, whether Stripe sent it as a string or expanded into the object."""
+    return value.get("id") if isinstance(value, dict) else value
+
+
+def _product(p: dict[str, Any]) -> StripeProduct:
     return StripeProduct(
-        id=p.id,
-        name=p.name,
-        description=p.description or "",
-        active=bool(p.active),
-        default_price=default if isinstance(default, str) or default is None else default.id,
+        id=p["id"],
+        name=p["name"],
+        description=p.get("description") or "",
+        active=bool(p.get("active")),
+        default_price=_id(p.get("default_price")),
         metadata=_metadata(p),
-        created=int(p.created or 0),
+        created=int(p.get("created") or 0),
     )
 
 
-def _price(p: Any) -> StripePrice:
-    product = p.product
-    recurring = p.recurring
+def _price(p: dict[str, Any]) -> StripePrice:
+    recurring = p.get("recurring")
     return StripePrice(
-        id=p.id,
-        product=product if isinstance(product, str) else product.id,
-        active=bool(p.active),
-        unit_amount=p.unit_amount,
-        currency=p.currency,
-        interval=recurring.interval if recurring else None,
-        lookup_key=p.lookup_key,
+        id=p["id"],
+        product=_id(p.get("product")),
+        active=bool(p.get("active")),
+        unit_amount=p.get("unit_amount"),
+        currency=p["currency"],
+        interval=recurring.get("interval") if recurring else None,
+        lookup_key=p.get("lookup_key"),
         metadata=_metadata(p),
-        created=int(p.created or 0),
+        created=int(p.get("created") or 0),
     )

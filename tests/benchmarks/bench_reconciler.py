@@ -20,6 +20,16 @@ any other answer that is not 2xx. SQL statements are counted inside the child pr
 `psycopg.Cursor.execute`/`executemany` and `Connection._exec_command` (BEGIN/COMMIT) with counters that
 call the originals unchanged; executemany's pipelined parameter rows are shown after a "+".
 
+Start-up is measured three ways beside a bare `python -c pass`: `--version`, and `validate` of the
+small example catalog (`examples/catalog.yaml`). Every CLI row also shows the CPU time (user + sys) of
+its process, which the load of a shared machine moves less than the wall time.
+
+The peer: the same N plans created the imperative way with the official Stripe CLI (`stripe fixtures
+FILE --api-key ... --api-base URL`: one Product and one Price per plan, the Price's product given by
+reference, as `apply` writes them) against a fresh emulator with the same latency and rate limit.
+The CLI is found through the STRIPE_CLI environment variable or on PATH (`npm install
+@stripe/cli@1.52.0` puts it in node_modules/.bin/stripe); without it the row is skipped, saying so.
+
 The baseline reads the same N plans the way the Terraform provider refreshes state: one
 `products.retrieve` and one `prices.retrieve` per plan (ids from cloud_plans), ten at a time (Terraform's
 default -parallelism), through the same client, throttle and retries at the same rate, beside the
@@ -187,6 +197,7 @@ def run_cli(
 def run_cli_once(stand: Stand, n: int, operation: str, argv: list[str], *, floor_writes: bool) -> Row:
     out = stand.directory / f"child-{uuid.uuid4().hex[:8]}.json"
     start_index = len(stand.emulator.emulator.requests)
+    cpu_before = cpu_children()
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, __file__, "--child", str(out), "--", *argv],
@@ -197,6 +208,7 @@ def run_cli_once(stand: Stand, n: int, operation: str, argv: list[str], *, floor
         check=False,
     )
     wall = time.perf_counter() - started
+    cpu = cpu_children() - cpu_before
     counts = tally(log_slice(stand, start_index))
     child = json.loads(out.read_text()) if out.exists() else {"exit": proc.returncode, "sql": {}}
     sql_counts = child.get("sql", {})
@@ -212,6 +224,7 @@ def run_cli_once(stand: Stand, n: int, operation: str, argv: list[str], *, floor
         exit=int(child.get("exit", proc.returncode) or 0),
         extra={
             "in_process_s": child.get("in_process_s"),
+            "cpu_s": cpu,
             "stderr_tail": proc.stderr.strip().splitlines()[-2:],
         },
         **counts,
@@ -225,6 +238,12 @@ def run_cli_once(stand: Stand, n: int, operation: str, argv: list[str], *, floor
     if row.exit not in (0, 2):
         print(f"  ! {operation} at N={n} exited {row.exit}: {proc.stderr.strip()[-800:]}", file=sys.stderr)
     return row
+
+
+def cpu_children() -> float:
+    """User + system CPU seconds of this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def read_stripe_rows(stand: Stand, n: int) -> tuple[Row, Row]:
@@ -410,10 +429,109 @@ def bench_apply_only(admin_dsn: str, scratch: Path, n: int, *, latency_ms: int, 
     return rows
 
 
-def startup_row(admin_dsn: str, scratch: Path) -> Row:
-    """Interpreter start-up and imports alone (`--version`): the fixed part of every command's cost."""
-    with stand(admin_dsn, scratch, latency_ms=0, rate=100) as s:
-        return run_cli(s, 0, "start-up only (`--version`)", ["--version"], repeat=3)
+def startup_rows(repeat: int = 5) -> list[Row]:
+    """Interpreter start-up and imports: a bare interpreter, then the real entry point (not the
+    counting child, which imports psycopg first) with `--version` and with `validate` of a small
+    catalog: the fixed part of every command's cost. Each the median of `repeat`."""
+    small = REPO / "examples" / "catalog.yaml"
+    commands = {
+        "bare interpreter (`python -c pass`)": ["-c", "pass"],
+        "start-up only (`--version`)": ["-m", "reconciler", "--version"],
+        "`validate` of examples/catalog.yaml": ["-m", "reconciler", "validate", str(small)],
+    }
+    rows = []
+    for operation, args in commands.items():
+        runs = []
+        for _ in range(repeat):
+            cpu_before = cpu_children()
+            started = time.perf_counter()
+            subprocess.run([sys.executable, *args], check=True, stdout=subprocess.DEVNULL, cwd=REPO)
+            runs.append((time.perf_counter() - started, cpu_children() - cpu_before))
+        wall, cpu = sorted(runs)[len(runs) // 2]
+        rows.append(
+            Row(
+                n=0,
+                rate=0,
+                operation=operation,
+                wall_s=wall,
+                note=f"median of {repeat}",
+                extra={"cpu_s": cpu},
+            )
+        )
+    return rows
+
+
+def stripe_cli() -> str | None:
+    """The official Stripe CLI: $STRIPE_CLI, else `stripe` on PATH."""
+    return os.environ.get("STRIPE_CLI") or shutil.which("stripe")
+
+
+def write_fixtures(path: Path, n: int) -> Path:
+    """`stripe fixtures` input creating the benchmark's N paid plans: a Product, then its Price."""
+    fixtures: list[dict[str, Any]] = []
+    for i in range(n):
+        slug = f"plan-{i:05d}"
+        fixtures.append(
+            {
+                "name": f"prod_{i}",
+                "path": "/v1/products",
+                "method": "post",
+                "params": {"name": f"Plan {slug}", "metadata": {"kuploy_bench": slug}},
+            }
+        )
+        fixtures.append(
+            {
+                "name": f"price_{i}",
+                "path": "/v1/prices",
+                "method": "post",
+                "params": {
+                    "product": f"${{prod_{i}:id}}",
+                    "unit_amount": 1000 + i,
+                    "currency": "usd",
+                    "recurring": {"interval": "month"},
+                    "lookup_key": f"bench_{slug}",
+                    "metadata": {"kuploy_bench": slug},
+                },
+            }
+        )
+    path.write_text(json.dumps({"_meta": {"template_version": 0}, "fixtures": fixtures}))
+    return path
+
+
+def stripe_cli_row(admin_dsn: str, scratch: Path, n: int, *, latency_ms: int, rate: float) -> Row | None:
+    """The same N plans created with `stripe fixtures`, on a fresh emulator at the same latency and limit."""
+    cli = stripe_cli()
+    if cli is None:
+        print("  (no Stripe CLI: set STRIPE_CLI or put `stripe` on PATH; row skipped)", file=sys.stderr)
+        return None
+    with stand(admin_dsn, scratch, latency_ms=latency_ms, rate=rate) as s:
+        fixtures = write_fixtures(s.directory / "fixtures.json", n)
+        start_index = len(s.emulator.emulator.requests)
+        cpu_before = cpu_children()
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [cli, "fixtures", str(fixtures), "--api-key", TEST_KEY, "--api-base", s.emulator.url],
+            env={**s.env, "STRIPE_CLI_TELEMETRY_OPTOUT": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+        wall = time.perf_counter() - started
+        counts = tally(log_slice(s, start_index))
+    row = Row(
+        n=n,
+        rate=rate,
+        operation="Stripe CLI `stripe fixtures` (new, peer)",
+        wall_s=wall,
+        exit=proc.returncode,
+        extra={"cpu_s": cpu_children() - cpu_before, "stderr_tail": proc.stderr.strip().splitlines()[-2:]},
+        **counts,
+    )
+    row.floor_s = counts["writes"] / rate if counts["writes"] else None
+    if proc.returncode:
+        print(f"  ! stripe fixtures exited {proc.returncode}: {proc.stderr.strip()[-800:]}", file=sys.stderr)
+    return row
 
 
 def slope(points: list[tuple[float, float]]) -> float | None:
@@ -434,15 +552,16 @@ def fmt(value: float | None, spec: str) -> str:
 def table(rows: list[Row]) -> str:
     lines = [
         "| N | limit | operation | Stripe reads | Stripe writes | 429s (retried) | failed | SQL stmts "
-        "| wall s | of which in main() s | peak RSS MB | floor s (writes/limit) | wall/floor | load |",
-        "|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| wall s | of which in main() s | CPU s "
+        "| peak RSS MB | floor s (writes/limit) | wall/floor | load |",
+        "|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.n:,} | {r.rate:g}/s | {r.operation}{' (exit ' + str(r.exit) + ')' if r.exit else ''}"
             f"{' (' + r.note + ')' if r.note else ''} "
             f"| {r.reads:,} | {r.writes:,} | {r.rate_limited:,} | {r.failed:,} | {r.sql} | {r.wall_s:.2f} "
-            f"| {fmt(r.extra.get('in_process_s'), '.2f')} "
+            f"| {fmt(r.extra.get('in_process_s'), '.2f')} | {fmt(r.extra.get('cpu_s'), '.2f')} "
             f"| {fmt(r.rss_mb, '.0f')} | {fmt(r.floor_s, '.2f')} | {fmt(r.ratio, '.3f')} | {r.load:.1f} |"
         )
     return "\n".join(lines)
@@ -476,6 +595,9 @@ def main() -> None:
         "--baseline-max-n", type=int, default=1000, help="run the per-object baseline up to this N"
     )
     parser.add_argument("--raw", type=Path, help="append each row as a JSON line here as it is measured")
+    parser.add_argument(
+        "--peer-n", type=int, default=1000, help="N for the Stripe CLI side-by-side (0: skip it)"
+    )
     args = parser.parse_args()
     global RAW
     RAW = args.raw
@@ -492,7 +614,9 @@ def main() -> None:
         with postgres_server(scratch) as admin_dsn:
             with psycopg.connect(admin_dsn, autocommit=True) as conn:
                 server_version = conn.execute("SHOW server_version").fetchone()
-            rows.append(startup_row(admin_dsn, scratch))
+            for row in startup_rows():
+                rows.append(row)
+                save(row)
             for n in sizes:
                 rows += bench_size(
                     admin_dsn,
@@ -502,6 +626,13 @@ def main() -> None:
                     rate=args.rate_limit,
                     baseline_max_n=args.baseline_max_n,
                 )
+                if n == args.peer_n and (
+                    peer := stripe_cli_row(
+                        admin_dsn, scratch, n, latency_ms=args.latency_ms, rate=args.rate_limit
+                    )
+                ):
+                    rows.append(peer)
+                    save(peer)
             if not args.no_slow and 1000 in sizes:
                 rows += bench_apply_only(
                     admin_dsn, scratch, 1000, latency_ms=args.latency_ms, rate=args.slow_rate_limit
