@@ -1123,7 +1123,6 @@ def _parse(path: Path, number: int) -> _Doc:
             _parse_json(doc, text)
         else:
             _parse_yaml(doc, text)
-        _check_schema(doc)  # inside: the JSON line walk may run here, on a problem
     except RecursionError as e:
         raise errors.CatalogError([f"{doc.file}: nested too deeply to be a catalog"]) from e
     return doc
@@ -1149,7 +1148,10 @@ def load_catalog(path: Path) -> model.Catalog:
     if (total := sum(map(_plan_count, docs))) > MAX_PLANS:
         raise _too_many_plans(label, f"{total} plans in its {len(docs)} files") from None
     for doc in docs:
-        _check_schema(doc)
+        try:
+            _check_schema(doc)  # inside: the JSON line walk may run here, on a problem
+        except RecursionError as e:
+            raise errors.CatalogError([f"{doc.file}: nested too deeply to be a catalog"]) from e
     return _resolve_docs(docs, fatal, label)
 
 
