@@ -566,7 +566,7 @@ def test_shuffled_delivery_sends_every_event_once(client: stripe.StripeClient, r
         assert run.emulator.wait_for_deliveries(WAIT)
         delivered = receiver.events(str(hook.secret))
         assert sorted(e.type for e in delivered) == sorted(
-            ["product.created", "price.created", *PAID_CHECKOUT]
+            ["product.created", "plan.created", "price.created", *PAID_CHECKOUT]
         )
         assert len({e.id for e in delivered}) == len(delivered)
 

@@ -330,7 +330,6 @@ def test_stripe_trigger(
     check(stripe_client, found)
 
 
-@not_modelled("the legacy plan.* events Stripe still sends for a recurring Price")
 def test_a_recurring_price_also_emits_plan_created(
     cli: str, emulator: RunningEmulator, stripe_client: stripe.StripeClient
 ) -> None:

@@ -61,6 +61,12 @@ def create_price(ctx: Ctx, p: JSON) -> JSON:
         ctx.put("product", created_product)
         emit(ctx, "product.created", "product", created_product)
     store_price(ctx, price)
+    if price["recurring"] is not None:
+        # Stripe still announces a recurring Price as its legacy Plan too, first (same id; seen in
+        # real `stripe trigger` logs).
+        from .subscriptions import plan_of
+
+        emit(ctx, "plan.created", "price", price, frozen=plan_of(price))
     emit(ctx, "price.created", "price", price)
     return price
 
