@@ -25,14 +25,11 @@ INSTALL = [
 ]
 
 
-def node_package(name: str) -> Path:
-    """`tools/node_modules/<name>`, installed as .ci/run installs it if it is not there yet."""
-    installed = TOOLS / "node_modules" / name
-    if installed.is_dir():
-        return installed
+def install_tools() -> bool:
+    """Install `tools/package.json` as .ci/run does; False when node or npm is not installed."""
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
-        pytest.skip(f"node and npm are not installed: the pinned npm package {name!r} cannot run")
+        return False
     result = subprocess.run(
         [npm, *INSTALL],
         capture_output=True,
@@ -40,6 +37,16 @@ def node_package(name: str) -> Path:
         timeout=600,
     )
     assert result.returncode == 0, f"npm {' '.join(INSTALL)} failed:\n{result.stdout}{result.stderr}"
+    return True
+
+
+def node_package(name: str) -> Path:
+    """`tools/node_modules/<name>`, installed as .ci/run installs it if it is not there yet."""
+    installed = TOOLS / "node_modules" / name
+    if installed.is_dir():
+        return installed
+    if not install_tools():
+        pytest.skip(f"node and npm are not installed: the pinned npm package {name!r} cannot run")
     assert installed.is_dir(), f"{name} is not in tools/package.json"
     return installed
 

@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from node_tools import install_tools
+
 ROOT = Path(__file__).resolve().parent.parent
 PINNED_VERSION = "1.52.0"
 INSTALL_HINT = (
@@ -52,6 +54,8 @@ def find_cli() -> str | None:
     if explicit := os.environ.get("KUPLOY_STRIPE_CLI"):
         return explicit if Path(explicit).is_file() else None
     local = ROOT / "tools" / "node_modules" / ".bin" / "stripe"
+    if not local.is_file():
+        install_tools()  # as .ci/run does, so the README's test command is the whole set-up
     if local.is_file() and shutil.which("node"):
         return str(local)
     return shutil.which("stripe")
