@@ -23,7 +23,7 @@ from reconciler.catalog import load_catalog
 from reconciler.connections import connect_postgres, stripe_client
 from reconciler.diff import diff
 from reconciler.drift import DriftReport, OutOfBandEvent, drift_report
-from reconciler.errors import ApplyError, ConfigError, KuployError
+from reconciler.errors import ApplyError, ApplyInterrupted, ConfigError, KuployError, MassArchiveRefused
 from reconciler.lock import advisory_lock
 from reconciler.model import Catalog, CurrentState, fingerprint
 from reconciler.plan import Plan
@@ -61,14 +61,6 @@ class ArchiveGuard:
 
     max_share: float = 0.5
     allow: bool = False
-
-
-class MassArchiveRefused(KuployError):
-    """The plan archives too many active paid plans at once; nothing was written."""
-
-
-class ApplyInterrupted(KuployError):
-    """Ctrl-C during an apply; the message says what was written before it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -42,3 +42,23 @@ class ApplyError(KuployError):
 
 class LockTimeout(KuployError):
     """Another apply or migrate holds the reconciler's advisory lock."""
+
+
+class MassArchiveRefused(KuployError):
+    """The plan archives too many active paid plans at once; nothing was written."""
+
+
+class ApplyInterrupted(KuployError):
+    """Ctrl-C during an apply; the message says what was written before it."""
+
+
+class FetchError(KuployError):
+    """The catalog URL gave no usable catalog; nothing was read or written."""
+
+
+class StalePlanError(KuployError):
+    """The state changed since the saved plan was made; it must be planned again."""
+
+
+class SandboxInUse(KuployError):
+    """Another kuploy-reconciler command is using the sandbox database."""

@@ -42,7 +42,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from reconciler.catalog import MAX_FILE_BYTES, load_catalog_text
-from reconciler.errors import CatalogError, ConfigError, KuployError
+from reconciler.errors import CatalogError, ConfigError, FetchError
 from reconciler.model import Catalog
 from reconciler.settings import CatalogFetch
 
@@ -52,10 +52,6 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_DELAY = 8.0
 READ_SIZE = 64 * 1024
 USER_AGENT = "kuploy-reconciler (license sync)"
-
-
-class FetchError(KuployError):
-    """The catalog URL gave no usable catalog; nothing was read or written."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
-from reconciler.errors import KuployError
+from reconciler.errors import KuployError, StalePlanError
 from reconciler.files import write_atomically
 from reconciler.model import Catalog, CurrentState, fingerprint
 from reconciler.plan import Plan
@@ -26,10 +26,6 @@ from reconciler.render.json import plan_document
 
 KIND = "kuploy-reconciler-plan"
 FORMAT_VERSION = "1"
-
-
-class StalePlanError(KuployError):
-    """The state changed since the saved plan was made; it must be planned again."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

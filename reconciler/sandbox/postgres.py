@@ -28,16 +28,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from reconciler.errors import KuployError
+from reconciler.errors import SandboxInUse
 
 DATABASE_DIR = "postgres"
 LOCK_FILE = "sandbox.lock"
 TRANSIENT_MARK = "postgres.transient"
 EMULATOR_STATE = "stripe.json"
-
-
-class SandboxInUse(KuployError):
-    """Another kuploy-reconciler command is using the sandbox database."""
 
 
 def start_embedded_postgres(data_dir: Path) -> str:
