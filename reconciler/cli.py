@@ -24,7 +24,7 @@ from reconciler.catalog import dump_catalog, load_catalog, webhook_endpoint_from
 from reconciler.errors import ConfigError, KuployError
 from reconciler.fetch import fetch_catalog, is_url, url_label
 from reconciler.files import make_writable_folder, write_atomically
-from reconciler.model import Catalog
+from reconciler.model import WEBHOOK_PATH, Catalog
 from reconciler.plan import Op, Plan
 from reconciler.render.drift import render_drift_json, render_drift_text
 from reconciler.render.json import render_json
@@ -633,7 +633,7 @@ def listen(
     settings = _settings(ctx, live=live)
     listener.configure_logging(json_lines=log_format == "json")
     started = (
-        f"Webhook listener on http://{host}:{port}{listener.WEBHOOK_PATH}"
+        f"Webhook listener on http://{host}:{port}{WEBHOOK_PATH}"
         f"{f' ({workers} workers)' if workers > 1 else ''}; Ctrl-C stops it"
     )
     if log_format == "json":

@@ -12,21 +12,11 @@ import stripe
 from reconciler import migrations
 from reconciler.connections import connect_postgres, stripe_client
 from reconciler.errors import KuployError
-from reconciler.model import owned_slug
+from reconciler.model import WEBHOOK_EVENTS, WEBHOOK_PATH, owned_slug
 from reconciler.settings import Settings, check_key_pair, key_mode
 from reconciler.state.from_postgres import read_rows
 
-WEBHOOK_PATH = "/api/webhooks/stripe"
-WEBHOOK_EVENTS = frozenset(
-    {
-        "checkout.session.completed",
-        "customer.subscription.created",
-        "customer.subscription.updated",
-        "customer.subscription.deleted",
-        "invoice.paid",
-        "invoice.payment_failed",
-    }
-)
+WEBHOOK_EVENT_SET = frozenset(WEBHOOK_EVENTS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,11 +136,11 @@ def _webhook_endpoint(client: stripe.StripeClient) -> Check:
         )
     for endpoint in ours:
         events = set(endpoint.enabled_events or [])
-        if endpoint.status == "enabled" and ("*" in events or events >= WEBHOOK_EVENTS):
+        if endpoint.status == "enabled" and ("*" in events or events >= WEBHOOK_EVENT_SET):
             return Check(
                 name="webhook endpoint", ok=True, detail=f"{endpoint.url} receives the six billing events"
             )
-    missing = sorted(WEBHOOK_EVENTS - set(ours[0].enabled_events or []))
+    missing = sorted(WEBHOOK_EVENT_SET - set(ours[0].enabled_events or []))
     detail = (
         f"{ours[0].url} is disabled"
         if ours[0].status != "enabled"

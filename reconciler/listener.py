@@ -121,14 +121,13 @@ from starlette.routing import Route
 from reconciler import migrations
 from reconciler.connections import stripe_client
 from reconciler.errors import ConfigError
-from reconciler.model import owned_slug, printable
+from reconciler.model import WEBHOOK_EVENTS, WEBHOOK_PATH, owned_slug, printable
 from reconciler.settings import Environment, RedactingFilter, Secret, Settings, key_mode, redact_logging
 from reconciler.telemetry import CONTENT_TYPE, EVENT_FIELDS, ListenerMetrics, use_json_logs
 from reconciler.throttle import StripeCalls
 
 logger = logging.getLogger(__name__)
 
-WEBHOOK_PATH = "/api/webhooks/stripe"
 MAX_BODY = 1024 * 1024
 """Largest accepted body (Stripe's events are far smaller)."""
 DRAIN_FACTOR = 16
@@ -157,16 +156,7 @@ WORKER_LOG_FORMAT_ENV = "KUPLOY_LISTENER_LOG_FORMAT"
 WORKER_METRICS_ENV = "KUPLOY_LISTENER_METRICS"
 """Set to 0 by `listen --no-metrics --workers N`."""
 
-HANDLED = frozenset(
-    {
-        "checkout.session.completed",
-        "customer.subscription.created",
-        "customer.subscription.updated",
-        "customer.subscription.deleted",
-        "invoice.paid",
-        "invoice.payment_failed",
-    }
-)
+HANDLED = frozenset(WEBHOOK_EVENTS)
 _INVOICE_STATUS = {"invoice.paid": "paid", "invoice.payment_failed": "payment_failed"}
 _INVOICE_RANK = {"payment_failed": 1, "paid": 2}
 

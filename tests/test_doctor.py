@@ -11,7 +11,7 @@ import psycopg
 import pytest
 import stripe
 
-from reconciler.doctor import WEBHOOK_EVENTS
+from reconciler.model import WEBHOOK_EVENTS
 
 from conftest import standard_plans, write_catalog
 from test_cli import run

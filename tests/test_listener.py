@@ -40,8 +40,8 @@ from psycopg import sql
 from starlette.applications import Starlette
 
 from reconciler import migrations
-from reconciler.listener import LOCK_SPACE, WEBHOOK_PATH, ConnectionPool, Event, create_app, process_event
-from reconciler.model import ownership_metadata
+from reconciler.listener import LOCK_SPACE, ConnectionPool, Event, create_app, process_event
+from reconciler.model import WEBHOOK_PATH, ownership_metadata
 from reconciler.sandbox.emulator import RunningEmulator
 from reconciler.settings import Secret, Settings
 

@@ -38,7 +38,8 @@ from test_listener import (
     subscription_reads,
 )
 
-from reconciler.listener import WEBHOOK_PATH, create_app
+from reconciler.listener import create_app
+from reconciler.model import WEBHOOK_PATH
 from reconciler.sandbox.emulator import RunningEmulator
 from reconciler.settings import Secret, Settings
 

@@ -24,9 +24,9 @@ from psycopg.rows import dict_row
 
 from reconciler import api
 from reconciler.connections import connect_postgres, stripe_client
-from reconciler.doctor import WEBHOOK_EVENTS, WEBHOOK_PATH
 from reconciler.errors import KuployError
 from reconciler.listener import create_app
+from reconciler.model import WEBHOOK_EVENTS, WEBHOOK_PATH
 from reconciler.settings import Secret, Settings
 from reconciler.state.from_postgres import read_rows
 
