@@ -1,6 +1,7 @@
 """The line of each key and value of JSON text that `json` has already parsed, and its duplicate keys
-(`json` silently keeps the last). No library gives both: see tests/test_catalog.py for the corner
-cases this walk gets right.
+(`json` silently keeps the last). Kept by hand: PyYAML's composer miscounts after a raw U+2028 in a
+string and refuses tab indentation, and json-source-map keeps one of duplicate keys and compares keys
+undecoded (tests/test_catalog.py, `test_json_lines_where_...`).
 """
 
 from __future__ import annotations
