@@ -88,16 +88,7 @@ def _resolve_docs(docs: list[Doc], fatal: list[str], label: str) -> model.Catalo
     found = sorted((item for doc in docs for item in doc.found), key=lambda item: item.key)
     problems = fatal + [item.text for item in found]
 
-    entries: list[Entry] = []
-    for doc in docs:
-        plans = doc.data.get("plans") if isinstance(doc.data, dict) else None
-        if not isinstance(plans, list):
-            continue
-        bad = {item.path[1] for item in doc.found if len(item.path) > 1 and item.path[0] == "plans"}
-        for index, data in enumerate(plans):
-            if isinstance(data, dict):
-                entries.append(Entry(doc=doc, index=index, data=data, valid=index not in bad))
-
+    entries = _entries(docs)
     complete = not problems
     resolver = Resolver(entries, problems)
     resolved: list[tuple[Entry, model.PlanSpec]] = []
@@ -123,3 +114,17 @@ def _resolve_docs(docs: list[Doc], fatal: list[str], label: str) -> model.Catalo
         sources=tuple(d.file for d in docs),
         webhook_endpoint=endpoint,
     )
+
+
+def _entries(docs: list[Doc]) -> list[Entry]:
+    """Every plan written as a mapping, in file order; a plan with a schema problem is not valid."""
+    entries: list[Entry] = []
+    for doc in docs:
+        plans = doc.data.get("plans") if isinstance(doc.data, dict) else None
+        if not isinstance(plans, list):
+            continue
+        bad = {item.path[1] for item in doc.found if len(item.path) > 1 and item.path[0] == "plans"}
+        for index, data in enumerate(plans):
+            if isinstance(data, dict):
+                entries.append(Entry(doc=doc, index=index, data=data, valid=index not in bad))
+    return entries
