@@ -14,7 +14,7 @@ A folder loads every such file directly in it, sorted by name; plans merge into 
 
 The stages, one module each, in the order a catalog goes through them:
 
-- `files`: which files a path names, and their text (size, binary and encoding refused);
+- `sources`: which files a path names, and their text (size, binary and encoding refused);
 - `yaml_source`, `json_source` (+ `json_lines`): text → data with the line of every key and value;
 - `schema`: the JSON Schema check and its errors in the catalog's words;
 - `resolution`: presets, copy_from and sizes → `model.PlanSpec`;
@@ -25,11 +25,11 @@ The stages, one module each, in the order a catalog goes through them:
 """
 
 from reconciler.catalog.export import dump_catalog
-from reconciler.catalog.files import MAX_FILE_BYTES, MAX_PLANS
 from reconciler.catalog.invariants import STRIPE_CURRENCIES, webhook_endpoint_from_flag
 from reconciler.catalog.loader import load_catalog, load_catalog_text
 from reconciler.catalog.resolution import PRESETS
 from reconciler.catalog.sizes import format_size, parse_size
+from reconciler.catalog.sources import MAX_FILE_BYTES, MAX_PLANS
 
 __all__ = [
     "MAX_FILE_BYTES",

@@ -9,9 +9,9 @@ import json
 from typing import Any
 
 from reconciler import errors
-from reconciler.catalog.files import MAX_PLANS, plan_count, too_many_plans
 from reconciler.catalog.json_lines import JsonLines
 from reconciler.catalog.problems import Doc
+from reconciler.catalog.sources import MAX_PLANS, plan_count, too_many_plans
 
 
 def _reject_constant(name: str) -> Any:

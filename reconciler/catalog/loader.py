@@ -8,7 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from reconciler import errors, model
-from reconciler.catalog.files import (
+from reconciler.catalog.invariants import default_problems, plan_problems, webhook_endpoint
+from reconciler.catalog.json_source import parse_json
+from reconciler.catalog.problems import Doc, printable
+from reconciler.catalog.resolution import Entry, Resolver, build
+from reconciler.catalog.schema import check_schema
+from reconciler.catalog.sources import (
     MAX_FILE_BYTES,
     MAX_PLANS,
     catalog_files,
@@ -16,11 +21,6 @@ from reconciler.catalog.files import (
     read_text,
     too_many_plans,
 )
-from reconciler.catalog.invariants import default_problems, plan_problems, webhook_endpoint
-from reconciler.catalog.json_source import parse_json
-from reconciler.catalog.problems import Doc, printable
-from reconciler.catalog.resolution import Entry, Resolver, build
-from reconciler.catalog.schema import check_schema
 from reconciler.catalog.yaml_source import parse_yaml
 
 

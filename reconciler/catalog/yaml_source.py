@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 
 from reconciler import errors
-from reconciler.catalog.files import MAX_PLANS, too_many_plans
 from reconciler.catalog.problems import Doc, JsonPath, one_line, show
+from reconciler.catalog.sources import MAX_PLANS, too_many_plans
 
 # Plain (unquoted) scalars are resolved by YAML 1.2's core schema where it agrees with YAML 1.1,
 # and refused where the two disagree: PyYAML reads YAML 1.1, where `0700` is octal 448, `1:30` is
