@@ -386,6 +386,25 @@ def test_duplicate_json_key() -> None:
     )
 
 
+def test_json_lines_where_yaml_or_a_source_map_library_would_count_otherwise() -> None:
+    """The JSON line walk, kept because neither PyYAML's composer nor json-source-map gives these
+    lines: a BOM, a raw U+2028 inside a string (a line break to YAML, not to JSON), tab indentation
+    (refused by YAML), a key written as a surrogate-pair escape or with an escaped slash (both
+    compared undecoded by json-source-map), and a duplicate key (json-source-map keeps only one)."""
+    text = (
+        '\ufeff{"plans": [\n'
+        ' {"slug": "free", "name": "Free\u2028Tier", "isDefault": true, "preset": "small"},\n'
+        '\t{"slug": "pro", "name": "Pro", "preset": "medium", "priceCents": 2000,\n'
+        '\t "currency": "usd", "billingCycle": "monthly", "\\ud83d\\ude00": 1, "a\\/b": 2,\n'
+        '\t "name": "Pro again"}\n'
+        "]}\n"
+    )
+    emoji, slash, duplicate = problems(write("catalog.json", text))
+    assert emoji.startswith("catalog.json:4: plans[1] (pro).\U0001f600: unknown key (allowed: slug, ")
+    assert slash.startswith("catalog.json:4: plans[1] (pro).a/b: unknown key (allowed: slug, ")
+    assert duplicate == "catalog.json:5: plans[1] (pro).name: duplicate key (first given at line 3)"
+
+
 # --- schema errors --------------------------------------------------------------------------------
 
 
