@@ -332,7 +332,13 @@ def test_plan_says_how_many_active_subscriptions_stay_on_the_old_price_in_every_
     price = dict(db.execute('SELECT "planId", "stripePriceId" FROM cloud_plans').fetchall())
 
     def subscribe(plan: str) -> str:
-        customer = stripe_client.v1.customers.create(params={"email": f"billing@{plan}.example.com"}).id
+        customer = stripe_client.v1.customers.create(
+            params={
+                "email": f"billing@{plan}.example.com",
+                "payment_method": "pm_card_visa",  # paid, so active (without a card: incomplete)
+                "invoice_settings": {"default_payment_method": "pm_card_visa"},
+            }
+        ).id
         items = [{"price": price[plan]}]
         return stripe_client.v1.subscriptions.create(params={"customer": customer, "items": items}).id
 
