@@ -192,6 +192,14 @@ def test_billing_customers_subscriptions_invoices_and_payment_intents(
         "after": "succeeded",
         "received": 4200,
     }
+    # Real Stripe refuses to confirm, without a return_url, an intent open to redirect-based methods.
+    refused = out["withoutReturnUrl"]
+    assert (refused["class"], refused["statusCode"]) == ("StripeInvalidRequestError", 400)
+    assert "A `return_url` must be specified" in refused["message"]
+    assert out["threeDSecure"]["status"] == "requires_action"
+    assert out["threeDSecure"]["action"] == "redirect_to_url"
+    assert out["threeDSecure"]["returnUrl"] == "https://cloud.example.com/billing/return"
+    assert out["threeDSecure"]["url"].endswith("/authenticate")
     assert (
         out["charge"]["paid"] and out["charge"]["status"] == "succeeded" and out["charge"]["amount"] == 4200
     )

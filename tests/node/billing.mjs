@@ -77,24 +77,38 @@ out.manualInvoice = {
   lines: lines.data.map((l) => l.amount),
 };
 
-// PaymentIntents: created then confirmed with the test card; created and confirmed at once.
+// PaymentIntents: created, then confirmed with the test card and the page 3-D Secure would come back
+// to. Without that return_url, an intent open to redirect-based methods (the default) is refused.
 const intent = await stripe.paymentIntents.create({ amount: 4200, currency: 'usd', customer: payer.id });
-const succeeded = await stripe.paymentIntents.confirm(intent.id, { payment_method: 'pm_card_visa' });
+out.withoutReturnUrl = await failure(() => stripe.paymentIntents.confirm(intent.id, { payment_method: 'pm_card_visa' }));
+const succeeded = await stripe.paymentIntents.confirm(intent.id, {
+  payment_method: 'pm_card_visa',
+  return_url: 'https://cloud.example.com/billing/return',
+});
 out.intent = { id: intent.id, before: intent.status, after: succeeded.status, received: succeeded.amount_received };
 const charge = await stripe.charges.retrieve(succeeded.latest_charge);
 out.charge = { id: charge.id, paid: charge.paid, status: charge.status, amount: charge.amount };
 
-out.declined = await failure(() =>
-  stripe.paymentIntents.create({ amount: 4200, currency: 'usd', payment_method: 'pm_card_chargeDeclined', confirm: true }),
-);
+// Created and confirmed at once on the server, cards only (no redirect, so no return_url): declines.
+const serverSide = { amount: 4200, currency: 'usd', confirm: true, automatic_payment_methods: { enabled: true, allow_redirects: 'never' } };
+out.declined = await failure(() => stripe.paymentIntents.create({ ...serverSide, payment_method: 'pm_card_chargeDeclined' }));
 out.insufficientFunds = await failure(() =>
-  stripe.paymentIntents.create({
-    amount: 4200,
-    currency: 'usd',
-    payment_method: 'pm_card_visa_chargeDeclinedInsufficientFunds',
-    confirm: true,
-  }),
+  stripe.paymentIntents.create({ ...serverSide, payment_method: 'pm_card_visa_chargeDeclinedInsufficientFunds' }),
 );
+// A card that asks for 3-D Secure, confirmed with a return_url: the customer is sent to authenticate.
+const threeDS = await stripe.paymentIntents.create({
+  amount: 4200,
+  currency: 'usd',
+  payment_method: 'pm_card_threeDSecure2Required',
+  confirm: true,
+  return_url: 'https://cloud.example.com/billing/return',
+});
+out.threeDSecure = {
+  status: threeDS.status,
+  action: threeDS.next_action?.type ?? null,
+  returnUrl: threeDS.next_action?.redirect_to_url?.return_url ?? null,
+  url: threeDS.next_action?.redirect_to_url?.url ?? null,
+};
 
 // A customer deleted.
 const leaving = await stripe.customers.create({ email: 'leaving@example.com' });
