@@ -151,6 +151,19 @@ def test_idempotency_keys_and_error_fields(
     assert "prod_doesNotExist" in out["missing"]["message"]
     assert "not-a-stripe-key" not in out["authentication"]["message"], "the key is redacted"
 
+    endpoints = {
+        "createPreview": "POST /v1/invoices/create_preview",
+        "invoiceSearch": "GET /v1/invoices/search",
+        "portal": "POST /v1/billing_portal/sessions",
+    }
+    for case, endpoint in endpoints.items():
+        error = out["unmodelled"][case]
+        assert (error["class"], error["statusCode"]) == ("StripeInvalidRequestError", 400), case
+        assert (
+            f"`{endpoint}` is valid for Stripe, but this Stripe emulator does not model it"
+            in error["message"]
+        )
+
 
 # --- customers, subscriptions, invoices, PaymentIntents -----------------------------------------------
 

@@ -25,4 +25,14 @@ out.tooManyLookupKeys = await failure(() =>
 out.authentication = await failure(() => client().products.list({}, { apiKey: 'not-a-stripe-key' }));
 out.badVersion = await failure(() => client({ apiVersion: '2019-01-01' }).products.list());
 
+// Stripe endpoints the emulator does not model are refused saying so, not taken for another route.
+const customer = await stripe.customers.create({ email: 'preview@example.com' });
+out.unmodelled = {
+  createPreview: await failure(() => stripe.invoices.createPreview({ customer: customer.id })),
+  invoiceSearch: await failure(() => stripe.invoices.search({ query: "status:'open'" })),
+  portal: await failure(() =>
+    stripe.billingPortal.sessions.create({ customer: customer.id, return_url: 'https://cloud.example.com' }),
+  ),
+};
+
 answer(out);
