@@ -255,6 +255,12 @@ def test_checkout_and_webhooks_verified_with_construct_event(
     for event in out["verified"]:  # each delivery is an event the emulator recorded
         assert stripe_client.v1.events.retrieve(event["id"]).type == event["type"]
     assert out["tampered"] == out["wrongSecret"] == "StripeSignatureVerificationError"
+    # Events come in the account's version; the endpoint pinned to 2023-08-16 gets that version's shape.
+    assert {e["apiVersion"] for e in out["verified"]} == {stripe.api_version}
+    [pinned] = out["pinned"]
+    assert pinned["id"] == verified["invoice.paid"]["id"]
+    assert (pinned["apiVersion"], pinned["paid"]) == ("2023-08-16", True)
+    assert pinned["subscription"] == out["invoicePaidSubscription"] == out["completed"]["subscription"]
 
     session = stripe_client.v1.checkout.sessions.retrieve(out["session"]["id"])
     assert verified["checkout.session.completed"]["object"] == session.id

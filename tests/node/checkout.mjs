@@ -17,7 +17,7 @@ const server = http.createServer((req, res) => {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
-    deliveries.push({ body: Buffer.concat(chunks), signature: req.headers['stripe-signature'] });
+    deliveries.push({ path: req.url, body: Buffer.concat(chunks), signature: req.headers['stripe-signature'] });
     res.writeHead(200, { 'content-type': 'application/json' }).end('{"received":true}');
     delivered();
   });
@@ -29,6 +29,12 @@ const endpoint = await stripe.webhookEndpoints.create({
   description: 'kuploy-cloud (Node SDK test)',
 });
 out.endpoint = { id: endpoint.id, secretShaped: endpoint.secret.startsWith('whsec_') };
+// An older integration's endpoint, pinned to the API version it was written for.
+const pinned = await stripe.webhookEndpoints.create({
+  url: `http://127.0.0.1:${server.address().port}/pinned`,
+  enabled_events: ['invoice.paid'],
+  api_version: '2023-08-16',
+});
 
 const product = await stripe.products.create({ name: 'Business' });
 const price = await stripe.prices.create({
@@ -58,8 +64,8 @@ const paid = await fetch(new URL(`/_emulator/checkout/${session.id}/complete`, p
 if (paid.status !== 200) throw new Error(`completing the session: ${paid.status} ${await paid.text()}`);
 
 const deadline = Date.now() + WAIT_MS;
-const types = () => new Set(deliveries.map((d) => JSON.parse(d.body).type));
-while (!WANTED.every((t) => types().has(t)) && Date.now() < deadline) {
+const types = () => new Set(deliveries.map((d) => `${d.path === '/pinned' ? 'pinned ' : ''}${JSON.parse(d.body).type}`));
+while (![...WANTED, 'pinned invoice.paid'].every((t) => types().has(t)) && Date.now() < deadline) {
   await new Promise((resolve) => {
     delivered = resolve;
     setTimeout(resolve, 500);
@@ -67,12 +73,22 @@ while (!WANTED.every((t) => types().has(t)) && Date.now() < deadline) {
 }
 server.close();
 
-out.verified = deliveries.map(({ body, signature }) => {
+const main = deliveries.filter((d) => d.path !== '/pinned');
+out.verified = main.map(({ body, signature }) => {
   const event = stripe.webhooks.constructEvent(body, signature, endpoint.secret);
-  return { id: event.id, type: event.type, object: event.data.object.id };
+  return { id: event.id, type: event.type, object: event.data.object.id, apiVersion: event.api_version };
 });
+const paidEvent = main.map((d) => JSON.parse(d.body)).find((e) => e.type === 'invoice.paid');
+out.invoicePaidSubscription = paidEvent.data.object.parent?.subscription_details?.subscription ?? null;
+out.pinned = deliveries
+  .filter((d) => d.path === '/pinned')
+  .map(({ body, signature }) => {
+    const event = stripe.webhooks.constructEvent(body, signature, pinned.secret);
+    const invoice = event.data.object;
+    return { id: event.id, type: event.type, apiVersion: event.api_version, subscription: invoice.subscription ?? null, paid: invoice.paid ?? null };
+  });
 // The same body with one byte changed, or checked with another secret, is refused.
-const sample = deliveries.find((d) => JSON.parse(d.body).type === 'checkout.session.completed');
+const sample = main.find((d) => JSON.parse(d.body).type === 'checkout.session.completed');
 out.tampered = refusal(() =>
   stripe.webhooks.constructEvent(Buffer.from(sample.body.toString().replace('org_node', 'org_evil')), sample.signature, endpoint.secret),
 );
