@@ -165,6 +165,21 @@ def test_idempotency_keys_and_error_fields(
         )
 
 
+def test_the_sdks_retries_under_injected_500s_write_each_product_once(
+    emulator: RunningEmulator, stripe_client: stripe.StripeClient
+) -> None:
+    emulator.emulator.set_faults(error_rate=0.3, seed=7)
+    out = run_node("retries.mjs", emulator)
+    emulator.emulator.set_faults(error_rate=0.0)
+    faults = [r["fault"] for r in node_requests(emulator) if r["fault"]]
+    assert "error_before_write" in faults and "error_after_write" in faults, faults
+    assert len(out["created"]) + len(out["thrown"]) == 30
+    assert out["thrown"], "an after-write 500 is not retried"
+    assert {(t["status"], t["shouldRetry"]) for t in out["thrown"]} == {(500, "false")}
+    names = [p.name for p in stripe_client.v1.products.list(params={"limit": 100}).auto_paging_iter()]
+    assert sorted(names) == sorted(f"retry-{i}" for i in range(30)), "every call wrote once, none twice"
+
+
 # --- customers, subscriptions, invoices, PaymentIntents -----------------------------------------------
 
 
