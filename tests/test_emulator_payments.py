@@ -53,7 +53,14 @@ def event_types(client: stripe.StripeClient, after: int = 0) -> list[str]:
 def pay(
     client: stripe.StripeClient, method: str, key: str | None = None, **extra: Any
 ) -> stripe.PaymentIntent:
-    params: dict[str, Any] = {"amount": 2000, "currency": "usd", "payment_method": method, "confirm": True}
+    # Confirmed on the server, as Stripe's docs do it: no redirect-based methods, so no return_url.
+    params: dict[str, Any] = {
+        "amount": 2000,
+        "currency": "usd",
+        "payment_method": method,
+        "confirm": True,
+        "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+    }
     options: Any = {"idempotency_key": key} if key else {}
     return client.v1.payment_intents.create(params=cast(Any, {**params, **extra}), options=options)
 
@@ -225,7 +232,9 @@ def test_an_intent_is_created_updated_confirmed_and_then_refuses_changes(
         intent.id, params={"payment_method": "pm_card_mastercard", "amount": 1800}
     )
     assert updated.status == "requires_confirmation" and updated.amount == 1800
-    confirmed = stripe_client.v1.payment_intents.confirm(intent.id)
+    confirmed = stripe_client.v1.payment_intents.confirm(
+        intent.id, params={"return_url": "https://example.com/paid"}
+    )
     assert confirmed.status == "succeeded" and confirmed.amount_received == 1800
     assert stripe_client.v1.charges.retrieve(str(confirmed.latest_charge)).currency == "eur"
     with pytest.raises(stripe.InvalidRequestError) as again:

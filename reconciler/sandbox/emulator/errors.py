@@ -98,6 +98,15 @@ def unmodelled(param: str) -> StripeError:
     )
 
 
+def unmodelled_endpoint(method: str, path: str) -> StripeError:
+    return StripeError(
+        400,
+        f"The endpoint `{method} {path}` is valid for Stripe, but this Stripe emulator does not model it. "
+        "Remove the call, or extend the emulator.",
+        cacheable=False,
+    )
+
+
 def unrecognized(method: str, path: str) -> StripeError:
     return StripeError(
         404,

@@ -22,9 +22,18 @@ from . import events, versions
 from .common import random_id
 from .context import Ctx
 from .delivery import Job
-from .errors import JSON, StripeError, api_error, param_error, rate_limited, unmodelled, unrecognized
+from .errors import (
+    JSON,
+    StripeError,
+    api_error,
+    param_error,
+    rate_limited,
+    unmodelled,
+    unmodelled_endpoint,
+    unrecognized,
+)
 from .params import MODELLED_PARAMS, PARAM_SPECS, decode_form, validate_params
-from .registry import ROUTES, Call, Route
+from .registry import ROUTES, UNMODELLED_ENDPOINTS, Call, Route
 from .resources.checkout import expire_due
 
 if TYPE_CHECKING:
@@ -245,7 +254,10 @@ def _execute(
 
 
 def match_route(method: str, path: str) -> tuple[Route, tuple[str, ...]]:
-    """The route for `method path` and the ids in its path (unquoted), or Stripe's 404."""
+    """The route for `method path` and the ids in its path (unquoted), or Stripe's 404; a Stripe
+    endpoint not modelled is refused (400), never taken for a modelled route's `{id}`."""
+    if (method, path) in UNMODELLED_ENDPOINTS:
+        raise unmodelled_endpoint(method, path)
     for candidate in ROUTES:
         if candidate.method != method:
             continue

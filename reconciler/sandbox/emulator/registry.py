@@ -54,6 +54,22 @@ class Route:
 KINDS: dict[str, Kind] = {}
 ROUTES: list[Route] = []
 
+# Stripe endpoints the emulator does not model, which official SDKs call (stripe-node's
+# `invoices.createPreview`, `*.search`, `billingPortal.sessions.create`): refused saying so. Without
+# this, `/v1/invoices/create_preview` was taken for invoice `create_preview` ("Received unknown
+# parameter: customer") and `/v1/invoices/search` for a missing invoice "search".
+UNMODELLED_ENDPOINTS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("POST", "/v1/invoices/create_preview"),
+        ("GET", "/v1/invoices/search"),
+        ("GET", "/v1/payment_intents/search"),
+        ("GET", "/v1/charges/search"),
+        ("POST", "/v1/billing_portal/sessions"),
+        ("POST", "/v1/billing_portal/configurations"),
+        ("GET", "/v1/billing_portal/configurations"),
+    }
+)
+
 
 def register_kind(kind: Kind) -> Kind:
     noun = kind.noun or kind.name

@@ -44,7 +44,7 @@ def requested(version: str | None) -> str:
     if version[:10] < OLDEST:
         raise StripeError(
             400,
-            f"This Stripe emulator answers API versions from {OLDEST} to {DEFAULT}; {version} is not "
+            f"This Stripe emulator answers API versions from {OLDEST} on; {version} is older and not "
             "modelled. Pin a newer version, or extend the emulator.",
             cacheable=False,
         )

@@ -67,6 +67,7 @@ def attempt_payment(
             "customer": customer,
             "description": description,
             "metadata": dict(metadata or {}),
+            "payment_method_types": ["card"],  # an invoice's methods come from its payment_settings
         },
     )
     ctx.internal(intent["id"])["invoice"] = invoice
@@ -148,10 +149,18 @@ def new_intent(ctx: Ctx, p: JSON) -> JSON:
 
 
 def confirm_intent(
-    ctx: Ctx, intent: JSON, method: JSON, *, off_session: bool, billing: bool = False
+    ctx: Ctx,
+    intent: JSON,
+    method: JSON,
+    *,
+    off_session: bool,
+    billing: bool = False,
+    return_url: str | None = None,
 ) -> Payment:
     """One payment attempt of `intent` with `method` (its events emitted). `billing`: an invoice's
-    payment, where a card needing authentication asks for it even off-session."""
+    payment, where a card needing authentication asks for it even off-session. With a `return_url`,
+    3-D Secure is a redirect to the authentication page (`next_action.redirect_to_url`) that comes back
+    to it; without, the `use_stripe_sdk` action Stripe.js handles."""
     card = method_card(ctx, method)
     authenticated = bool(ctx.internal(method["id"]).get("authenticated"))
     outcome, code = charge_result(card, off_session=off_session and not billing, authenticated=authenticated)
@@ -160,15 +169,21 @@ def confirm_intent(
     ctx.internal(method["id"])["used"] = True
     if outcome == "requires_action":
         intent["status"] = "requires_action"
-        intent["next_action"] = {
-            "type": "use_stripe_sdk",
-            "use_stripe_sdk": {
-                "source": ctx.fresh_id("src_", 24),
-                "stripe_js": f"http://{ctx.host or '127.0.0.1'}/_emulator/payment_intents/{intent['id']}"
-                "/authenticate",
-                "type": "three_d_secure_redirect",
-            },
-        }
+        authenticate = (
+            f"http://{ctx.host or '127.0.0.1'}/_emulator/payment_intents/{intent['id']}/authenticate"
+        )
+        intent["next_action"] = (
+            {"type": "redirect_to_url", "redirect_to_url": {"return_url": return_url, "url": authenticate}}
+            if return_url
+            else {
+                "type": "use_stripe_sdk",
+                "use_stripe_sdk": {
+                    "source": ctx.fresh_id("src_", 24),
+                    "stripe_js": authenticate,
+                    "type": "three_d_secure_redirect",
+                },
+            }
+        )
         emit(ctx, "payment_intent.requires_action", "payment_intent", intent)
         error = _card_error(ctx, intent, method, "authentication_required", None)
         return Payment(intent, None, error)
@@ -388,10 +403,17 @@ _FIELDS = frozenset(
 MODELLED_PARAMS.update(
     {
         "payment_intent.create": _FIELDS
-        | {"automatic_payment_methods", "capture_method", "confirm", "off_session", "payment_method_types"},
+        | {
+            "automatic_payment_methods",
+            "capture_method",
+            "confirm",
+            "off_session",
+            "payment_method_types",
+            "return_url",
+        },
         "payment_intent.update": _FIELDS,
         "payment_intent.confirm": frozenset(
-            {"expand", "off_session", "payment_method", "receipt_email", "shipping"}
+            {"expand", "off_session", "payment_method", "receipt_email", "return_url", "shipping"}
         ),
         "payment_intent.cancel": frozenset({"cancellation_reason", "expand"}),
         "payment_intent.capture": frozenset({"amount_to_capture", "expand", "metadata"}),
@@ -409,6 +431,31 @@ def _method_param(ctx: Ctx, ref: str | None) -> JSON | None:
     method = resolve_method(ctx, ref, "payment_method")
     check_reusable(ctx, method)
     return method
+
+
+# Stripe's answer to a confirmation without `return_url` of an intent that accepts the Dashboard's
+# payment methods, redirect-based ones included (`automatic_payment_methods` enabled, the default since
+# 2023-08-16, with `allow_redirects` not `never`), whatever the method confirmed with: a 400 recorded
+# from real Stripe (a `confirm=true` create with `payment_method` and nothing else, request
+# req_mjlOiBWWeKkHEH in a public project's notes).
+_RETURN_URL_REQUIRED = (
+    "A `return_url` must be specified because this Payment Intent is configured to automatically accept the "
+    "payment methods enabled in the Dashboard, some of which may require a full page redirect to succeed. "
+    "If you do not want to accept redirect-based payment methods, set `automatic_payment_methods[enabled]` "
+    "to `true` and `automatic_payment_methods[allow_redirects]` to `never` when creating Setup Intents and "
+    "Payment Intents."
+)
+
+
+def _check_return_url(automatic: JSON | None, return_url: str | None) -> None:
+    """Refuse to confirm an intent that may redirect without a `return_url` to come back to."""
+    if (
+        automatic
+        and automatic.get("enabled")
+        and automatic.get("allow_redirects") != "never"
+        and not return_url
+    ):
+        raise StripeError(400, _RETURN_URL_REQUIRED)
 
 
 def _unexpected(message: str) -> StripeError:
@@ -460,17 +507,23 @@ def _create(ctx: Ctx, call: Call) -> JSON:
                 "`card`. Remove it, or extend the emulator.",
                 "payment_method_types",
             )
-    if p.get("off_session") and not p.get("confirm"):
-        raise param_error("You may only specify `off_session` when `confirm` is true.", "off_session")
+    for key in ("off_session", "return_url"):
+        if p.get(key) and not p.get("confirm"):
+            raise param_error(f"You may only specify `{key}` when `confirm` is true.", key)
     fields = _check_fields(ctx, p, None)
     method = _method_param(ctx, p.get("payment_method"))
+    if p.get("confirm") and method is not None and "payment_method_types" not in p:
+        _check_return_url(p.get("automatic_payment_methods") or {"enabled": True}, p.get("return_url"))
     intent = new_intent(ctx, {**p, **fields})
     emit(ctx, "payment_intent.created", "payment_intent", intent)
     if method is not None:
         intent["payment_method"] = method["id"]
         intent["status"] = "requires_confirmation"
         if p.get("confirm"):
-            raise_declined(confirm_intent(ctx, intent, method, off_session=bool(p.get("off_session"))))
+            off_session, return_url = bool(p.get("off_session")), p.get("return_url")
+            raise_declined(
+                confirm_intent(ctx, intent, method, off_session=off_session, return_url=return_url)
+            )
     elif p.get("confirm"):
         raise _unexpected(_MISSING_METHOD)
     return render(ctx, "payment_intent", intent, call.expand)
@@ -524,11 +577,14 @@ def _confirm(ctx: Ctx, call: Call) -> JSON:
     method = resolve_method(ctx, str(ref), "payment_method")
     if method["id"] != intent["payment_method"]:  # its own may be confirmed again (after requires_action)
         check_reusable(ctx, method)
+    _check_return_url(intent["automatic_payment_methods"], p.get("return_url"))
     if "receipt_email" in p:
         intent["receipt_email"] = p["receipt_email"] or None
     if "shipping" in p:
         intent["shipping"] = _shipping(p["shipping"]) if p["shipping"] else None
-    payment = confirm_intent(ctx, intent, method, off_session=bool(p.get("off_session")))
+    payment = confirm_intent(
+        ctx, intent, method, off_session=bool(p.get("off_session")), return_url=p.get("return_url")
+    )
     for hook in AFTER_CONFIRMATION:
         hook(ctx, payment)
     raise_declined(payment)
