@@ -24,11 +24,13 @@ import stripe
 from test_listener import request, serve
 
 from reconciler import migrations
-from reconciler.listener import WEBHOOK_PATH, create_app
+from reconciler.listener import create_app
+from reconciler.model import WEBHOOK_PATH
 from reconciler.sandbox.emulator import RunningEmulator
 from reconciler.settings import Secret, Settings
 
 from conftest import TEST_KEY
+from node_tools import install_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).parent / "node"
@@ -43,6 +45,8 @@ def find_node_sdk() -> str | None:
     if shutil.which("node") is None:
         return f"Node.js is not installed: stripe-node {PINNED_VERSION} needs it; then {hint}"
     package = ROOT / "tools" / "node_modules" / "stripe" / "package.json"
+    if not package.is_file():
+        install_tools()  # as .ci/run does, so the README's test command is the whole set-up
     if not package.is_file():
         return f"stripe-node {PINNED_VERSION} is not installed: {hint}"
     installed = json.loads(package.read_text())["version"]
