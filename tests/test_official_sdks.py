@@ -350,12 +350,6 @@ def test_a_signature_from_generate_test_header_string_is_accepted_by_the_listene
 # --- what Stripe's guides do that the emulator does not model yet ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 (subscriptions.py, bill-b's): subscription create refuses "
-    "payment_settings[save_default_payment_method]=on_subscription as not modelled; Stripe's "
-    "subscriptions guide sends it on every default_incomplete subscription",
-)
 def test_the_subscriptions_guide_saves_the_card_it_was_paid_with(
     emulator: RunningEmulator, stripe_client: stripe.StripeClient
 ) -> None:

@@ -261,6 +261,7 @@ MODELLED_PARAMS: dict[str, frozenset[str]] = {
             "description",
             "expand",
             "payment_behavior",
+            "payment_settings",  # save_default_payment_method only (subscriptions.create checks)
             "proration_behavior",
             "default_payment_method",
         }

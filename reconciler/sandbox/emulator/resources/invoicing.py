@@ -209,6 +209,8 @@ def follow_payment(ctx: Ctx, invoice: JSON, payment: Payment) -> None:
     sub = ctx.get("subscription", sub_id) if sub_id else None
     if sub is None:
         return
+    if invoice["status"] == "paid":
+        _save_payment_method(ctx, sub, payment)
     if invoice["status"] == "paid" and sub["status"] in ("incomplete", "past_due", "unpaid"):
         set_status(ctx, sub, "active")
     elif (
@@ -217,6 +219,25 @@ def follow_payment(ctx: Ctx, invoice: JSON, payment: Payment) -> None:
         and (sub["status"] == "active")
     ):
         set_status(ctx, sub, "past_due")
+
+
+def _save_payment_method(ctx: Ctx, sub: JSON, payment: Payment) -> None:
+    """`payment_settings.save_default_payment_method=on_subscription`: the card a subscription's
+    invoice was paid with becomes the subscription's default payment method, attached to its customer
+    (docs.stripe.com/api/subscriptions/create#create_subscription-payment_settings)."""
+    method_id = payment.intent.get("payment_method")
+    if sub["payment_settings"].get("save_default_payment_method") != "on_subscription" or not method_id:
+        return
+    method = ctx.get("payment_method", str(method_id))
+    customer = ctx.get("customer", str(sub["customer"]))
+    if method is None or customer is None or sub["default_payment_method"] == method["id"]:
+        return
+    if method["customer"] is None:  # saved by this very payment (setup_future_usage), not reused
+        method["customer"] = customer["id"]
+        emit(ctx, "payment_method.attached", "payment_method", method)
+    before = snapshot(ctx, "subscription", sub)
+    sub["default_payment_method"] = method["id"]
+    emit_update(ctx, "subscription", sub, before)
 
 
 def settle(ctx: Ctx, payment: Payment) -> None:

@@ -59,6 +59,12 @@ def create_subscription(ctx: Ctx, p: JSON) -> JSON:
         ctx, sub_id, customer, items, currency, now, p.get("metadata"), p.get("description")
     )
     sub["default_payment_method"] = payment_method
+    settings = p.get("payment_settings") or {}
+    for key in settings:
+        if key != "save_default_payment_method":
+            raise unmodelled(f"payment_settings[{key}]")
+    if "save_default_payment_method" in settings:
+        sub["payment_settings"]["save_default_payment_method"] = settings["save_default_payment_method"]
     set_cancel_at_period_end(ctx, sub, bool(p.get("cancel_at_period_end", False)), now)
     undo = Undo(ctx, customer) if behavior == "error_if_incomplete" else None
     if customer["currency"] is None:  # the first subscription sets it: Stripe sends customer.updated
