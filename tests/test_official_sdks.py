@@ -360,11 +360,6 @@ def test_the_subscriptions_guide_saves_the_card_it_was_paid_with(
     assert saved == out["subscription"]["defaultPaymentMethod"] and str(saved).startswith("pm_")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 (invoices.py, bill-b's): an invoice's `payments` (includable since 2025-03-31.basil, "
-    "the way from an invoice to its PaymentIntent) is not rendered: expand[]=payments is refused",
-)
 def test_an_invoice_names_the_payment_intent_that_paid_it_in_payments(
     emulator: RunningEmulator, stripe_client: stripe.StripeClient
 ) -> None:

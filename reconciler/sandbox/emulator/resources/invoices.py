@@ -309,10 +309,48 @@ def hosted_page(ctx: Ctx, invoice: JSON) -> str:
 def _render(ctx: Ctx, obj: JSON, out: JSON, groups: dict[str, list[str]], depth: int) -> dict[str, list[str]]:
     if groups.pop("confirmation_secret", None) is not None:
         out["confirmation_secret"] = ctx.internal(obj["id"]).get("confirmation_secret")
+    if groups.pop("payments", None) is not None:  # includable since 2025-03-31.basil
+        out["payments"] = list_object(invoice_payments(ctx, obj), f"/v1/invoice_payments?invoice={obj['id']}")
     out["lines"] = list_object(
         [ordered(line) for line in obj["lines"]], f"/v1/invoices/{obj['id']}/lines", total_count=True
     )
     return groups
+
+
+def invoice_payments(ctx: Ctx, invoice: JSON) -> list[JSON]:
+    """The invoice's `payments`: one `invoice_payment` per PaymentIntent made for it, newest first,
+    the newest being the default (Stripe's shape, docs.stripe.com/api/invoice-payment/object)."""
+    intents = [
+        pi
+        for pi in ctx.store.list(ctx.mode, "payment_intent")
+        if ctx.internal(pi["id"]).get("invoice") == invoice["id"]
+    ]
+    payments: list[JSON] = []
+    for n, intent in enumerate(intents):
+        paid = intent["status"] == "succeeded"
+        status = "paid" if paid else "canceled" if intent["status"] == "canceled" else "open"
+        payments.append(
+            ordered(
+                {
+                    "id": "inpay_" + str(intent["id"]).removeprefix("pi_"),
+                    "object": "invoice_payment",
+                    "amount_paid": intent["amount_received"] if paid else None,
+                    "amount_requested": intent["amount"],
+                    "created": intent["created"],
+                    "currency": intent["currency"],
+                    "invoice": invoice["id"],
+                    "is_default": n == 0,
+                    "livemode": invoice["livemode"],
+                    "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
+                    "status": status,
+                    "status_transitions": {
+                        "canceled_at": intent.get("canceled_at"),
+                        "paid_at": (invoice["status_transitions"] or {}).get("paid_at") if paid else None,
+                    },
+                }
+            )
+        )
+    return payments
 
 
 def _matches(obj: JSON, p: JSON) -> bool:
