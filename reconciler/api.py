@@ -36,6 +36,7 @@ from reconciler.state.from_postgres import (
     read_rows,
 )
 from reconciler.state.from_stripe import count_active_subscriptions, read_stripe
+from reconciler.state.subscriptions import plan_of_detail
 from reconciler.throttle import CallStats, StripeCalls
 
 log = logging.getLogger(__name__)
@@ -410,7 +411,7 @@ def drift(settings: Settings, catalog: Catalog | None = None) -> DriftReport:
         current = read_current(conn, calls, catalog)
         events = tuple(
             OutOfBandEvent(
-                plan=(detail or "").removeprefix("plan ").split(":")[0] or "?",
+                plan=plan_of_detail(detail) or "?",
                 event_id=event_id,
                 type=event_type,
                 object_id=object_id,

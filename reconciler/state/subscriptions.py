@@ -1,0 +1,215 @@
+"""The listener's rows: `cloud_stripe_events` (one per Stripe event, its outcome and detail) and
+`cloud_subscriptions` (one per subscription). Every statement the listener runs is here, static SQL;
+the caller owns the transaction and the subscription's advisory lock."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+_INSERT_EVENT = (
+    "INSERT INTO cloud_stripe_events "
+    '(id, type, "objectId", created, livemode, "receivedAt", outcome, detail, "processedAt") '
+    "VALUES (%s, %s, %s, to_timestamp(%s), %s, %s, %s, %s, "
+)
+_RECORD_EVENT = _INSERT_EVENT + "clock_timestamp()) ON CONFLICT (id) DO NOTHING RETURNING id"
+"""An event with its final outcome, nothing else to do."""
+_RECORD_EVENT_AND_LOCK = (
+    _INSERT_EVENT + "NULL) ON CONFLICT (id) DO NOTHING RETURNING id, pg_advisory_xact_lock(%s, hashtext(%s))"
+)
+"""An event still processing, and its subscription's lock, taken only if the event is new."""
+
+_PLAN_PREFIX = "plan "
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """What `cloud_stripe_events` keeps of an event besides its outcome."""
+
+    id: str
+    type: str
+    object_id: str | None
+    created: int
+    livemode: bool
+    received: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionState:
+    """A subscription as Stripe says it is (as of second `as_of`), ready to be stored."""
+
+    sub_id: str
+    organization: str | None
+    customer: str | None
+    prices: Sequence[tuple[str, str | None]]
+    """(Price id, the plan its metadata names) for each item, in order."""
+    status: str
+    period_end: int | None
+    cancel_at_period_end: bool
+    as_of: int
+    read: bool
+
+
+def plan_detail(plan: str, what: str) -> str:
+    """The detail stored for a Product/Price event of `plan` (read back by `plan_of_detail`)."""
+    return f"{_PLAN_PREFIX}{plan}: {what}"
+
+
+def plan_of_detail(detail: str | None) -> str | None:
+    """The plan a `plan_detail` names, or None."""
+    if not detail or not detail.startswith(_PLAN_PREFIX):
+        return None
+    return detail.removeprefix(_PLAN_PREFIX).split(":")[0] or None
+
+
+async def record_event(
+    conn: psycopg.AsyncConnection, event: EventRow, outcome: str, detail: str | None
+) -> bool:
+    """Record an event already decided; False when it was recorded before. Atomic on its own."""
+    cur = await conn.execute(
+        _RECORD_EVENT,
+        (
+            event.id,
+            event.type,
+            event.object_id,
+            event.created,
+            event.livemode,
+            event.received,
+            outcome,
+            detail,
+        ),
+    )
+    return await cur.fetchone() is not None
+
+
+async def record_event_and_lock(
+    conn: psycopg.AsyncConnection, event: EventRow, lock_space: int, sub_id: str
+) -> bool:
+    """Record an event as processing and take its subscription's lock, in one statement; False (and no
+    lock) when it was recorded before. A copy racing on another connection waits here for this
+    transaction to end."""
+    cur = await conn.execute(
+        _RECORD_EVENT_AND_LOCK,
+        (
+            event.id, event.type, event.object_id, event.created, event.livemode, event.received,
+            "processing", None, lock_space, sub_id,
+        ),
+    )  # fmt: skip
+    return await cur.fetchone() is not None
+
+
+async def finish_event(
+    conn: psycopg.AsyncConnection, event_id: str, outcome: str, detail: str | None
+) -> None:
+    await conn.execute(
+        'UPDATE cloud_stripe_events SET outcome = %s, detail = %s, "processedAt" = clock_timestamp() '
+        "WHERE id = %s",
+        (outcome, detail, event_id),
+    )
+
+
+async def attach_checkout(
+    conn: psycopg.AsyncConnection, sub_id: str, organization: str | None, customer: str | None
+) -> str | None:
+    """Give a stored subscription the organization (and customer) of its checkout; its status, or
+    None when there is no row yet."""
+    cur = await conn.execute(
+        'UPDATE cloud_subscriptions SET "organizationId" = COALESCE(%s, "organizationId"), '
+        '"stripeCustomerId" = COALESCE("stripeCustomerId", %s), "updatedAt" = now() '
+        'WHERE "stripeSubscriptionId" = %s RETURNING status',
+        (organization, customer, sub_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def read_state_as_of(conn: psycopg.AsyncConnection, sub_id: str) -> tuple[int | None, bool]:
+    """The second the stored state is Stripe's as of, and whether it was read from Stripe (vs. an event
+    snapshot); (None, False) without a row."""
+    cur = await conn.execute(
+        'SELECT "stateAsOf", "stateRead" FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s',
+        (sub_id,),
+    )
+    row = await cur.fetchone()
+    return (row[0], row[1]) if row is not None else (None, False)
+
+
+async def read_latest_invoice(
+    conn: psycopg.AsyncConnection, sub_id: str
+) -> tuple[str | None, str | None, int | None] | None:
+    """(invoice id, status, created second) of the stored latest invoice; None without a row."""
+    cur = await conn.execute(
+        'SELECT "latestInvoiceId", "latestInvoiceStatus", extract(epoch FROM "latestInvoiceCreated")::bigint '
+        'FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s',
+        (sub_id,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+async def store_latest_invoice(
+    conn: psycopg.AsyncConnection, sub_id: str, invoice_id: str, status: str, created: int
+) -> None:
+    await conn.execute(
+        'UPDATE cloud_subscriptions SET "latestInvoiceId" = %s, "latestInvoiceStatus" = %s, '
+        '"latestInvoiceCreated" = to_timestamp(%s), "updatedAt" = now() WHERE "stripeSubscriptionId" = %s',
+        (invoice_id, status, created, sub_id),
+    )
+
+
+# One statement: the plan is looked up as the row is written. It is the first item whose Price is a
+# plan's in cloud_plans (its current or an older row), else whose Price is owned by a plan
+# (`kuploy_plan` metadata) that has a row; without one, the first item's Price, flagged unknown.
+_UPSERT_SUBSCRIPTION = """
+    WITH item AS (
+        SELECT i.price, i.n,
+               COALESCE((SELECT p."planId" FROM cloud_plans p WHERE p."stripePriceId" = i.price
+                         ORDER BY p."isActive" DESC LIMIT 1),
+                        (SELECT p."planId" FROM cloud_plans p WHERE p."planId" = i.slug)) AS plan
+        FROM unnest(%(prices)s::text[], %(slugs)s::text[]) WITH ORDINALITY AS i(price, slug, n)
+    ), chosen AS (
+        SELECT price, plan FROM item ORDER BY plan IS NULL, n LIMIT 1
+    )
+    INSERT INTO cloud_subscriptions AS s
+        ("stripeSubscriptionId", "organizationId", "stripeCustomerId", "stripePriceId", "planId",
+         "priceUnknown", status, "currentPeriodEnd", "cancelAtPeriodEnd", "stateAsOf", "stateRead",
+         "updatedAt")
+    SELECT %(sub)s, %(org)s, %(customer)s, chosen.price, chosen.plan, chosen.plan IS NULL, %(status)s,
+           to_timestamp(%(period_end)s), %(cancel)s, %(as_of)s, %(read)s, now()
+    FROM (SELECT 1) AS one LEFT JOIN chosen ON true
+    ON CONFLICT ("stripeSubscriptionId") DO UPDATE SET
+        "organizationId" = COALESCE(EXCLUDED."organizationId", s."organizationId"),
+        "stripeCustomerId" = COALESCE(EXCLUDED."stripeCustomerId", s."stripeCustomerId"),
+        "stripePriceId" = COALESCE(EXCLUDED."stripePriceId", s."stripePriceId"),
+        "planId" = CASE WHEN EXCLUDED."stripePriceId" IS NULL THEN s."planId" ELSE EXCLUDED."planId" END,
+        "priceUnknown" = CASE WHEN EXCLUDED."stripePriceId" IS NULL THEN s."priceUnknown"
+                              ELSE EXCLUDED."priceUnknown" END,
+        status = EXCLUDED.status,
+        "currentPeriodEnd" = COALESCE(EXCLUDED."currentPeriodEnd", s."currentPeriodEnd"),
+        "cancelAtPeriodEnd" = EXCLUDED."cancelAtPeriodEnd",
+        "stateAsOf" = GREATEST(EXCLUDED."stateAsOf", s."stateAsOf"),
+        "stateRead" = EXCLUDED."stateRead",
+        "updatedAt" = now()
+"""
+
+
+async def upsert_subscription(conn: psycopg.AsyncConnection, state: SubscriptionState) -> None:
+    """Write the subscription row from `state`. The caller holds its lock."""
+    await conn.execute(
+        _UPSERT_SUBSCRIPTION,
+        {
+            "prices": [price for price, _ in state.prices],
+            "slugs": [slug for _, slug in state.prices],
+            "sub": state.sub_id,
+            "org": state.organization,
+            "customer": state.customer,
+            "status": state.status,
+            "period_end": state.period_end,
+            "cancel": state.cancel_at_period_end,
+            "as_of": state.as_of,
+            "read": state.read,
+        },
+    )
