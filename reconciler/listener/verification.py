@@ -1,6 +1,7 @@
 """Verification: everything checked before a write. The body read with a cap, the `Stripe-Signature`
 checked over it, the JSON parsed into an `Event` whose ids and times Postgres can store, and its mode
-matched to the Stripe key's. Any failure is `Rejected` (400) with a short reason."""
+matched to the Stripe key's. Any failure is `Rejected` (400) with a short reason; `Unavailable` (503,
+Stripe retries) is the other refusal, raised later by the pool and the handlers."""
 
 from __future__ import annotations
 
