@@ -169,7 +169,7 @@ def test_the_healthcheck_asks_the_listeners_liveness_endpoint() -> None:
     final = stages()[-1]
     [check] = [line for line in final if line.startswith("HEALTHCHECK ")]
     assert "/healthz" in check
-    assert 'Route("/healthz"' in (ROOT / "reconciler" / "listener.py").read_text(encoding="utf-8")
+    assert 'Route("/healthz"' in (ROOT / "reconciler" / "listener" / "app.py").read_text(encoding="utf-8")
     port = re.search(r"KUPLOY_HEALTHCHECK_PORT=(\d+)", "\n".join(final))
     assert port is not None and f"EXPOSE {port[1]}" in final
     listen_default = re.search(
