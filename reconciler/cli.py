@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
+import functools
 import logging
 import os
 import signal
@@ -23,9 +23,11 @@ import click
 from reconciler.catalog import dump_catalog, load_catalog, webhook_endpoint_from_flag
 from reconciler.errors import ConfigError, KuployError
 from reconciler.fetch import fetch_catalog, is_url, url_label
-from reconciler.files import make_writable_folder, write_atomically
+from reconciler.files import write_atomically
 from reconciler.model import WEBHOOK_PATH, Catalog
 from reconciler.plan import Op, Plan
+from reconciler.render.checkout import render_checkout
+from reconciler.render.doctor import render_checks_json, render_checks_text
 from reconciler.render.drift import render_drift_json, render_drift_text
 from reconciler.render.json import render_json
 from reconciler.render.markdown import render_markdown
@@ -34,11 +36,9 @@ from reconciler.settings import (
     ARCHIVE_SHARE,
     LOCK_TIMEOUT,
     MAX_RPS,
-    SANDBOX_STRIPE_KEY,
     CatalogFetch,
     Environment,
     NumberRange,
-    Secret,
     Settings,
     redact,
     redact_logging,
@@ -93,37 +93,11 @@ def _settings(
         raise ConfigError(
             "--live needs DATABASE_URL and a live STRIPE_SECRET_KEY; the sandbox is test-mode only"
         )
-    from reconciler.sandbox.emulator import EmulatorConfigError, start_in_thread
-    from reconciler.sandbox.postgres import use_sandbox_database
+    from reconciler.sandbox.session import sandbox_session
 
-    state = env.state_dir
-    make_writable_folder(
-        state, what="the sandbox state folder", fix="set KUPLOY_STATE_DIR to a writable folder"
-    )
-    database_url, database = ctx.with_resource(use_sandbox_database(state))
-    try:
-        emulator = ctx.with_resource(start_in_thread(state_file=state / "stripe.json"))
-    except EmulatorConfigError as e:
-        raise ConfigError(str(e)) from e
-    running = (
-        f"embedded PostgreSQL (kept running, pid {database.pid}: `kuploy-reconciler sandbox stop` stops it) "
-        "and Stripe emulator"
-        if database.kept
-        else "embedded PostgreSQL and Stripe emulator for this command only (nothing stays running)"
-    )
-    click.echo(
-        f"sandbox mode: {running}, state in {state}/ "
-        "(set DATABASE_URL and STRIPE_SECRET_KEY to use real ones)",
-        err=True,
-    )
-    return Settings(
-        database_url=Secret(database_url),
-        stripe_secret_key=Secret(SANDBOX_STRIPE_KEY),
-        stripe_api_base=emulator.url,
-        sandbox=True,
-        state_dir=state,
-        lock_timeout=lock_timeout,
-        max_rps=max_rps,
+    announce = functools.partial(click.echo, err=True)
+    return ctx.with_resource(
+        sandbox_session(env, lock_timeout=lock_timeout, max_rps=max_rps, announce=announce)
     )
 
 
@@ -547,14 +521,7 @@ def doctor(ctx: click.Context, output: str, live: bool) -> int:
         settings, error = None, str(e)
     checks = run_checks(settings, os.environ, error)
     healthy = all(c.ok for c in checks)
-    if output == "json":
-        payload = {"healthy": healthy, "checks": [dataclasses.asdict(c) for c in checks]}
-        click.echo(json.dumps(payload, indent=2))
-    else:
-        for c in checks:
-            click.echo(f"{'ok  ' if c.ok else 'FAIL'}  {c.name}: {c.detail}")
-            if not c.ok and c.fix:
-                click.echo(f"      fix: {c.fix}")
+    click.echo(render_checks_json(checks) if output == "json" else render_checks_text(checks), nl=False)
     return 0 if healthy else 1
 
 
@@ -811,17 +778,7 @@ def sandbox_checkout(
     )
     for step in report.steps:
         click.echo(f"  {step}", err=True)
-    fields = sorted(set(report.kuploy or {}) | set(report.stripe or {}))
-    click.echo(f"{'field':<22} {'kuploy-cloud (cloud_subscriptions)':<40} Stripe")
-    for name in fields:
-        ours = (report.kuploy or {}).get(name, "")
-        theirs = (report.stripe or {}).get(name, "")
-        click.echo(f"{name:<22} {ours!s:<40} {theirs}")
-    if not fields:
-        click.echo(
-            f"no subscription: the card {card} was {report.outcome}, nothing was recorded on either side"
-        )
-    click.echo(f"Result: {'consistent' if report.consistent else 'INCONSISTENT'} ({report.outcome})")
+    click.echo(render_checkout(report, card=card), nl=False)
     return 0 if report.consistent else 1
 
 
