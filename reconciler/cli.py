@@ -328,6 +328,15 @@ max_rps_option = click.option(
     help="Stripe requests per second (default: 25 with a test key, 90 with a live key; "
     "env KUPLOY_STRIPE_MAX_RPS).",
 )
+write_options = [
+    webhook_url_option,
+    *secret_options,
+    *guard_options,
+    live_option,
+    lock_option,
+    max_rps_option,
+]
+"""The options `apply` and `sync` share: both write through `api.apply`."""
 
 
 @cli.command(
@@ -339,12 +348,7 @@ max_rps_option = click.option(
 @click.argument("target", metavar="[CATALOG|PLANFILE]", required=False, type=click.Path())
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (CI).")
 @adopt_option
-@webhook_url_option
-@_with(secret_options)
-@_with(guard_options)
-@live_option
-@lock_option
-@max_rps_option
+@_with(write_options)
 @click.pass_context
 def apply_command(
     ctx: click.Context,
@@ -423,12 +427,7 @@ def _report(outcome: api.ApplyOutcome) -> int:
 @click.option(
     "--dry-run", is_flag=True, help="Fetch and show the plan; write nothing at all (not even the cache)."
 )
-@webhook_url_option
-@_with(secret_options)
-@_with(guard_options)
-@live_option
-@lock_option
-@max_rps_option
+@_with(write_options)
 @click.pass_context
 def sync_command(
     ctx: click.Context,
