@@ -27,7 +27,7 @@ from reconciler.errors import ApplyError, ApplyInterrupted, ConfigError, KuployE
 from reconciler.lock import advisory_lock
 from reconciler.model import Catalog, CurrentState, fingerprint
 from reconciler.plan import Plan
-from reconciler.savedplan import check_fresh, read_saved_plan, write_saved_plan
+from reconciler.savedplan import SavedPlan, check_fresh, read_saved_plan, write_saved_plan
 from reconciler.settings import Secret, Settings, scrub
 from reconciler.state.from_postgres import (
     read_drift_events,
@@ -238,21 +238,7 @@ def apply(
     secrets: WebhookSecretDestination | None = None,
 ) -> ApplyOutcome:
     """Lock, read, plan, check the guards, ask, migrate, execute. The plan is recomputed under the lock."""
-    secrets = secrets or WebhookSecretDestination()
-    with _connections(settings) as (conn, calls), advisory_lock(conn, timeout=settings.lock_timeout):
-        current = read_current(conn, calls, catalog)
-        planned = _plan(calls, catalog, current, adopt=adopt)
-        if not planned.has_changes:
-            _remember_catalog(conn, catalog)
-            return ApplyOutcome(plan=planned, confirmed=True)
-        check_mass_archive(planned, current, guard)
-        _check_webhook(planned, catalog, settings, secrets)
-        if not confirm(planned):
-            return ApplyOutcome(plan=planned, confirmed=False)
-        if planned.webhook_endpoint is not None and planned.webhook_endpoint.creates:
-            secrets.prepare()
-        record = ApplyRecord(catalog=catalog, summary=planned.summary())
-        return _execute(conn, calls, planned, record, on_op, settings=settings, adopt=adopt, secrets=secrets)
+    return _apply(settings, catalog, adopt=adopt, confirm=confirm, on_op=on_op, guard=guard, secrets=secrets)
 
 
 def apply_saved(
@@ -266,26 +252,58 @@ def apply_saved(
 ) -> ApplyOutcome:
     """Apply exactly the saved plan in `path`, or refuse (exit 1, nothing written) if it is stale."""
     saved = read_saved_plan(path)
+    return _apply(
+        settings,
+        saved.catalog,
+        adopt=saved.adopt,
+        confirm=confirm,
+        on_op=on_op,
+        guard=guard,
+        secrets=secrets,
+        saved=(path, saved),
+    )
+
+
+def _apply(
+    settings: Settings,
+    catalog: Catalog,
+    *,
+    adopt: bool,
+    confirm: Callable[[Plan], bool],
+    on_op: OnOp,
+    guard: ArchiveGuard,
+    secrets: WebhookSecretDestination | None,
+    saved: tuple[Path, SavedPlan] | None = None,
+) -> ApplyOutcome:
+    """`apply` and `apply_saved`: a saved plan is refused, before anything is written, if it was
+    applied already or if the plan recomputed under the lock differs from it."""
+    secrets = secrets or WebhookSecretDestination()
     with _connections(settings) as (conn, calls), advisory_lock(conn, timeout=settings.lock_timeout):
-        if (when := read_plan_file_applied(conn, saved.id)) is not None:
-            raise KuployError(
-                f"{path}: this plan was already applied at {when:%Y-%m-%d %H:%M:%S %Z}; run plan again"
-            )
-        current = read_current(conn, calls, saved.catalog)
-        replanned = _plan(calls, saved.catalog, current, adopt=saved.adopt)
-        check_fresh(saved, current, replanned)
-        if not replanned.has_changes:
-            return ApplyOutcome(plan=replanned, confirmed=True)
-        check_mass_archive(replanned, current, guard)
-        secrets = secrets or WebhookSecretDestination()
-        _check_webhook(replanned, saved.catalog, settings, secrets)
-        if not confirm(replanned):
-            return ApplyOutcome(plan=replanned, confirmed=False)
-        if replanned.webhook_endpoint is not None and replanned.webhook_endpoint.creates:
+        if saved is not None:
+            _check_not_applied(conn, *saved)
+        current = read_current(conn, calls, catalog)
+        planned = _plan(calls, catalog, current, adopt=adopt)
+        if saved is not None:
+            check_fresh(saved[1], current, planned)
+        if not planned.has_changes:
+            if saved is None:
+                _remember_catalog(conn, catalog)
+            return ApplyOutcome(plan=planned, confirmed=True)
+        check_mass_archive(planned, current, guard)
+        _check_webhook(planned, catalog, settings, secrets)
+        if not confirm(planned):
+            return ApplyOutcome(plan=planned, confirmed=False)
+        if planned.webhook_endpoint is not None and planned.webhook_endpoint.creates:
             secrets.prepare()
-        record = ApplyRecord(catalog=saved.catalog, summary=replanned.summary(), plan_file_id=saved.id)
-        return _execute(
-            conn, calls, replanned, record, on_op, settings=settings, adopt=saved.adopt, secrets=secrets
+        plan_file_id = saved[1].id if saved is not None else None
+        record = ApplyRecord(catalog=catalog, summary=planned.summary(), plan_file_id=plan_file_id)
+        return _execute(conn, calls, planned, record, on_op, settings=settings, adopt=adopt, secrets=secrets)
+
+
+def _check_not_applied(conn: psycopg.Connection, path: Path, saved: SavedPlan) -> None:
+    if (when := read_plan_file_applied(conn, saved.id)) is not None:
+        raise KuployError(
+            f"{path}: this plan was already applied at {when:%Y-%m-%d %H:%M:%S %Z}; run plan again"
         )
 
 
