@@ -613,12 +613,11 @@ def listen(
         if metrics:  # the workers' metrics, summed on every worker's /metrics; deleted at the end
             ctx.with_resource(multiprocess_directory())
         # Workers are new processes that import the app: hand them the resolved settings (the
-        # sandbox's too, which this process keeps serving) through the environment they inherit.
+        # sandbox's too, which this process keeps serving) through the environment they inherit,
+        # each at least the lowest rate a worker accepts (the limiter never goes below it anyway).
+        share = max(MAX_RPS.minimum, settings.effective_max_rps / workers)
         os.environ.update(
-            DATABASE_URL=settings.database_url.reveal(),
-            STRIPE_SECRET_KEY=settings.stripe_secret_key.reveal(),
-            # (at least the lowest rate a worker accepts; the limiter never goes below it anyway)
-            KUPLOY_STRIPE_MAX_RPS=repr(max(MAX_RPS.minimum, settings.effective_max_rps / workers)),
+            settings.environment(max_rps=share),
             **{
                 listener.WORKER_LIVE_ENV: "1" if live else "0",
                 listener.WORKER_DEBUG_ENV: "1" if logging.getLogger().isEnabledFor(logging.DEBUG) else "0",
@@ -626,8 +625,6 @@ def listen(
                 listener.WORKER_METRICS_ENV: "1" if metrics else "0",
             },
         )
-        if settings.stripe_api_base:
-            os.environ["STRIPE_API_BASE"] = settings.stripe_api_base
     # uvicorn shuts down gracefully on SIGTERM, then raises it again: leave through the context's
     # cleanup (the sandbox database this command started is stopped), not by dying on it.
     signal.signal(signal.SIGTERM, _exit_cleanly)

@@ -193,6 +193,18 @@ class Settings:
         """Where the database is, for messages: the DSN without its password."""
         return redact_dsn(self.database_url.reveal())
 
+    def environment(self, *, max_rps: float) -> dict[str, str]:
+        """These settings as the variables `Environment.read` reads back (the sandbox's too): how the
+        listener hands them to its worker processes, each of which gets `max_rps`."""
+        env = {
+            "DATABASE_URL": self.database_url.reveal(),
+            "STRIPE_SECRET_KEY": self.stripe_secret_key.reveal(),
+            "KUPLOY_STRIPE_MAX_RPS": repr(max_rps),
+        }
+        if self.stripe_api_base:
+            env["STRIPE_API_BASE"] = self.stripe_api_base
+        return env
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Environment:
