@@ -429,13 +429,13 @@ def drift(settings: Settings, catalog: Catalog | None = None) -> DriftReport:
         current = read_current(conn, calls, catalog)
         events = tuple(
             OutOfBandEvent(
-                plan=plan_of_detail(detail) or "?",
-                event_id=event_id,
-                type=event_type,
-                object_id=object_id,
-                created=f"{created:%Y-%m-%d %H:%M:%S %Z}",
+                plan=plan_of_detail(e.detail) or "?",
+                event_id=e.event_id,
+                type=e.type,
+                object_id=e.object_id,
+                created=f"{e.created:%Y-%m-%d %H:%M:%S %Z}",
             )
-            for event_id, event_type, object_id, created, detail in read_drift_events(conn)
+            for e in read_drift_events(conn)
         )
     planned = diff(catalog, replace(current, pending_migrations=()))
     return drift_report(planned, baseline=baseline, events=events)

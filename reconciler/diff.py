@@ -25,6 +25,7 @@ from reconciler.model import (
     StripeState,
     StripeWebhookEndpoint,
     WebhookEndpointSpec,
+    flatten,
     lookup_key,
     owned_slug,
     ownership_metadata,
@@ -42,6 +43,7 @@ from reconciler.plan import (
     CreateProduct,
     CreateWebhookEndpoint,
     FieldChange,
+    Kind,
     Op,
     Phase,
     Plan,
@@ -264,11 +266,11 @@ def _converge_paid(
         ops.append(
             CreateProduct(slug=slug, name=target.name, description=target.description, price=first_price)
         )
-        ops.append(SetLookupKey(slug=slug, price=Created("price"), lookup_key=key))
+        ops.append(SetLookupKey(slug=slug, price=Created(Kind.PRICE), lookup_key=key))
         for price in prices:
             if price.active:
                 ops.append(ArchivePrice(slug=slug, price_id=price.id))
-        return Created("product"), Created("price")
+        return Created(Kind.PRODUCT), Created(Kind.PRICE)
     product_ref: Ref = product.id
     wanted = {"name": target.name, "description": target.description, "active": True}
     observed = {"name": product.name, "description": product.description, "active": product.active}
@@ -312,7 +314,7 @@ def _converge_paid(
                 lookup_key=key,
             )
         )
-        price_ref = Created("price")
+        price_ref = Created(Kind.PRICE)
     else:
         price_ref = match.id
         if not match.active:
@@ -406,15 +408,5 @@ def _field_changes(before: dict[str, Any] | None, after: dict[str, Any] | None) 
             old = None if report == "dictionary_item_added" else item.t1
             new = None if report == "dictionary_item_removed" else item.t2
             changes.append(FieldChange(path=path, before=old, after=new))
-    order = {key: index for index, key in enumerate(_flat_keys(after))}
+    order = {key: index for index, key in enumerate(path for path, _value in flatten(after))}
     return sorted(changes, key=lambda c: order.get(c.path, len(order)))
-
-
-def _flat_keys(values: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for key, value in values.items():
-        if isinstance(value, dict):
-            keys.extend(_flat_keys(value, f"{prefix}{key}."))
-        else:
-            keys.append(f"{prefix}{key}")
-    return keys

@@ -8,6 +8,7 @@ deleted object (Stripe). Each becomes one `DriftItem` with where it is and expec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from reconciler.plan import (
@@ -28,10 +29,17 @@ from reconciler.plan import (
 )
 
 
+class Where(StrEnum):
+    """The store a drift item was found in."""
+
+    POSTGRES = "postgres"
+    STRIPE = "stripe"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DriftItem:
     plan: str
-    where: str  # "postgres" | "stripe"
+    where: Where
     field: str
     expected: Any
     actual: Any
@@ -72,7 +80,7 @@ def drift_report(plan: Plan, *, baseline: str, events: tuple[OutOfBandEvent, ...
     items.extend(
         DriftItem(
             plan=e.plan,
-            where="stripe",
+            where=Where.STRIPE,
             field=f"event {e.type} on {e.object_id or '?'}",
             expected="changes only through the catalog",
             actual=f"{e.event_id} at {e.created}",
@@ -89,7 +97,7 @@ def _webhook_items(change: WebhookEndpointChange) -> list[DriftItem]:
         return [
             DriftItem(
                 plan=WEBHOOK_ADDRESS,
-                where="stripe",
+                where=Where.STRIPE,
                 field="webhook_endpoint",
                 expected=f"endpoint at {change.after['url']}",
                 actual="missing (deleted, or never made by kuploy-reconciler)",
@@ -98,7 +106,7 @@ def _webhook_items(change: WebhookEndpointChange) -> list[DriftItem]:
     return [
         DriftItem(
             plan=WEBHOOK_ADDRESS,
-            where="stripe",
+            where=Where.STRIPE,
             field=f"webhook_endpoint.{f.path}",
             expected=f.after,
             actual=f.before,
@@ -113,7 +121,7 @@ def _items(change: PlanChange) -> list[DriftItem]:
     if change.before is None and change.after is not None:
         items.append(
             DriftItem(
-                plan=slug, where="postgres", field="cloud_plans row", expected="present", actual="missing"
+                plan=slug, where=Where.POSTGRES, field="cloud_plans row", expected="present", actual="missing"
             )
         )
     for f in change.fields:
@@ -121,7 +129,7 @@ def _items(change: PlanChange) -> list[DriftItem]:
             items.append(
                 DriftItem(
                     plan=slug,
-                    where="stripe",
+                    where=Where.STRIPE,
                     field=f.path[len("stripe.") :],
                     expected=f.after,
                     actual=f.before,
@@ -131,7 +139,7 @@ def _items(change: PlanChange) -> list[DriftItem]:
             items.append(
                 DriftItem(
                     plan=slug,
-                    where="postgres",
+                    where=Where.POSTGRES,
                     field=f"cloud_plans.{f.path}",
                     expected=f.after,
                     actual=f.before,
@@ -150,15 +158,15 @@ def _op_item(op: Op, has_field: set[str]) -> DriftItem | None:
     slug = op.slug
     if isinstance(op, CreateProduct):
         return DriftItem(
-            plan=slug, where="stripe", field="product", expected="active Product", actual="missing"
+            plan=slug, where=Where.STRIPE, field="product", expected="active Product", actual="missing"
         )
     if isinstance(op, CreatePrice):
         expected = f"active Price {op.unit_amount} {op.currency}/{op.interval}"
-        return DriftItem(plan=slug, where="stripe", field="price", expected=expected, actual="missing")
+        return DriftItem(plan=slug, where=Where.STRIPE, field="price", expected=expected, actual="missing")
     if isinstance(op, ReactivatePrice):
         return DriftItem(
             plan=slug,
-            where="stripe",
+            where=Where.STRIPE,
             field=f"price {op.price_id}",
             expected="active with the plan's lookup key",
             actual="archived or lookup key moved",
@@ -166,25 +174,37 @@ def _op_item(op: Op, has_field: set[str]) -> DriftItem | None:
     if isinstance(op, SetLookupKey) and not isinstance(op.price, Created):
         return DriftItem(
             plan=slug,
-            where="stripe",
+            where=Where.STRIPE,
             field=f"price {op.price}.lookup_key",
             expected=op.lookup_key,
             actual="moved or unset",
         )
     if isinstance(op, UpdateProduct) and dict(op.before).get("active") is False:
         return DriftItem(
-            plan=slug, where="stripe", field=f"product {op.product_id}.active", expected=True, actual=False
+            plan=slug,
+            where=Where.STRIPE,
+            field=f"product {op.product_id}.active",
+            expected=True,
+            actual=False,
         )
     if isinstance(op, SetDefaultPrice) and "stripe.product.default_price" not in has_field:
         return DriftItem(
-            plan=slug, where="stripe", field="product.default_price", expected=str(op.after), actual=op.before
+            plan=slug,
+            where=Where.STRIPE,
+            field="product.default_price",
+            expected=str(op.after),
+            actual=op.before,
         )
     if isinstance(op, ArchivePrice):
         return DriftItem(
-            plan=slug, where="stripe", field=f"price {op.price_id}", expected="archived", actual="active"
+            plan=slug, where=Where.STRIPE, field=f"price {op.price_id}", expected="archived", actual="active"
         )
     if isinstance(op, ArchiveProduct):
         return DriftItem(
-            plan=slug, where="stripe", field=f"product {op.product_id}", expected="archived", actual="active"
+            plan=slug,
+            where=Where.STRIPE,
+            field=f"product {op.product_id}",
+            expected="archived",
+            actual="active",
         )
     return None  # row writes, product updates and adoptions are covered by the field changes

@@ -39,14 +39,21 @@ class Action(StrEnum):
     ARCHIVE = "archive"
 
 
+class Kind(StrEnum):
+    """The kinds of Stripe object an apply creates and later ops refer to."""
+
+    PRODUCT = "product"
+    PRICE = "price"
+
+
 @dataclass(frozen=True, slots=True)
 class Created:
     """Stands for the id of an object this apply creates earlier, for the same plan."""
 
-    kind: str  # "product" | "price"
+    kind: Kind
 
     def __str__(self) -> str:
-        return f"(new {self.kind})"
+        return f"(new {self.kind.value})"
 
 
 Ref = str | Created

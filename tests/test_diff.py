@@ -25,6 +25,7 @@ from reconciler.plan import (
     Created,
     CreatePrice,
     CreateProduct,
+    Kind,
     Phase,
     ReactivatePrice,
     SetDefaultPrice,
@@ -122,7 +123,7 @@ def test_empty_state_creates_everything_in_crash_safe_order() -> None:
     assert isinstance(create, CreateProduct) and create.price is not None and create.price.unit_amount == 2000
     write = plan.changes[1].ops[-1]
     assert isinstance(write, WriteRow)
-    assert write.stripe_product_id == Created("product") and write.stripe_price_id == Created("price")
+    assert write.stripe_product_id == Created(Kind.PRODUCT) and write.stripe_price_id == Created(Kind.PRICE)
     phases = [op.phase for op in plan.ops_in_order()]
     assert phases == sorted(phases)
 

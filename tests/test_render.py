@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 
 from reconciler.diff import diff
-from reconciler.drift import DriftItem, DriftReport
+from reconciler.drift import DriftItem, DriftReport, Where
 from reconciler.model import Catalog, CurrentState, StripeState
 from reconciler.plan import Plan
 from reconciler.render.drift import render_drift_text
@@ -68,7 +68,9 @@ def test_text_escapes_controls_and_bidi_overrides_from_every_source() -> None:
 
 
 def test_drift_text_escapes_what_was_typed_in_the_dashboard() -> None:
-    item = DriftItem(plan=f"pro{UNSEEN}", where="stripe", field="name", expected="Pro", actual=f"Pro{UNSEEN}")
+    item = DriftItem(
+        plan=f"pro{UNSEEN}", where=Where.STRIPE, field="name", expected="Pro", actual=f"Pro{UNSEEN}"
+    )
     text = render_drift_text(DriftReport(items=(item,), baseline="the catalog given"))
     assert not any(char in text for char in RAW), repr(text)
     assert "~ plan.pro\\u009b31m\\u202e" in text and 'actual "Pro\\u009b31m\\u202e' in text

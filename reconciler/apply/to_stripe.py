@@ -31,6 +31,7 @@ from reconciler.plan import (
     CreatePrice,
     CreateProduct,
     CreateWebhookEndpoint,
+    Kind,
     Op,
     ReactivatePrice,
     Ref,
@@ -113,10 +114,10 @@ def _(op: CreateProduct, writer: StripeWriter) -> None:
             "metadata": ownership_metadata(op.slug),
         }
     product = writer.create("products", params)
-    writer.ids[(op.slug, "product")] = product.id
+    writer.ids[(op.slug, Kind.PRODUCT)] = product.id
     if op.price is not None:
         default = product.default_price
-        writer.ids[(op.slug, "price")] = default if isinstance(default, str) else default.id
+        writer.ids[(op.slug, Kind.PRICE)] = default if isinstance(default, str) else default.id
 
 
 @run_stripe_op.register
@@ -136,7 +137,7 @@ def _(op: CreatePrice, writer: StripeWriter) -> None:
         "metadata": ownership_metadata(op.slug),
     }
     price = writer.create("prices", params)
-    writer.ids[(op.slug, "price")] = price.id
+    writer.ids[(op.slug, Kind.PRICE)] = price.id
 
 
 @run_stripe_op.register

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -78,9 +79,20 @@ def read_plan_file_applied(conn: psycopg.Connection, plan_file_id: str) -> datet
     return row[0] if row else None
 
 
-def read_drift_events(conn: psycopg.Connection) -> list[tuple[str, str, str | None, datetime, str | None]]:
-    """Product/Price events the listener recorded as made outside the tool, since the last apply:
-    (event id, type, object id, created, detail). Empty when the listener never ran."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriftEventRow:
+    """One `cloud_stripe_events` row the listener marked as a change made outside the tool."""
+
+    event_id: str
+    type: str
+    object_id: str | None
+    created: datetime
+    detail: str | None
+
+
+def read_drift_events(conn: psycopg.Connection) -> list[DriftEventRow]:
+    """Product/Price events the listener recorded as made outside the tool, since the last apply.
+    Empty when the listener never ran."""
     if not _has_column(conn, "cloud_stripe_events", "outcome"):
         return []
     since = None
@@ -92,4 +104,4 @@ def read_drift_events(conn: psycopg.Connection) -> list[tuple[str, str, str | No
         "WHERE outcome = 'drift' AND (%s::timestamptz IS NULL OR created > %s) ORDER BY created, id",
         (since, since),
     ).fetchall()
-    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    return [DriftEventRow(event_id=r[0], type=r[1], object_id=r[2], created=r[3], detail=r[4]) for r in rows]
