@@ -75,6 +75,22 @@ LIMIT_COLUMNS: Mapping[str, str] = MappingProxyType({f.name: _camel(f.name) for 
 FEATURE_KEYS: Mapping[str, str] = MappingProxyType({f.name: _camel(f.name) for f in fields(Features)})
 """`white_label` → `whiteLabel`, … (the key in the `features` jsonb and in catalogs)."""
 
+CLOUD_PLANS_COLUMNS: tuple[str, ...] = (
+    "planId",
+    "name",
+    "stripeProductId",
+    "stripePriceId",
+    "price",
+    "currency",
+    "billingCycle",
+    *LIMIT_COLUMNS.values(),
+    "features",
+    "isDefault",
+    "isActive",
+    "description",
+)
+"""The `cloud_plans` columns the tool writes, in order (the upsert and the schema check use them)."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlanSpec:
@@ -333,6 +349,17 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dicts as (dotted path, value) pairs in order: `{"a": {"b": 1}}` → `[("a.b", 1)]`."""
+    out: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.extend(flatten(value, f"{prefix}{key}."))
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
 
 
 def fingerprint(document: Any) -> str:

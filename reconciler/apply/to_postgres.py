@@ -11,42 +11,19 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from reconciler.model import Catalog, PlanSpec, fingerprint
+from reconciler.model import CLOUD_PLANS_COLUMNS, Catalog, PlanSpec, fingerprint
 from reconciler.plan import WriteRow
-
-COLUMNS = (
-    "planId",
-    "name",
-    "stripeProductId",
-    "stripePriceId",
-    "price",
-    "currency",
-    "billingCycle",
-    "maxProjects",
-    "maxApps",
-    "maxDatabases",
-    "maxTeamMembers",
-    "maxDomains",
-    "maxCustomDomains",
-    "maxFreeSubdomains",
-    "maxPurchasableDomains",
-    "maxInstances",
-    "maxStorageBytes",
-    "buildMinutesPerMonth",
-    "features",
-    "isDefault",
-    "isActive",
-    "description",
-)
 
 _UPSERT = sql.SQL(
     "INSERT INTO cloud_plans ({cols}) VALUES ({vals}) ON CONFLICT ({key}) DO UPDATE SET {sets}"
 ).format(
-    cols=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
-    vals=sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)),
+    cols=sql.SQL(", ").join(map(sql.Identifier, CLOUD_PLANS_COLUMNS)),
+    vals=sql.SQL(", ").join(sql.Placeholder() * len(CLOUD_PLANS_COLUMNS)),
     key=sql.Identifier("planId"),
     sets=sql.SQL(", ").join(
-        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in COLUMNS if c != "planId"
+        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+        for c in CLOUD_PLANS_COLUMNS
+        if c != "planId"
     ),
 )
 
@@ -66,7 +43,7 @@ def row_values(spec: PlanSpec, product_id: str | None, price_id: str | None) -> 
         "isActive": spec.is_active,
         "description": spec.description,
     }
-    return tuple(values[c] for c in COLUMNS)
+    return tuple(values[c] for c in CLOUD_PLANS_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

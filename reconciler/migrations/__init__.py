@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from reconciler.errors import SchemaError
+from reconciler.model import CLOUD_PLANS_COLUMNS, LIMIT_COLUMNS
 
 LEDGER = "cloud_reconciler_migrations"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -56,37 +57,18 @@ def pending(conn: psycopg.Connection) -> tuple[Migration, ...]:
     return tuple(m for m in all_migrations() if m.version not in done)
 
 
-# Column → accepted data types. "planId" must also be unique (upserts key on it).
+# Column → accepted data types, text unless in _NOT_TEXT. "planId" must also be unique (upserts key on it).
 _TEXT = ("text", "character varying")
 _INT = ("integer", "bigint")
-EXPECTED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "planId": _TEXT,
-    "name": _TEXT,
-    "stripeProductId": _TEXT,
-    "stripePriceId": _TEXT,
+_NOT_TEXT: dict[str, tuple[str, ...]] = {
     "price": _INT,
-    "currency": _TEXT,
-    "billingCycle": _TEXT,
-    **{
-        column: _INT
-        for column in (
-            "maxProjects",
-            "maxApps",
-            "maxDatabases",
-            "maxTeamMembers",
-            "maxDomains",
-            "maxCustomDomains",
-            "maxFreeSubdomains",
-            "maxPurchasableDomains",
-            "maxInstances",
-            "maxStorageBytes",
-            "buildMinutesPerMonth",
-        )
-    },
+    **{column: _INT for column in LIMIT_COLUMNS.values()},
     "features": ("jsonb",),
     "isDefault": ("boolean",),
     "isActive": ("boolean",),
-    "description": _TEXT,
+}
+EXPECTED_COLUMNS: dict[str, tuple[str, ...]] = {
+    column: _NOT_TEXT.get(column, _TEXT) for column in CLOUD_PLANS_COLUMNS
 }
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from reconciler.model import printable
+from reconciler.model import flatten, printable
 from reconciler.plan import Action, Plan, PlanChange, WebhookEndpointChange
-from reconciler.render.text import MARKERS, _flatten, _show, subscriptions_note, summary_line
+from reconciler.render.text import MARKERS, _show, subscriptions_note, summary_line
 
 GITHUB_COMMENT_LIMIT = 65_536
 """GitHub rejects a comment body longer than this many characters (characters, not bytes)."""
@@ -181,7 +181,7 @@ def _block(plan: Plan, change: PlanChange) -> str:
     ]
     if change.before is None and change.after is not None:
         lines += ["| field | value |", "| --- | --- |"]
-        lines += [f"| {_escape(path)} | {_cell(value)} |" for path, value in _flatten(change.after)]
+        lines += [f"| {_escape(path)} | {_cell(value)} |" for path, value in flatten(change.after)]
         lines.append("")
     elif change.fields:
         lines += ["| field | before | after |", "| --- | --- | --- |"]

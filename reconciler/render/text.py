@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from reconciler.model import printable
+from reconciler.model import flatten, printable
 from reconciler.plan import Action, ArchivePrice, Plan, PlanChange, WebhookEndpointChange
 
 MARKERS = {
@@ -91,20 +91,10 @@ def _webhook_body(change: WebhookEndpointChange) -> list[str]:
 
 def _body(change: PlanChange) -> list[str]:
     if change.before is None and change.after is not None:
-        return [f"{path}: {_show(value)}" for path, value in _flatten(change.after)]
+        return [f"{path}: {_show(value)}" for path, value in flatten(change.after)]
     if change.fields:
         return [f"{f.path}: {_show(f.before)} → {_show(f.after)}" for f in change.fields]
     return []
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.extend(_flatten(value, f"{prefix}{key}."))
-        else:
-            out.append((f"{prefix}{key}", value))
-    return out
 
 
 def _show(value: Any) -> str:
