@@ -13,6 +13,8 @@ from reconciler.catalog.problems import Doc, printable, problem
 from reconciler.catalog.resolution import Entry
 from reconciler.catalog.schema import webhook_url_pattern
 
+# Deliberately also in sandbox/emulator/common.py: the emulator imports nothing of the core (and plays
+# Stripe, whose list has a few more entries, e.g. usdc).
 _CURRENCY_CODES = """
     usd aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bhd bif bmd bnd bob brl bsd bwp byn bzd
     cad cdf chf clp cny cop crc cve czk djf dkk dop dzd egp etb eur fjd fkp gbp gel gip gmd gnf gtq gyd
