@@ -137,7 +137,7 @@ class StandIn:
                     "type": "invalid_request_error",
                 }
             }
-        self.objects[obj["id"]] = obj
+        self.objects[str(obj["id"])] = obj
         return 200, obj
 
 

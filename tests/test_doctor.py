@@ -33,7 +33,7 @@ def healthy_env(
     stripe_client.v1.webhook_endpoints.create(
         params={
             "url": "https://kuploy.example.com/api/webhooks/stripe",
-            "enabled_events": sorted(WEBHOOK_EVENTS),
+            "enabled_events": sorted(WEBHOOK_EVENTS),  # type: ignore[arg-type]  # stripe types them as Literals
         }
     )
     return env

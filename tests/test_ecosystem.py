@@ -334,7 +334,7 @@ def test_ci_runs_the_ci_script_on_both_pythons() -> None:
 
 def _uses(workflow: dict[str, Any], job: str, action: str) -> dict[str, Any]:
     [step] = [s for s in workflow["jobs"][job]["steps"] if str(s.get("uses", "")).startswith(action + "@")]
-    return step
+    return dict(step)
 
 
 def test_release_publishes_pypi_the_image_and_notes_on_a_version_tag() -> None:
@@ -685,7 +685,7 @@ def test_the_listener_is_probed_and_served() -> None:
 
 def test_manifests_validate_against_the_kubernetes_schemas() -> None:
     try:
-        import kubernetes_validate  # type: ignore[import-not-found]
+        import kubernetes_validate
     except ImportError:
         kubeconform = _executable("kubeconform")
         if kubeconform is None:

@@ -235,7 +235,7 @@ def test_a_declined_payment_answers_402_and_the_attempt_stands(stripe_client: st
         stripe_client.v1.invoices.pay(invoice.id, params={"payment_method": pm.id})
     assert exc.value.http_status == 402
     body = exc.value.json_body
-    assert body is not None
+    assert isinstance(body, dict)
     error = body["error"]
     assert (error["type"], error["code"], error["decline_code"], error["message"]) == (
         "card_error",
@@ -294,6 +294,7 @@ def test_void_mark_uncollectible_update_and_delete(stripe_client: stripe.StripeC
     updated = stripe_client.v1.invoices.update(
         draft.id, params={"description": "Fixed", "metadata": {"b": "2"}}
     )
+    assert updated.metadata is not None
     assert (updated.description, updated.metadata.to_dict()) == ("Fixed", {"a": "1", "b": "2"})
     update_event = stripe_client.v1.events.list(params={"limit": 1}).data[0]
     assert update_event.type == "invoice.updated"
@@ -312,6 +313,7 @@ def test_void_mark_uncollectible_update_and_delete(stripe_client: stripe.StripeC
         )
     assert locked.value.error is not None and locked.value.error.code == "invoice_not_editable"
     tagged = stripe_client.v1.invoices.update(final.id, params={"metadata": {"ok": "yes"}})
+    assert tagged.metadata is not None
     assert tagged.metadata.to_dict() == {"ok": "yes"}
 
 
@@ -339,7 +341,7 @@ def test_unmodelled_invoice_parameters_are_refused(stripe_client: stripe.StripeC
         stripe_client.v1.invoices.create(params={"customer": cus.id, "footer": "Thanks"})
     assert "does not model" in str(exc.value.user_message)
     with pytest.raises(stripe.InvalidRequestError) as unknown:
-        stripe_client.v1.invoices.create(params={"customer": cus.id, "not_a_param": "x"})  # type: ignore[typeddict-unknown-key]
+        stripe_client.v1.invoices.create(params={"customer": cus.id, "not_a_param": "x"})  # type: ignore[arg-type]
     assert unknown.value.error is not None and unknown.value.error.code == "parameter_unknown"
 
 
@@ -423,8 +425,9 @@ def test_error_if_incomplete_answers_402_and_creates_nothing(stripe_client: stri
             }
         )
     assert exc.value.http_status == 402
-    assert exc.value.json_body is not None
-    error = exc.value.json_body["error"]
+    body = exc.value.json_body
+    assert isinstance(body, dict)
+    error = body["error"]
     assert (error["type"], error["code"], error["decline_code"]) == (
         "card_error",
         "card_declined",

@@ -126,8 +126,8 @@ def test_line_items_list_in_stripes_shape_and_pages(stripe_client: stripe.Stripe
     )
     assert session.amount_total == 3000 + 250 + 297
     items = stripe_client.v1.checkout.sessions.line_items.list(session.id)
-    assert items.object == "list" and items.url == f"/v1/checkout/sessions/{session.id}/line_items"
-    assert [(i.price.id, i.quantity, i.amount_subtotal, i.amount_total) for i in items.data] == [
+    assert items["object"] == "list" and items["url"] == f"/v1/checkout/sessions/{session.id}/line_items"
+    assert [(i.price and i.price.id, i.quantity, i.amount_subtotal, i.amount_total) for i in items.data] == [
         (prices[0].id, 2, 3000, 3000),
         (prices[1].id, 1, 250, 250),
         (prices[2].id, 3, 297, 297),
@@ -151,7 +151,9 @@ def test_line_items_list_in_stripes_shape_and_pages(stripe_client: stripe.Stripe
     expanded = stripe_client.v1.checkout.sessions.line_items.list(
         session.id, params={"expand": ["data.price.product"]}
     )
-    product = expanded.data[0].price.product
+    price = expanded.data[0].price
+    assert price is not None
+    product = price.product
     assert isinstance(product, stripe.Product) and product.name == "myproduct"
     with pytest.raises(stripe.InvalidRequestError) as info:
         stripe_client.v1.checkout.sessions.line_items.list("cs_test_missing")

@@ -50,7 +50,7 @@ def test_search_products_by_field_metadata_and_boolean(stripe_client: stripe.Str
 def test_search_pages_with_next_page(stripe_client: stripe.StripeClient) -> None:
     made = _products(stripe_client)
     first = stripe_client.v1.products.search(params={"query": "-name:'nothing'", "limit": 1})
-    assert first.object == "search_result" and first.url == "/v1/products/search"
+    assert first["object"] == "search_result" and first["url"] == "/v1/products/search"
     assert first.has_more and first.next_page
     seen = [p.id for p in first.data]
     page = first
@@ -85,7 +85,7 @@ def test_search_other_kinds(stripe_client: stripe.StripeClient) -> None:
     newer = stripe_client.v1.customers.search(params={"query": f"created>={customer.created}"})
     assert customer.id in [c.id for c in newer.data]
     subs = stripe_client.v1.subscriptions.search(params={"query": "status:'active'"})
-    assert subs.object == "search_result"
+    assert subs["object"] == "search_result"
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_search_refuses_queries_it_cannot_read(stripe_client: stripe.StripeClien
 def test_search_is_not_mistaken_for_a_retrieve(stripe_client: stripe.StripeClient) -> None:
     """`/v1/products/search` is its own route, not the product with id "search"."""
     result = stripe_client.v1.products.search(params={"query": "name:'nothing'"})
-    assert result.object == "search_result" and result.data == []
+    assert result["object"] == "search_result" and result.data == []
 
 
 def test_previous_attributes_of_a_metadata_change_hold_only_the_changed_keys(

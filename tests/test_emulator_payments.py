@@ -406,6 +406,7 @@ def test_customer_created_with_pm_card_visa_has_it_attached_and_default(
             "invoice_settings": {"default_payment_method": "pm_card_visa"},
         }
     )
+    assert customer.invoice_settings is not None
     default = str(customer.invoice_settings.default_payment_method)
     assert default.startswith("pm_") and default != "pm_card_visa"
     assert stripe_client.v1.payment_methods.retrieve(default).customer == customer.id
@@ -443,7 +444,8 @@ def test_customer_updated_names_the_changed_keys_only(stripe_client: stripe.Stri
         "metadata": {"added": None},
     }
     stripe_client.v1.payment_methods.detach(method.id)  # the default goes with it
-    assert stripe_client.v1.customers.retrieve(customer.id).invoice_settings.default_payment_method is None
+    settings = stripe_client.v1.customers.retrieve(customer.id).invoice_settings
+    assert settings is not None and settings.default_payment_method is None
     cleared = stripe_client.v1.events.list(params={"type": "customer.updated"}).data[0]
     assert cleared.data.to_dict()["previous_attributes"] == {
         "invoice_settings": {"default_payment_method": method.id}

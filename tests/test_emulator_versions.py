@@ -6,7 +6,7 @@ between them are Stripe's changelog entries for 2024-04-10 and 2025-03-31.basil.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import stripe
@@ -23,7 +23,7 @@ from test_emulator_checkout import (
     new_session,
 )
 
-OLD = "2023-08-16"
+OLD: Final = "2023-08-16"
 
 
 def pinned(emulator: RunningEmulator, version: str) -> stripe.StripeClient:
@@ -44,7 +44,7 @@ def paid_subscription(client: stripe.StripeClient, emulator: RunningEmulator) ->
 def _json(client: stripe.StripeClient, path: str, params: dict[str, Any]) -> dict[str, Any]:
     """The answer as plain JSON, so a removed field is seen as absent."""
     response = client.raw_request("get", path, **params)
-    return client.deserialize(response, api_mode="V1").to_dict()  # type: ignore[no-any-return]
+    return client.deserialize(response, api_mode="V1").to_dict()
 
 
 def test_old_version_gets_old_subscription_and_invoice_shapes(

@@ -77,7 +77,7 @@ SLUGS = st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,11}\Z")
 # script, punctuation, zero-width joiners. Not control characters (C0, DEL, C1), bidirectional
 # overrides and isolates, lone surrogates: the catalog refuses them (test_controls_and_bidi_...).
 BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-NAME_CHARS = st.characters(codec="utf-8", exclude_categories=("Cc",), exclude_characters=BIDI_CONTROLS)
+NAME_CHARS = st.characters(codec="utf-8", exclude_categories=["Cc"], exclude_characters=BIDI_CONTROLS)
 NAMES = st.text(NAME_CHARS, min_size=1, max_size=40).filter(lambda s: re.search(r"\S", s) is not None)
 # A description may span lines and hold tabs.
 DESCRIPTIONS = st.one_of(st.none(), st.text(st.one_of(NAME_CHARS, st.sampled_from("\t\n")), max_size=80))

@@ -29,6 +29,12 @@ def applied(cli_env: dict[str, str], catalog: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _product_id(db: psycopg.Connection, slug: str) -> str:
+    row = db.execute('SELECT "stripeProductId" FROM cloud_plans WHERE "planId" = %s', (slug,)).fetchone()
+    assert row is not None, f"no cloud_plans row for {slug}"
+    return str(row[0])
+
+
 # --- saved plans -------------------------------------------------------------------------------------
 
 
@@ -88,9 +94,7 @@ def test_saved_plan_made_stale_by_a_product_edit_is_refused(
     plan_file = tmp_path / "plan.json"
     assert run("plan", "--out", str(plan_file), str(catalog), env=cli_env).returncode == 0
 
-    product_id = db.execute('SELECT "stripeProductId" FROM cloud_plans WHERE "planId" = \'pro\'').fetchone()[
-        0
-    ]
+    product_id = _product_id(db, "pro")
     stripe_client.v1.products.update(product_id, params={"description": "edited in the Dashboard"})
     before_rows, before_writes = rows(db), len(stripe_writes(emulator))
     result = run("apply", str(plan_file), env=cli_env)
@@ -123,9 +127,7 @@ def test_drift_after_hand_edits_and_healed_by_apply(
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "No drift" in clean.stdout
 
-    product_id = db.execute('SELECT "stripeProductId" FROM cloud_plans WHERE "planId" = \'pro\'').fetchone()[
-        0
-    ]
+    product_id = _product_id(db, "pro")
     stripe_client.v1.products.update(product_id, params={"name": "Pro (renamed by hand)"})
     db.execute('UPDATE cloud_plans SET "maxApps" = 42 WHERE "planId" = \'team\'')
 
@@ -151,9 +153,7 @@ def test_drift_sees_extra_price_and_archived_product(
 ) -> None:
     catalog = write_catalog(tmp_path, standard_plans())
     applied(cli_env, catalog)
-    product_id = db.execute('SELECT "stripeProductId" FROM cloud_plans WHERE "planId" = \'team\'').fetchone()[
-        0
-    ]
+    product_id = _product_id(db, "team")
     extra = stripe_client.v1.prices.create(
         params={
             "product": product_id,
@@ -329,7 +329,7 @@ def test_plan_says_how_many_active_subscriptions_stay_on_the_old_price_in_every_
     """Real subscriptions made through the SDK: 3 active on pro's price (a fourth canceled), 1 on
     team's. Re-pricing pro and removing team: every format says who stays on the archived Prices."""
     applied(cli_env, write_catalog(tmp_path, standard_plans()))
-    price = dict(db.execute('SELECT "planId", "stripePriceId" FROM cloud_plans').fetchall())
+    price: dict[str, str] = dict(db.execute('SELECT "planId", "stripePriceId" FROM cloud_plans').fetchall())
 
     def subscribe(plan: str) -> str:
         customer = stripe_client.v1.customers.create(
@@ -339,8 +339,9 @@ def test_plan_says_how_many_active_subscriptions_stay_on_the_old_price_in_every_
                 "invoice_settings": {"default_payment_method": "pm_card_visa"},
             }
         ).id
-        items = [{"price": price[plan]}]
-        return stripe_client.v1.subscriptions.create(params={"customer": customer, "items": items}).id
+        return stripe_client.v1.subscriptions.create(
+            params={"customer": customer, "items": [{"price": price[plan]}]}
+        ).id
 
     for _ in range(3):
         subscribe("pro")

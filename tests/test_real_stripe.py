@@ -64,7 +64,7 @@ def client(stripe_backend: Backend) -> stripe.StripeClient:
     return guard_client(stripe_backend.guard, stripe_backend.key)
 
 
-def catalog(run_id: str, **changes: dict[str, Any]) -> list[dict[str, Any]]:
+def catalog(run_id: str, **changes: dict[str, Any] | None) -> list[dict[str, Any]]:
     """free (default), pro and team, every slug tagged with the run id; `changes` per plain slug,
     a None value removes the plan."""
     plans = {
@@ -108,6 +108,7 @@ def assert_paid_plan(
     assert product.default_price == price.id
     assert product.metadata.to_dict() == ownership_metadata(row["planId"])
     assert price.active and price.product == product.id
+    assert price.recurring is not None
     assert (price.unit_amount, price.currency, price.recurring.interval) == (amount, currency, interval)
     assert price.lookup_key == lookup_key(row["planId"])
     active = [

@@ -65,6 +65,7 @@ def assert_paid_plan(
     assert product.default_price == price.id
     assert product.metadata["kuploy_plan"] == db_row["planId"]
     assert price.active and price.product == product.id
+    assert price.recurring is not None
     assert (price.unit_amount, price.currency, price.recurring.interval) == (amount, currency, interval)
     assert price.lookup_key == lookup_key(db_row["planId"])
     assert price.type == "recurring"

@@ -545,7 +545,7 @@ SPACED_PASSWORD = "Pg-S3cr3t pa55/w0rd&Zq 'x'"
 def _dsn_forms(database_url: str, port: int | None = None) -> dict[str, str]:
     info = psycopg.conninfo.conninfo_to_dict(database_url)
     host, user, dbname = str(info.get("host", "127.0.0.1")), str(info.get("user", "postgres")), info["dbname"]
-    port = port or int(info.get("port", 5432))
+    port = port or int(info.get("port") or 5432)
     encoded, url_host = quote(SPACED_PASSWORD, safe=""), quote(host, safe="")
     keyvalue = psycopg.conninfo.make_conninfo(
         "", host=host, port=port, user=user, dbname=dbname, password=SPACED_PASSWORD

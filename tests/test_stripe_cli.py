@@ -82,7 +82,7 @@ def of_type(found: list[stripe.Event], event_type: str) -> stripe.Event:
 
 
 def obj(event: stripe.Event) -> dict[str, Any]:
-    return event.data.object.to_dict()  # type: ignore[no-any-return]
+    return event.data.object.to_dict()
 
 
 # --- what Stripe emits per trigger, and the state it leaves ------------------------------------------
@@ -306,7 +306,7 @@ TRIGGERS: list[Any] = [
 
 
 def assert_emitted(found: list[stripe.Event], expected: list[str]) -> None:
-    emitted = Counter(e.type for e in found)
+    emitted: Counter[str] = Counter(e.type for e in found)
     missing = Counter(expected) - emitted
     unexpected = {t for t in emitted if t not in expected and t not in MAY_ALSO}
     assert not missing and not unexpected, (
@@ -373,8 +373,8 @@ def wait_until_answering(proc: subprocess.Popen[str], url: str) -> None:
         except urllib.error.HTTPError:
             return  # it answers (401 without a key): it is up
         except OSError:
-            assert proc.poll() is None, f"{proc.args} exited: {proc.communicate()}"
-            assert time.monotonic() < deadline, f"{proc.args} did not start"
+            assert proc.poll() is None, f"{proc.args!r} exited: {proc.communicate()}"
+            assert time.monotonic() < deadline, f"{proc.args!r} did not start"
             time.sleep(0.05)
 
 

@@ -203,7 +203,7 @@ def test_an_endpoint_made_by_hand_at_the_url_is_adopted_only_when_asked(
     cli_env: dict[str, str], tmp_path: Path, emulator: RunningEmulator, stripe_client: stripe.StripeClient
 ) -> None:
     made = stripe_client.v1.webhook_endpoints.create(
-        params={"url": URL, "enabled_events": list(WEBHOOK_EVENTS)}
+        params={"url": URL, "enabled_events": list(WEBHOOK_EVENTS)}  # type: ignore[arg-type]  # stripe types them as Literals
     )
     path = catalog(tmp_path, {"url": URL})
     refused = run(

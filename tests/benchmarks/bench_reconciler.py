@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
@@ -164,7 +164,14 @@ def log_slice(stand: Stand, start: int) -> list[dict[str, Any]]:
     return list(stand.emulator.emulator.requests[start:])
 
 
-def tally(entries: list[dict[str, Any]]) -> dict[str, int]:
+class Counts(TypedDict):
+    reads: int
+    writes: int
+    rate_limited: int
+    failed: int
+
+
+def tally(entries: list[dict[str, Any]]) -> Counts:
     reads = sum(1 for e in entries if e["method"] == "GET")
     writes = sum(1 for e in entries if e["method"] in ("POST", "DELETE"))
     limited = sum(1 for e in entries if e.get("fault") == "rate_limited")
@@ -210,7 +217,9 @@ def run_cli_once(stand: Stand, n: int, operation: str, argv: list[str], *, floor
     wall = time.perf_counter() - started
     cpu = cpu_children() - cpu_before
     counts = tally(log_slice(stand, start_index))
-    child = json.loads(out.read_text()) if out.exists() else {"exit": proc.returncode, "sql": {}}
+    child: dict[str, Any] = (
+        json.loads(out.read_text()) if out.exists() else {"exit": proc.returncode, "sql": {}}
+    )
     sql_counts = child.get("sql", {})
     statements = sql_counts.get("execute", 0) + sql_counts.get("executemany", 0) + sql_counts.get("tx", 0)
     sql = f"{statements}" + (f" +{sql_counts['rows']} rows" if sql_counts.get("rows") else "")
