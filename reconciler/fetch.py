@@ -228,6 +228,33 @@ def _why(reason: object) -> str:
     return type(reason).__name__ if not isinstance(reason, str) else reason
 
 
+def _with_retries(
+    opener: urllib.request.OpenerDirector,
+    request: urllib.request.Request,
+    config: CatalogFetch,
+    label: str,
+    sleep: Callable[[float], None],
+) -> tuple[_Answer, int]:
+    """The first answer that is not worth retrying, and which attempt it came on."""
+    attempts = config.retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return _once(opener, request, config.timeout), attempt
+        except _Retry as e:
+            if attempt == attempts:
+                raise FetchError(
+                    f"cannot fetch the catalog from {label}: {e.reason} "
+                    f"({attempts} attempt{'s' if attempts > 1 else ''}); nothing was changed"
+                ) from e
+            delay = e.delay
+            if delay is None:
+                delay = random.uniform(
+                    config.backoff / 2, min(MAX_DELAY, config.backoff * 2 ** (attempt - 1))
+                )
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
 def fetch_catalog(
     url: str,
     config: CatalogFetch,
@@ -255,25 +282,7 @@ def fetch_catalog(
         handlers.append(urllib.request.ProxyHandler({}))  # this machine is never behind a proxy
     opener = urllib.request.build_opener(*handlers)
 
-    attempts = config.retries + 1
-    for attempt in range(1, attempts + 1):
-        try:
-            answer = _once(opener, request, config.timeout)
-            break
-        except _Retry as e:
-            if attempt == attempts:
-                raise FetchError(
-                    f"cannot fetch the catalog from {label}: {e.reason} "
-                    f"({attempts} attempt{'s' if attempts > 1 else ''}); nothing was changed"
-                ) from e
-            delay = e.delay
-            if delay is None:
-                delay = random.uniform(
-                    config.backoff / 2, min(MAX_DELAY, config.backoff * 2 ** (attempt - 1))
-                )
-            sleep(delay)
-    else:  # pragma: no cover - the loop breaks or raises
-        raise AssertionError("unreachable")
+    answer, attempt = _with_retries(opener, request, config, label, sleep)
 
     if answer.status == 304:
         if cached is None:
