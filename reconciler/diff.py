@@ -261,16 +261,7 @@ def _converge_paid(
     key = lookup_key(slug)
 
     if product is None:
-        # One call makes the Product, its Price and the default; a second gives the Price its key.
-        first_price = PriceData(unit_amount=target.price_cents, currency=target.currency, interval=interval)
-        ops.append(
-            CreateProduct(slug=slug, name=target.name, description=target.description, price=first_price)
-        )
-        ops.append(SetLookupKey(slug=slug, price=Created(Kind.PRICE), lookup_key=key))
-        for price in prices:
-            if price.active:
-                ops.append(ArchivePrice(slug=slug, price_id=price.id))
-        return Created(Kind.PRODUCT), Created(Kind.PRICE)
+        return _create_paid(slug, target, prices, ops)
     product_ref: Ref = product.id
     wanted = {"name": target.name, "description": target.description, "active": True}
     observed = {"name": product.name, "description": product.description, "active": product.active}
@@ -290,18 +281,7 @@ def _converge_paid(
             if k != "active"
         )
 
-    candidates = [
-        p
-        for p in prices
-        if p.product == product.id
-        and p.unit_amount == target.price_cents
-        and p.currency == target.currency
-        and p.interval == interval
-    ]
-    # Prefer the current default, then an active one, then the newest.
-    candidates.sort(key=lambda p: (p.id == product.default_price, p.active, p.created), reverse=True)
-    match = candidates[0] if candidates else None
-
+    match = _matching_price(product, prices, target, interval)
     price_ref: Ref
     if match is None:
         ops.append(
@@ -340,6 +320,37 @@ def _converge_paid(
         if price.active and price.id != price_ref:
             ops.append(ArchivePrice(slug=slug, price_id=price.id))
     return product_ref, price_ref
+
+
+def _create_paid(slug: str, target: PlanSpec, prices: list[StripePrice], ops: list[Op]) -> tuple[Ref, Ref]:
+    """A paid plan without a live Product: one call makes the Product, its Price and the default; a
+    second gives the Price its key. Any Price left active without its Product goes."""
+    assert target.price_cents and target.currency and target.billing_cycle, "validated by the catalog"
+    interval = target.billing_cycle.stripe_interval
+    first_price = PriceData(unit_amount=target.price_cents, currency=target.currency, interval=interval)
+    ops.append(CreateProduct(slug=slug, name=target.name, description=target.description, price=first_price))
+    ops.append(SetLookupKey(slug=slug, price=Created(Kind.PRICE), lookup_key=lookup_key(slug)))
+    for price in prices:
+        if price.active:
+            ops.append(ArchivePrice(slug=slug, price_id=price.id))
+    return Created(Kind.PRODUCT), Created(Kind.PRICE)
+
+
+def _matching_price(
+    product: StripeProduct, prices: list[StripePrice], target: PlanSpec, interval: str
+) -> StripePrice | None:
+    """The Price of `product` with the target's amount, currency and interval: the current default
+    first, then an active one, then the newest."""
+    candidates = [
+        p
+        for p in prices
+        if p.product == product.id
+        and p.unit_amount == target.price_cents
+        and p.currency == target.currency
+        and p.interval == interval
+    ]
+    candidates.sort(key=lambda p: (p.id == product.default_price, p.active, p.created), reverse=True)
+    return candidates[0] if candidates else None
 
 
 def _converge_unpaid(
