@@ -154,6 +154,12 @@ def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], tim
         time.sleep(0.01)
 
 
+def _interruptible() -> None:
+    """In the child: Ctrl-C as on a terminal. A suite started in the background (`cmd &` in a script)
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_apply(catalog: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "reconciler", "apply", "--auto-approve", str(catalog)],
@@ -161,6 +167,7 @@ def _start_apply(catalog: Path, env: dict[str, str]) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_interruptible,
     )
 
 
