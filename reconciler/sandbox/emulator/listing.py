@@ -20,9 +20,7 @@ def list_objects(ctx: Ctx, kind: str, p: JSON, expand: list[str]) -> JSON:
     for name, most in ARRAY_LIMITS.items():
         if len(p.get(name) or ()) > most:
             raise param_error(f"Array {name} exceeded maximum {most} allowed elements.", name)
-    limit = p.get("limit", 10)
-    if not 1 <= limit <= 100:
-        raise param_error("Invalid limit: must be between 1 and 100", "limit")
+    limit = page_limit(p)
     if "starting_after" in p and "ending_before" in p:
         raise param_error(
             "You may only specify one of these parameters: ending_before, starting_after.",
@@ -44,6 +42,25 @@ def list_objects(ctx: Ctx, kind: str, p: JSON, expand: list[str]) -> JSON:
         before=cursors.get("ending_before"),
         matches=lambda obj: _matches(kind, obj, p),
     )
+    inner = item_expansions(expand)
+    return {
+        "object": "list",
+        "data": [render(ctx, kind, o, inner) for o in page],
+        "has_more": has_more,
+        "url": spec.path,
+    }
+
+
+def page_limit(p: JSON) -> int:
+    """A list or search page's `limit`: 1 to 100, 10 when not given."""
+    limit = int(p.get("limit", 10))
+    if not 1 <= limit <= 100:
+        raise param_error("Invalid limit: must be between 1 and 100", "limit")
+    return limit
+
+
+def item_expansions(expand: list[str]) -> list[str]:
+    """A page's `expand[]` (`data.x`) as the expansions of each item (`x`); anything else is refused."""
     for path in expand:
         if not path.startswith("data."):
             raise param_error(
@@ -51,13 +68,7 @@ def list_objects(ctx: Ctx, kind: str, p: JSON, expand: list[str]) -> JSON:
                 "instead.",
                 "expand",
             )
-    inner = [e[len("data.") :] for e in expand]
-    return {
-        "object": "list",
-        "data": [render(ctx, kind, o, inner) for o in page],
-        "has_more": has_more,
-        "url": spec.path,
-    }
+    return [e[len("data.") :] for e in expand]
 
 
 def _matches(kind: str, obj: JSON, p: JSON) -> bool:

@@ -15,6 +15,7 @@ import stripe
 
 from .context import Ctx
 from .errors import JSON, param_error
+from .listing import item_expansions, page_limit
 from .params import PARAM_SPECS, spec_of
 from .registry import KINDS, Call, route
 from .rendering import render
@@ -175,26 +176,17 @@ def _page_cursor(ctx: Ctx, kind: str, token: str) -> tuple[int, int]:
 
 
 def search(ctx: Ctx, kind: str, p: JSON, expand: list[str]) -> JSON:
-    limit = p.get("limit", 10)
-    if not 1 <= limit <= 100:
-        raise param_error("Invalid limit: must be between 1 and 100", "limit")
+    limit = page_limit(p)
     matches = matcher(kind, str(p["query"]))
     after = _page_cursor(ctx, kind, str(p["page"])) if p.get("page") else None
     page, has_more = ctx.store.page(ctx.mode, kind, limit=limit, after=after, matches=matches)
-    for path in expand:
-        if not path.startswith("data."):
-            raise param_error(
-                f"This property cannot be expanded ({path}). You may want to try expanding 'data.{path}' "
-                "instead.",
-                "expand",
-            )
-    path = f"{KINDS[kind].path}/search"
+    inner = item_expansions(expand)
     return {
         "object": "search_result",
-        "data": [render(ctx, kind, o, [e[len("data.") :] for e in expand]) for o in page],
+        "data": [render(ctx, kind, o, inner) for o in page],
         "has_more": has_more,
         "next_page": _page_token(page[-1]["id"]) if has_more and page else None,
-        "url": path,
+        "url": f"{KINDS[kind].path}/search",
     }
 
 

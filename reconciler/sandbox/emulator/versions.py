@@ -112,21 +112,13 @@ def _invoice_before_basil(ctx: Ctx, out: JSON, version: str) -> None:
 
 
 def _invoice_intent(ctx: Ctx, invoice: JSON) -> JSON | None:
-    """The invoice's default payment's PaymentIntent: from `payments` when shown, else the newest
-    PaymentIntent the emulator made for this invoice."""
-    payments = (invoice.get("payments") or {}).get("data") or []
-    for payment in payments:
-        intent_id = (payment.get("payment") or {}).get("payment_intent")
-        if isinstance(intent_id, dict):
-            intent_id = intent_id.get("id")
-        if intent_id and payment.get("is_default", True):
-            return ctx.get("payment_intent", str(intent_id)) or {"id": intent_id}
-    found = [
-        pi
-        for pi in ctx.store.list(ctx.mode, "payment_intent")
-        if ctx.store.internal(ctx.mode, pi["id"]).get("invoice") == invoice["id"]
-    ]
-    return found[0] if found else None
+    """The PaymentIntent of the invoice's default payment (its newest), if any."""
+    from .resources.invoices import invoice_payments
+
+    for payment in invoice_payments(ctx, invoice):
+        if payment["is_default"]:
+            return ctx.get("payment_intent", str(payment["payment"]["payment_intent"]))
+    return None
 
 
 def _line_before_basil(ctx: Ctx, line: JSON, version: str) -> JSON:
