@@ -10,7 +10,8 @@ For each N: a fresh database (on an embedded PostgreSQL started in a temporary f
 TEST_DATABASE_URL's server when set) and a fresh in-thread Stripe emulator answering every request
 after `--latency-ms` (20) and rate-limiting all Stripe routes to `--rate-limit` (100) requests a second.
 The CLI runs at that limit (`KUPLOY_STRIPE_MAX_RPS`, `apply --max-rps`). N counts the paid plans (one
-Product and one Price each); every catalog also has the free default plan the schema requires.
+Product and one Price each); every catalog also has the free default plan the schema requires. At
+N = 10,000 the catalog is at its cap of 10,000 plans, so it holds 9,999 paid plans and the free one.
 
 Every measured command is a separate process of the real CLI (`reconciler.cli.main`), so wall time
 includes interpreter start-up and imports, and peak RSS (VmHWM of that process) is per command.
@@ -318,6 +319,14 @@ def save(row: Row) -> None:
 # --- setup -------------------------------------------------------------------------------------------
 
 
+def paid_plans(n: int) -> int:
+    """The paid plans of an N-plan benchmark: N, except at the catalog's cap (10,000 plans, the free
+    one included), where the free plan takes one place: N = 10,000 is 9,999 paid plans and the free."""
+    from reconciler.catalog.sources import MAX_PLANS
+
+    return min(n, MAX_PLANS - 1)
+
+
 def kuploy_plan(slug: str, price: int | None) -> dict[str, Any]:
     """The test suite's kuploy.app plan template (tests/conftest.py), so both measure the same plans."""
     if str(REPO / "tests") not in sys.path:
@@ -330,7 +339,7 @@ def kuploy_plan(slug: str, price: int | None) -> dict[str, Any]:
 
 def write_catalog(path: Path, n: int, *, changed_every: int = 0) -> Path:
     plans = [kuploy_plan("free", None)]
-    for i in range(n):
+    for i in range(paid_plans(n)):
         price = 1000 + i
         if changed_every and i % changed_every == 0:
             price += 1
@@ -478,7 +487,7 @@ def stripe_cli() -> str | None:
 def write_fixtures(path: Path, n: int) -> Path:
     """`stripe fixtures` input creating the benchmark's N paid plans: a Product, then its Price."""
     fixtures: list[dict[str, Any]] = []
-    for i in range(n):
+    for i in range(paid_plans(n)):
         slug = f"plan-{i:05d}"
         fixtures.append(
             {
