@@ -85,6 +85,17 @@ def _default_method(
 
 def apply_customer(ctx: Ctx, customer: JSON, p: JSON) -> None:
     """Check every change first, then apply them all (a rejected update changes nothing)."""
+    changes: JSON = {**_profile_changes(p), **_numbering_changes(p), **_address_changes(p)}
+    if "metadata" in p:
+        changes["metadata"] = merge_metadata(customer["metadata"], p["metadata"], "metadata")
+    if "invoice_settings" in p:
+        changes["invoice_settings"] = _invoice_settings(ctx, customer, p["invoice_settings"])
+    customer.update(changes)
+
+
+def _profile_changes(p: JSON) -> JSON:
+    """Who the customer is and how it is written to: names, description, phone, the checked email,
+    preferred locales and tax exemption (`""` unsets)."""
     changes: JSON = {}
     for key in ("business_name", "description", "individual_name", "name", "phone"):
         if key in p:
@@ -94,6 +105,16 @@ def apply_customer(ctx: Ctx, customer: JSON, p: JSON) -> None:
         if email is not None and (len(email) > 512 or not EMAIL_RE.match(email)):
             raise param_error(f"Invalid email address: {email}", "email", "email_invalid")
         changes["email"] = email
+    if "preferred_locales" in p:
+        changes["preferred_locales"] = list(p["preferred_locales"] or [])
+    if "tax_exempt" in p:
+        changes["tax_exempt"] = p["tax_exempt"] or "none"
+    return changes
+
+
+def _numbering_changes(p: JSON) -> JSON:
+    """The balance and the checked invoice numbering: `invoice_prefix` and `next_invoice_sequence`."""
+    changes: JSON = {}
     if "balance" in p:
         changes["balance"] = p["balance"]
     if "invoice_prefix" in p:
@@ -111,10 +132,12 @@ def apply_customer(ctx: Ctx, customer: JSON, p: JSON) -> None:
                 "parameter_invalid_integer",
             )
         changes["next_invoice_sequence"] = p["next_invoice_sequence"]
-    if "preferred_locales" in p:
-        changes["preferred_locales"] = list(p["preferred_locales"] or [])
-    if "tax_exempt" in p:
-        changes["tax_exempt"] = p["tax_exempt"] or "none"
+    return changes
+
+
+def _address_changes(p: JSON) -> JSON:
+    """The billing `address` and the `shipping` details (`""` unsets either)."""
+    changes: JSON = {}
     if "address" in p:
         changes["address"] = address(p["address"]) if p["address"] else None
     if "shipping" in p:
@@ -130,18 +153,19 @@ def apply_customer(ctx: Ctx, customer: JSON, p: JSON) -> None:
             if ship
             else None
         )
-    if "metadata" in p:
-        changes["metadata"] = merge_metadata(customer["metadata"], p["metadata"], "metadata")
-    if "invoice_settings" in p:
-        settings = dict(p["invoice_settings"] or {})
-        for key in settings:
-            if key != "default_payment_method":
-                raise unmodelled(f"invoice_settings[{key}]")
-        changes["invoice_settings"] = dict(customer["invoice_settings"])
-        if "default_payment_method" in settings:
-            default = _default_method(ctx, settings, customer)
-            changes["invoice_settings"]["default_payment_method"] = default
-    customer.update(changes)
+    return changes
+
+
+def _invoice_settings(ctx: Ctx, customer: JSON, given: JSON | None) -> JSON:
+    """The customer's `invoice_settings` after the update: only `default_payment_method` is modelled."""
+    settings = dict(given or {})
+    for key in settings:
+        if key != "default_payment_method":
+            raise unmodelled(f"invoice_settings[{key}]")
+    changed = dict(customer["invoice_settings"])
+    if "default_payment_method" in settings:
+        changed["default_payment_method"] = _default_method(ctx, settings, customer)
+    return changed
 
 
 INVOICE_PREFIX_RE = re.compile(r"^[A-Z0-9]{3,12}$")
