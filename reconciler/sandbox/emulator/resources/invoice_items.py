@@ -65,6 +65,20 @@ def price_item(ctx: Ctx, item: JSON, p: JSON, customer: JSON, *, creating: bool)
     """Set amount, currency, pricing and quantity from `amount`/`currency` or `pricing[price]`/`quantity`
     (checked before anything changes)."""
     pricing = p.get("pricing") or {}
+    _check_pricing_params(p, pricing)
+    if "price" in pricing:
+        _price_by_price(ctx, item, pricing["price"], p)
+    elif "amount" in p or creating:
+        _price_by_amount(item, p, customer, creating=creating)
+    elif "quantity" in p:
+        if item["pricing"]["price_details"] is None:
+            raise param_error("`quantity` applies only to an item priced by `pricing[price]`.", "quantity")
+        _price_by_price(ctx, item, item["pricing"]["price_details"]["price"], {"quantity": p["quantity"]})
+    item["net_amount"] = item["amount"]
+
+
+def _check_pricing_params(p: JSON, pricing: JSON) -> None:
+    """`pricing` holds only `price`, which excludes `amount` and `currency`."""
     for key in pricing:
         if key not in MODELLED_PRICING:
             raise unmodelled(f"pricing[{key}]")
@@ -74,61 +88,58 @@ def price_item(ctx: Ctx, item: JSON, p: JSON, customer: JSON, *, creating: bool)
         raise param_error(
             "You may not specify `currency` with `pricing[price]`: the price sets the currency.", "currency"
         )
-    if "price" in pricing:
-        price = ctx.need("price", pricing["price"], "pricing[price]", status=400)
-        if price["type"] != "one_time":
-            raise param_error(
-                "The price specified is set to `type=recurring` but this field only accepts prices with "
-                "`type=one_time`.",
-                "pricing[price]",
-            )
-        if not price["active"]:
-            raise param_error(
-                "The price specified is inactive. This field only accepts active prices.", "pricing[price]"
-            )
-        quantity = int(p["quantity"] if "quantity" in p else item["quantity"])
-        check_quantity(quantity)
-        item["currency"] = price["currency"]
-        item["quantity"] = quantity
-        item["quantity_decimal"] = str(quantity)
-        item["amount"] = line_amount(price, quantity)
-        item["pricing"] = {
-            "price_details": {"price": price["id"], "product": price["product"]},
-            "type": "price_details",
-            "unit_amount_decimal": price["unit_amount_decimal"],
-        }
-    elif "amount" in p or creating:
-        if "amount" not in p:
-            raise missing("amount")
-        if "quantity" in p:
-            raise param_error(
-                "`quantity` applies to `pricing[price]`; with `amount` the item is one line of that amount.",
-                "quantity",
-            )
-        if creating:
-            currency = p.get("currency") or customer["currency"]
-            if currency is None:
-                raise missing("currency")
-            item["currency"] = check_currency(currency, "currency")
-        elif "currency" in p:
-            raise unmodelled("currency")
-        item["amount"] = int(p["amount"])
-        item["quantity"] = 1
-        item["quantity_decimal"] = "1"
-        item["pricing"] = {
-            "price_details": None,
-            "type": "price_details",
-            "unit_amount_decimal": str(item["amount"]),
-        }
-    elif "quantity" in p:
-        if item["pricing"]["price_details"] is None:
-            raise param_error("`quantity` applies only to an item priced by `pricing[price]`.", "quantity")
-        by_price = {
-            "pricing": {"price": item["pricing"]["price_details"]["price"]},
-            "quantity": p["quantity"],
-        }
-        price_item(ctx, item, by_price, customer, creating=False)
-    item["net_amount"] = item["amount"]
+
+
+def _price_by_price(ctx: Ctx, item: JSON, price_id: str, p: JSON) -> None:
+    """`quantity` (else the item's) units of the active one-time price `price_id`, in its currency."""
+    price = ctx.need("price", price_id, "pricing[price]", status=400)
+    if price["type"] != "one_time":
+        raise param_error(
+            "The price specified is set to `type=recurring` but this field only accepts prices with "
+            "`type=one_time`.",
+            "pricing[price]",
+        )
+    if not price["active"]:
+        raise param_error(
+            "The price specified is inactive. This field only accepts active prices.", "pricing[price]"
+        )
+    quantity = int(p["quantity"] if "quantity" in p else item["quantity"])
+    check_quantity(quantity)
+    item["currency"] = price["currency"]
+    item["quantity"] = quantity
+    item["quantity_decimal"] = str(quantity)
+    item["amount"] = line_amount(price, quantity)
+    item["pricing"] = {
+        "price_details": {"price": price["id"], "product": price["product"]},
+        "type": "price_details",
+        "unit_amount_decimal": price["unit_amount_decimal"],
+    }
+
+
+def _price_by_amount(item: JSON, p: JSON, customer: JSON, *, creating: bool) -> None:
+    """One line of `amount`; its currency is set at creation only (`currency`, else the customer's)."""
+    if "amount" not in p:
+        raise missing("amount")
+    if "quantity" in p:
+        raise param_error(
+            "`quantity` applies to `pricing[price]`; with `amount` the item is one line of that amount.",
+            "quantity",
+        )
+    if creating:
+        currency = p.get("currency") or customer["currency"]
+        if currency is None:
+            raise missing("currency")
+        item["currency"] = check_currency(currency, "currency")
+    elif "currency" in p:
+        raise unmodelled("currency")
+    item["amount"] = int(p["amount"])
+    item["quantity"] = 1
+    item["quantity_decimal"] = "1"
+    item["pricing"] = {
+        "price_details": None,
+        "type": "price_details",
+        "unit_amount_decimal": str(item["amount"]),
+    }
 
 
 def check_quantity(quantity: int) -> None:
