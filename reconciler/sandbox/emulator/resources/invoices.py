@@ -57,52 +57,54 @@ def build_invoice(ctx: Ctx, sub: JSON, reason: str, period_start: int, period_en
         period=(period_start, period_end),
     )
     invoice["auto_advance"] = True
-    invoice_id = invoice["id"]
     for item in sub["items"]:
-        price = ctx.acct.prices[item["price"]]
-        product = ctx.acct.products.get(price["product"])
-        amount = line_amount(price, item["quantity"])
-        name = product["name"] if product is not None else price["id"]
-        invoice["lines"].append(
-            {
-                "id": ctx.fresh_id("il_", 24),
-                "object": "line_item",
-                "amount": amount,
-                "currency": price["currency"],
-                "description": f"{item['quantity'] or 0} × {name}",
-                "discount_amounts": [],
-                "discountable": True,
-                "discounts": [],
-                "invoice": invoice_id,
-                "livemode": ctx.mode == "live",
-                "metadata": dict(item["metadata"]),
-                "parent": {
-                    "invoice_item_details": None,
-                    "subscription_item_details": {
-                        "invoice_item": None,
-                        "proration": False,
-                        "proration_details": {"credited_items": None},
-                        "subscription": sub["id"],
-                        "subscription_item": item["id"],
-                    },
-                    "type": "subscription_item_details",
-                },
-                "period": {"end": item["current_period_end"], "start": item["current_period_start"]},
-                "pretax_credit_amounts": [],
-                "pricing": {
-                    "price_details": {"price": price["id"], "product": price["product"]},
-                    "type": "price_details",
-                    "unit_amount_decimal": price["unit_amount_decimal"],
-                },
-                "quantity": item["quantity"],
-                "subtotal": amount,
-                "taxes": [],
-            }
-        )
+        invoice["lines"].append(_subscription_line(ctx, sub, item, invoice["id"]))
     recompute_totals(invoice)
     ctx.put("invoice", invoice)
-    sub["latest_invoice"] = invoice_id
+    sub["latest_invoice"] = invoice["id"]
     return invoice
+
+
+def _subscription_line(ctx: Ctx, sub: JSON, item: JSON, invoice_id: str) -> JSON:
+    """The invoice line billing subscription item `item` for its current period."""
+    price = ctx.acct.prices[item["price"]]
+    product = ctx.acct.products.get(price["product"])
+    amount = line_amount(price, item["quantity"])
+    name = product["name"] if product is not None else price["id"]
+    return {
+        "id": ctx.fresh_id("il_", 24),
+        "object": "line_item",
+        "amount": amount,
+        "currency": price["currency"],
+        "description": f"{item['quantity'] or 0} × {name}",
+        "discount_amounts": [],
+        "discountable": True,
+        "discounts": [],
+        "invoice": invoice_id,
+        "livemode": ctx.mode == "live",
+        "metadata": dict(item["metadata"]),
+        "parent": {
+            "invoice_item_details": None,
+            "subscription_item_details": {
+                "invoice_item": None,
+                "proration": False,
+                "proration_details": {"credited_items": None},
+                "subscription": sub["id"],
+                "subscription_item": item["id"],
+            },
+            "type": "subscription_item_details",
+        },
+        "period": {"end": item["current_period_end"], "start": item["current_period_start"]},
+        "pretax_credit_amounts": [],
+        "pricing": {
+            "price_details": {"price": price["id"], "product": price["product"]},
+            "type": "price_details",
+            "unit_amount_decimal": price["unit_amount_decimal"],
+        },
+        "quantity": item["quantity"],
+        "subtotal": amount,
+        "taxes": [],
+    }
 
 
 def recompute_totals(invoice: JSON) -> None:
@@ -118,40 +120,28 @@ def blank_invoice(
 ) -> JSON:
     """A draft invoice without lines (not stored): Stripe's shape, `auto_advance` false as for invoices
     made through the API."""
-    invoice_id = ctx.fresh_id("in_", 24)
-    now = int(time.time())
-    total = 0
     period_start, period_end = period
     invoice: JSON = {
-        "id": invoice_id,
+        "id": ctx.fresh_id("in_", 24),
         "object": "invoice",
-        "account_country": "US",
-        "account_name": "kuploy sandbox",
-        "account_tax_ids": None,
-        "amount_due": total,
-        "amount_overpaid": 0,
-        "amount_paid": 0,
-        "amount_paid_off_stripe": 0,
-        "amount_remaining": total,
-        "amount_shipping": 0,
-        "application": None,
-        "attempt_count": 0,
-        "attempted": False,
-        "auto_advance": False,
-        "automatic_tax": {
-            "disabled_reason": None,
-            "enabled": False,
-            "liability": None,
-            "provider": None,
-            "status": None,
-        },
-        "automatically_finalizes_at": None,
         "billing_reason": reason,
-        "collection_method": "charge_automatically",
-        "confirmation_secret": None,
-        "created": now,
+        "created": int(time.time()),
         "currency": currency,
-        "custom_fields": None,
+        "lines": [],  # rendered as a list object
+        "livemode": ctx.mode == "live",
+        "parent": parent,
+        "period_end": period_end,
+        "period_start": period_start,
+        "status": "draft",
+    }
+    return (
+        invoice | _customer_details(customer) | _nothing_due() | _not_yet_collected() | _unmodelled_fields()
+    )
+
+
+def _customer_details(customer: JSON) -> JSON:
+    """The customer as the invoice copies it when made."""
+    return {
         "customer": customer["id"],
         "customer_account": None,
         "customer_address": customer["address"],
@@ -161,62 +151,99 @@ def blank_invoice(
         "customer_shipping": customer["shipping"],
         "customer_tax_exempt": customer["tax_exempt"],
         "customer_tax_ids": [],
+    }
+
+
+def _nothing_due() -> JSON:
+    """The amounts of an invoice without lines (`recompute_totals` follows its lines)."""
+    return {
+        "amount_due": 0,
+        "amount_overpaid": 0,
+        "amount_paid": 0,
+        "amount_paid_off_stripe": 0,
+        "amount_remaining": 0,
+        "amount_shipping": 0,
+        "ending_balance": None,
+        "post_payment_credit_notes_amount": 0,
+        "pre_payment_credit_notes_amount": 0,
+        "starting_balance": 0,
+        "subtotal": 0,
+        "subtotal_excluding_tax": 0,
+        "total": 0,
+        "total_discount_amounts": [],
+        "total_excluding_tax": 0,
+        "total_pretax_credit_amounts": [],
+        "total_taxes": [],
+    }
+
+
+def _not_yet_collected() -> JSON:
+    """The collection state of a draft: charged automatically, never attempted, no number or page yet
+    (`finalize_invoice`, `mark_paid` and `mark_failed` move it on)."""
+    return {
+        "attempt_count": 0,
+        "attempted": False,
+        "auto_advance": False,
+        "automatically_finalizes_at": None,
+        "collection_method": "charge_automatically",
+        "confirmation_secret": None,
         "default_payment_method": None,
         "default_source": None,
-        "default_tax_rates": [],
-        "description": None,
-        "discounts": [],
         "due_date": None,
         "effective_at": None,
-        "ending_balance": None,
-        "footer": None,
-        "from_invoice": None,
         "hosted_invoice_url": None,
         "invoice_pdf": None,
-        "issuer": {"type": "self"},
         "last_finalization_error": None,
-        "latest_revision": None,
-        "lines": [],  # rendered as a list object
-        "livemode": ctx.mode == "live",
-        "metadata": {},
         "next_payment_attempt": None,
         "number": None,
-        "on_behalf_of": None,
-        "parent": parent,
         "payment_settings": {
             "default_mandate": None,
             "payment_method_options": None,
             "payment_method_types": None,
         },
-        "period_end": period_end,
-        "period_start": period_start,
-        "post_payment_credit_notes_amount": 0,
-        "pre_payment_credit_notes_amount": 0,
         "receipt_number": None,
-        "rendering": None,
-        "shipping_cost": None,
-        "shipping_details": None,
-        "starting_balance": 0,
-        "statement_descriptor": None,
-        "status": "draft",
         "status_transitions": {
             "finalized_at": None,
             "marked_uncollectible_at": None,
             "paid_at": None,
             "voided_at": None,
         },
-        "subtotal": total,
-        "subtotal_excluding_tax": total,
-        "test_clock": None,
-        "threshold_reason": None,
-        "total": total,
-        "total_discount_amounts": [],
-        "total_excluding_tax": total,
-        "total_pretax_credit_amounts": [],
-        "total_taxes": [],
         "webhooks_delivered_at": None,
     }
-    return invoice
+
+
+def _unmodelled_fields() -> JSON:
+    """What the emulator does not model (tax, discounts, shipping, Connect, rendering...), as a new
+    invoice shows it; `description` and `metadata` are set through the API."""
+    return {
+        "account_country": "US",
+        "account_name": "kuploy sandbox",
+        "account_tax_ids": None,
+        "application": None,
+        "automatic_tax": {
+            "disabled_reason": None,
+            "enabled": False,
+            "liability": None,
+            "provider": None,
+            "status": None,
+        },
+        "custom_fields": None,
+        "default_tax_rates": [],
+        "description": None,
+        "discounts": [],
+        "footer": None,
+        "from_invoice": None,
+        "issuer": {"type": "self"},
+        "latest_revision": None,
+        "metadata": {},
+        "on_behalf_of": None,
+        "rendering": None,
+        "shipping_cost": None,
+        "shipping_details": None,
+        "statement_descriptor": None,
+        "test_clock": None,
+        "threshold_reason": None,
+    }
 
 
 def finalize_invoice(ctx: Ctx, invoice: JSON) -> None:
