@@ -20,7 +20,8 @@ from ..rendering import list_object, render, snapshot
 from .customers import create_customer
 from .invoices import build_invoice, finalize_invoice, line_amount, mark_paid
 from .setup_intents import new_setup_intent
-from .subscriptions import build_subscription, check_items, new_item, subscribable_price
+from .subscription_items import check_items, new_item, subscribable_price
+from .subscriptions import build_subscription
 
 MODES = ("payment", "setup", "subscription")
 # What this emulator models of each nested create parameter; the rest is refused loudly.

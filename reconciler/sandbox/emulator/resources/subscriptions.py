@@ -1,4 +1,5 @@
-"""Subscriptions and their items: create, retrieve, update, cancel, list."""
+"""Subscriptions: create (and the first invoice's payment), retrieve, update, cancel, list; how a
+subscription and its items render. The items' own rules are `subscription_items`."""
 
 from __future__ import annotations
 
@@ -6,15 +7,15 @@ import copy
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..common import merge_metadata, period_end
+from ..common import merge_metadata
 from ..context import Ctx
 from ..errors import JSON, StripeError, missing, no_such, param_error, unmodelled
 from ..events import emit, emit_update
 from ..listing import standard_routes
-from ..params import MODELLED_ITEM_PARAMS
 from ..registry import KINDS, Call, Kind, register_kind, route
 from ..rendering import list_object, ordered, render, snapshot
 from .invoices import build_invoice, finalize_invoice
+from .subscription_items import check_items, created_items, updated_items
 
 if TYPE_CHECKING:
     from .payment_intents import Payment
@@ -36,15 +37,7 @@ def create_subscription(ctx: Ctx, p: JSON) -> JSON:
         raise missing("items")
     now = int(time.time())
     sub_id = ctx.fresh_id("sub_", 24)
-    items: list[JSON] = []
-    for i, given in enumerate(p["items"]):
-        check_item_params(given, "subscription.create", i)
-        if "price" not in given:
-            raise missing(f"items[{i}][price]")
-        price = subscribable_price(ctx, given["price"], f"items[{i}][price]")
-        item = new_item(ctx, sub_id, price, now)
-        apply_item(ctx, item, given, price, f"items[{i}]")
-        items.append(item)
+    items = created_items(ctx, sub_id, p["items"], now)
     currency = check_items(ctx, items, customer, None)
     behavior = p.get("payment_behavior", "allow_incomplete")
     if behavior == "pending_if_incomplete":
@@ -163,20 +156,39 @@ def build_subscription(
     description: str | None,
     metadata_param: str = "metadata",
 ) -> JSON:
-    return {
+    """A new active subscription of `items` (not stored): the caller sets its payment method and
+    starts it."""
+    sub: JSON = {
         "id": sub_id,
         "object": "subscription",
-        "application": None,
-        "application_fee_percent": None,
-        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
         "billing_cycle_anchor": now,
-        "billing_cycle_anchor_config": None,
         # Flexible is the default billing mode of subscriptions created since API 2025-09-30.clover.
         "billing_mode": {
             "flexible": {"proration_discounts": "included"},
             "type": "flexible",
             "updated_at": now,
         },
+        "created": now,
+        "currency": currency,
+        "customer": customer["id"],
+        "description": description,
+        "items": items,  # stored with price ids; rendered as a list object with full prices
+        "livemode": ctx.mode == "live",
+        "metadata": merge_metadata({}, metadata, metadata_param),
+        "start_date": now,
+        "status": "active",
+    }
+    return sub | _subscription_defaults()
+
+
+def _subscription_defaults() -> JSON:
+    """What a new subscription starts with: charged automatically, nothing canceled, pending or
+    invoiced yet, and the features not modelled (tax, discounts, trials, schedules, Connect...) off."""
+    return {
+        "application": None,
+        "application_fee_percent": None,
+        "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+        "billing_cycle_anchor_config": None,
         "billing_schedules": [],
         "billing_thresholds": None,
         "cancel_at": None,
@@ -184,22 +196,15 @@ def build_subscription(
         "canceled_at": None,
         "cancellation_details": {"comment": None, "feedback": None, "reason": None},
         "collection_method": "charge_automatically",
-        "created": now,
-        "currency": currency,
-        "customer": customer["id"],
         "customer_account": None,
         "days_until_due": None,
         "default_payment_method": None,
         "default_source": None,
         "default_tax_rates": [],
-        "description": description,
         "discounts": [],
         "ended_at": None,
         "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
-        "items": items,  # stored with price ids; rendered as a list object with full prices
         "latest_invoice": None,
-        "livemode": ctx.mode == "live",
-        "metadata": merge_metadata({}, metadata, metadata_param),
         "next_pending_invoice_item_invoice": None,
         "on_behalf_of": None,
         "pause_collection": None,
@@ -212,121 +217,12 @@ def build_subscription(
         "pending_setup_intent": None,
         "pending_update": None,
         "schedule": None,
-        "start_date": now,
-        "status": "active",
         "test_clock": None,
         "transfer_data": None,
         "trial_end": None,
         "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
         "trial_start": None,
     }
-
-
-def check_item_params(given: JSON, route: str, i: int) -> None:
-    for key in given:
-        if key not in MODELLED_ITEM_PARAMS[route]:
-            raise unmodelled(f"items[{i}][{key}]")
-
-
-def subscribable_price(ctx: Ctx, price_id: str, param: str) -> JSON:
-    price = ctx.acct.prices.get(price_id)
-    if price is None:
-        raise no_such("price", price_id, param, status=400)
-    if not price["active"]:
-        raise StripeError(
-            400, "The price specified is inactive. This field only accepts active prices.", param=param
-        )
-    if price["type"] != "recurring":
-        raise StripeError(
-            400,
-            "The price specified is set to `type=one_time` but this field only accepts prices with "
-            "`type=recurring`.",
-            param=param,
-        )
-    product = ctx.acct.products.get(price["product"])
-    if product is not None and not product["active"]:
-        raise StripeError(
-            400,
-            f"The product `{product['id']}` is marked as inactive, and thus no new subscriptions can be "
-            f"created with any of its prices. You provided the price `{price_id}`.",
-            param=param,
-        )
-    return price
-
-
-def new_item(ctx: Ctx, sub_id: str, price: JSON, now: int) -> JSON:
-    return {
-        "id": ctx.fresh_id("si_", 14),
-        "object": "subscription_item",
-        "billing_thresholds": None,
-        "created": now,
-        "current_period_end": period_end(now, price["recurring"]),
-        "current_period_start": now,
-        "discounts": [],
-        "metadata": {},
-        "price": price["id"],
-        "quantity": 1,
-        "subscription": sub_id,
-        "tax_rates": [],
-    }
-
-
-def apply_item(ctx: Ctx, item: JSON, given: JSON, price: JSON, prefix: str) -> None:
-    """Set an item's price, quantity and metadata from its request entry (already checked)."""
-    metered = price["recurring"]["usage_type"] == "metered"
-    if metered and "quantity" in given:
-        raise param_error(
-            f"Quantity should not be specified where usage_type is `metered`. Remove quantity from "
-            f"`{prefix}`.",
-            f"{prefix}[quantity]",
-        )
-    quantity = given.get("quantity", item["quantity"] if item["price"] == price["id"] else 1)
-    if quantity is not None and quantity < 0:
-        raise param_error(
-            "This value must be greater than or equal to 0.",
-            f"{prefix}[quantity]",
-            "parameter_invalid_integer",
-        )
-    item["quantity"] = None if metered else quantity
-    item["metadata"] = merge_metadata(item["metadata"], given.get("metadata"), f"{prefix}[metadata]")
-
-
-def check_items(ctx: Ctx, items: list[JSON], customer: JSON | None, sub_id: str | None) -> str:
-    """Stripe's rules over a subscription's whole item set; returns its currency."""
-    if len(items) > MAX_SUBSCRIPTION_ITEMS:
-        raise param_error(f"A subscription can have at most {MAX_SUBSCRIPTION_ITEMS} items.", "items")
-    seen: set[str] = set()
-    currencies: set[str] = set()
-    for item in items:
-        if item["price"] in seen:
-            raise param_error(
-                f"Cannot add multiple subscription items with the same plan: {item['price']}", "items"
-            )
-        seen.add(item["price"])
-        currencies.add(ctx.acct.prices[item["price"]]["currency"])
-    if len(currencies) > 1:
-        raise param_error(
-            f"All prices on a subscription must have the same currency; got {', '.join(sorted(currencies))}.",
-            "items",
-        )
-    currency = currencies.pop()
-    if customer is not None:
-        others = {
-            s["currency"]
-            for s in ctx.acct.subscriptions.values()
-            if s["customer"] == customer["id"]
-            and s["id"] != sub_id
-            and s["status"] not in ("canceled", "incomplete_expired")
-        }
-        held = next(iter(others - {currency}), None)
-        if held is not None:
-            raise param_error(
-                "You cannot combine currencies on a single customer. This customer has an active "
-                f"subscription, subscription schedule, discount, quote, or invoice item with currency "
-                f"{held}.",
-                "currency",
-            )
-    return currency
 
 
 def set_cancel_at_period_end(ctx: Ctx, sub: JSON, flag: bool, now: int) -> None:
@@ -349,58 +245,9 @@ PENDING_UPDATE_PARAMS = frozenset({"items", "proration_behavior", "payment_behav
 def update_subscription(ctx: Ctx, sub: JSON, p: JSON) -> None:
     """An update never makes an invoice here (prorations are not modelled), so no update needs a
     payment: with every `payment_behavior` the change applies at once (`pending_update` stays null)."""
-    if sub["status"] == "canceled" and set(p) - {"metadata"}:
-        raise StripeError(
-            400, "A canceled subscription can only update its cancellation_details and metadata."
-        )
-    if p.get("payment_behavior") == "pending_if_incomplete":
-        for name in sorted(set(p) - PENDING_UPDATE_PARAMS):
-            raise param_error(
-                f"`{name}` cannot be updated with `payment_behavior=pending_if_incomplete`: pending updates "
-                f"only take {', '.join(sorted(PENDING_UPDATE_PARAMS - {'payment_behavior', 'expand'}))}.",
-                name,
-            )
-    if p.get("default_payment_method"):
-        check_customer_method(ctx, p["default_payment_method"], sub["customer"])
+    _check_updatable(ctx, sub, p)
     now = int(time.time())
-    items = [dict(i) for i in sub["items"]]
-    if "items" in p:
-        by_id = {i["id"]: i for i in items}
-        for n, given in enumerate(p["items"]):
-            prefix = f"items[{n}]"
-            check_item_params(given, "subscription.update", n)
-            if "id" in given:
-                item = by_id.get(given["id"])
-                if item is None:
-                    raise no_such("subscription item", given["id"], f"{prefix}[id]", status=400)
-                if given.get("deleted"):
-                    items.remove(item)
-                    del by_id[item["id"]]
-                    continue
-                price = (
-                    subscribable_price(ctx, given["price"], f"{prefix}[price]")
-                    if "price" in given and given["price"] != item["price"]
-                    else ctx.acct.prices[item["price"]]
-                )
-                old = ctx.acct.prices[item["price"]]["recurring"]
-                if price["recurring"]["interval"] != old["interval"] or (
-                    price["recurring"]["interval_count"] != old["interval_count"]
-                ):  # a new billing interval starts a new period now
-                    item["current_period_start"] = now
-                    item["current_period_end"] = period_end(now, price["recurring"])
-                apply_item(ctx, item, given, price, prefix)
-                item["price"] = price["id"]
-            else:
-                if given.get("deleted"):
-                    raise missing(f"{prefix}[id]")
-                if "price" not in given:
-                    raise missing(f"{prefix}[price]")
-                price = subscribable_price(ctx, given["price"], f"{prefix}[price]")
-                item = new_item(ctx, sub["id"], price, now)
-                apply_item(ctx, item, given, price, prefix)
-                items.append(item)
-        if not items:
-            raise param_error("A subscription must have at least one item.", "items")
+    items = updated_items(ctx, sub, p["items"], now) if "items" in p else [dict(i) for i in sub["items"]]
     currency = check_items(ctx, items, ctx.acct.customers.get(sub["customer"]), sub["id"])
     metadata = (
         merge_metadata(sub["metadata"], p["metadata"], "metadata") if "metadata" in p else sub["metadata"]
@@ -417,6 +264,24 @@ def update_subscription(ctx: Ctx, sub: JSON, p: JSON) -> None:
         set_cancel_at_period_end(ctx, sub, p["cancel_at_period_end"], now)
     elif sub["cancel_at_period_end"]:
         sub["cancel_at"] = max(int(i["current_period_end"]) for i in items)
+
+
+def _check_updatable(ctx: Ctx, sub: JSON, p: JSON) -> None:
+    """A canceled subscription takes only metadata; a pending update only what Stripe's pending
+    updates take; a new default payment method must be the customer's."""
+    if sub["status"] == "canceled" and set(p) - {"metadata"}:
+        raise StripeError(
+            400, "A canceled subscription can only update its cancellation_details and metadata."
+        )
+    if p.get("payment_behavior") == "pending_if_incomplete":
+        for name in sorted(set(p) - PENDING_UPDATE_PARAMS):
+            raise param_error(
+                f"`{name}` cannot be updated with `payment_behavior=pending_if_incomplete`: pending updates "
+                f"only take {', '.join(sorted(PENDING_UPDATE_PARAMS - {'payment_behavior', 'expand'}))}.",
+                name,
+            )
+    if p.get("default_payment_method"):
+        check_customer_method(ctx, p["default_payment_method"], sub["customer"])
 
 
 def cancel_subscription(ctx: Ctx, sub: JSON, p: JSON) -> None:
@@ -458,9 +323,6 @@ def render_item(ctx: Ctx, item: JSON, expand: list[str], depth: int) -> JSON:
     out["price"] = render(ctx, "price", price, price_expand, depth + 1)
     out["plan"] = plan_of(price)
     return ordered(out)
-
-
-MAX_SUBSCRIPTION_ITEMS = 20
 
 
 def plan_of(price: JSON) -> JSON:
