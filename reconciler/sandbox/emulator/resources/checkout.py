@@ -1,6 +1,7 @@
 """Checkout Sessions in `payment`, `setup` and `subscription` mode: create, retrieve (`line_items`),
-list their line items, expire, list; and what completing a subscription session makes (paying a
-session is `payment_pages.pay_session`)."""
+list their line items, expire, list. What a session sells and how its line items are listed is
+`checkout_lines`; what completing one makes, `checkout_completion` (paying a session is
+`payment_pages.pay_session`)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,16 @@ from urllib.parse import urlsplit
 
 import stripe
 
-from ..common import EMAIL_RE, check_currency, merge_metadata
+from ..common import EMAIL_RE, merge_metadata
 from ..context import Ctx
-from ..errors import JSON, StripeError, admin_error, missing, no_such, param_error, unmodelled
+from ..errors import JSON, StripeError, missing, no_such, param_error, unmodelled
 from ..events import emit
 from ..listing import standard_routes
 from ..params import MODELLED_PARAMS, PARAM_SPECS, spec_of
 from ..registry import Call, Kind, register_kind, route
-from ..rendering import list_object, render, snapshot
-from .customers import create_customer
-from .invoices import build_invoice, finalize_invoice, line_amount, mark_paid
+from ..rendering import render, snapshot
+from .checkout_lines import session_line_items, session_lines
 from .setup_intents import new_setup_intent
-from .subscription_items import check_items, new_item, subscribable_price
-from .subscriptions import build_subscription
 
 MODES = ("payment", "setup", "subscription")
 # What this emulator models of each nested create parameter; the rest is refused loudly.
@@ -42,9 +40,53 @@ MODE_DATA = {
 
 
 def create_checkout_session(ctx: Ctx, p: JSON) -> JSON:
+    mode = _checked_mode(p)
+    customer = _checked_customer(ctx, p)
+    reference = p.get("client_reference_id")
+    if reference is not None and len(reference) > 200:
+        raise param_error(
+            "Invalid client_reference_id: must be at most 200 characters.", "client_reference_id"
+        )
+    _check_urls(p)
+    now = int(time.time())
+    lines, currency, subtotal = session_lines(ctx, p, mode)
+    expires_at = _checked_expiry(p, now)
+    data = p.get(MODE_DATA[mode]) or {}
+    data_metadata = merge_metadata({}, data.get("metadata"), f"{MODE_DATA[mode]}[metadata]")
+    session = _new_session(
+        ctx,
+        p,
+        mode=mode,
+        customer=customer,
+        currency=currency,
+        subtotal=subtotal,
+        now=now,
+        expires_at=expires_at,
+    )
+    if mode == "setup":
+        # Setup mode still makes its SetupIntent with the session (only subscription mode lost it).
+        intent = new_setup_intent(
+            ctx, customer=session["customer"], description=data.get("description"), metadata=data_metadata
+        )
+        session["setup_intent"] = intent["id"]
+    ctx.put("checkout_session", session)
+    # Internal (never rendered): what completing the session needs.
+    ctx.internal(session["id"]).update(
+        line_items=lines,
+        subscription_metadata=data_metadata if mode == "subscription" else {},
+        subscription_description=data.get("description") if mode == "subscription" else None,
+        payment_intent_data=({**data, "metadata": data_metadata} if mode == "payment" else None),
+        api_version=ctx.version or stripe.api_version,
+        pending_subscription=None,
+    )
+    return session
+
+
+def _checked_mode(p: JSON) -> str:
+    """The session's `mode`, and only the nested data and customer creation that mode takes."""
     if "mode" not in p:
         raise missing("mode")
-    mode = p["mode"]
+    mode = str(p["mode"])
     if mode not in MODES:
         raise param_error(
             f"Invalid mode: must be one of {', '.join(MODES)}.", "mode", "parameter_invalid_string"
@@ -56,6 +98,12 @@ def create_checkout_session(ctx: Ctx, p: JSON) -> JSON:
         raise param_error(
             "`customer_creation` can only be used in `payment` and `setup` mode.", "customer_creation"
         )
+    return mode
+
+
+def _checked_customer(ctx: Ctx, p: JSON) -> JSON | None:
+    """The existing `customer` the session is for, if given; else a well-formed `customer_email`, if
+    given (not both)."""
     if "customer" in p and "customer_email" in p:
         raise param_error(
             "You may only specify one of these parameters: customer, customer_email.",
@@ -70,11 +118,11 @@ def create_checkout_session(ctx: Ctx, p: JSON) -> JSON:
     email = p.get("customer_email")
     if email is not None and (len(email) > 512 or not EMAIL_RE.match(email)):
         raise param_error(f"Invalid email address: {email}", "customer_email", "email_invalid")
-    reference = p.get("client_reference_id")
-    if reference is not None and len(reference) > 200:
-        raise param_error(
-            "Invalid client_reference_id: must be at most 200 characters.", "client_reference_id"
-        )
+    return customer
+
+
+def _check_urls(p: JSON) -> None:
+    """`success_url` (required) and `cancel_url`: absolute http(s) URLs."""
     if "success_url" not in p:
         # The SDK types it optional because embedded and custom `ui_mode`s forbid it; a hosted
         # session (the only `ui_mode` modelled here) needs it.
@@ -84,55 +132,78 @@ def create_checkout_session(ctx: Ctx, p: JSON) -> JSON:
             parts = urlsplit(p[key])
             if parts.scheme not in ("http", "https") or not parts.hostname or len(p[key]) > 5000:
                 raise param_error("Not a valid URL", key, "url_invalid")
-    now = int(time.time())
-    if mode == "setup":
-        if p.get("line_items"):
-            raise param_error("You can not pass `line_items` in `setup` mode.", "line_items")
-        if "currency" not in p:
-            # Stripe: `currency` is required in setup mode when `payment_method_types` is not set (it is
-            # not modelled here, so always).
-            raise missing("currency")
-        lines: list[JSON] = []
-        currency: str | None = check_currency(p["currency"], "currency")
-        subtotal: int | None = None
-    else:
-        if "currency" in p:
-            raise unmodelled("currency")  # the prices' currency is the session's
-        lines, currency = _line_items(ctx, p, mode)
-        subtotal = sum(line_amount(ctx.acct.prices[line["price"]], line["quantity"]) for line in lines)
-        if mode == "payment" and currency == "usd" and subtotal < 50:
-            raise param_error(
-                "The Checkout Session's total amount due must add up to at least $0.50 usd", "line_items"
-            )
-    expires_at = p.get("expires_at", now + CHECKOUT_LIFETIME)
+
+
+def _checked_expiry(p: JSON, now: int) -> int:
+    """`expires_at`: 30 minutes to 24 hours from now, 24 hours when not given."""
+    expires_at = int(p.get("expires_at", now + CHECKOUT_LIFETIME))
     if not now + 1800 <= expires_at <= now + CHECKOUT_LIFETIME:
         raise param_error(
             "The `expires_at` timestamp must be between 30 minutes and 24 hours from Checkout Session "
             "creation.",
             "expires_at",
         )
-    data = p.get(MODE_DATA[mode]) or {}
-    data_metadata = merge_metadata({}, data.get("metadata"), f"{MODE_DATA[mode]}[metadata]")
+    return expires_at
+
+
+def _new_session(
+    ctx: Ctx,
+    p: JSON,
+    *,
+    mode: str,
+    customer: JSON | None,
+    currency: str | None,
+    subtotal: int | None,
+    now: int,
+    expires_at: int,
+) -> JSON:
+    """A new open session, hosted at `/_emulator/checkout/{id}` (not stored)."""
     session_id = ctx.fresh_id(f"cs_{ctx.mode}_", 58)
     host = ctx.host or "127.0.0.1"
     session: JSON = {
         "id": session_id,
         "object": "checkout.session",
+        "amount_subtotal": subtotal,
+        "amount_total": subtotal,
+        "cancel_url": p.get("cancel_url"),
+        "client_reference_id": p.get("client_reference_id"),
+        "created": now,
+        "currency": currency,
+        "customer": customer["id"] if customer is not None else None,
+        # Since API 2022-08-01 payment mode creates a Customer only if required (`if_required`).
+        "customer_creation": None if mode == "subscription" else p.get("customer_creation", "if_required"),
+        "customer_email": p.get("customer_email"),
+        "expires_at": expires_at,
+        "invoice_creation": (
+            {"enabled": False, "invoice_data": _NO_INVOICE_DATA} if mode == "payment" else None
+        ),
+        "livemode": ctx.mode == "live",
+        "metadata": merge_metadata({}, p.get("metadata"), "metadata"),
+        "mode": mode,
+        "payment_method_collection": "always" if mode == "subscription" else "if_required",
+        "payment_status": "no_payment_required" if mode == "setup" else "unpaid",
+        "success_url": p.get("success_url"),
+        "total_details": (
+            None if mode == "setup" else {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0}
+        ),
+        "url": f"http://{host}/_emulator/checkout/{session_id}",
+    }
+    return session | _session_defaults()
+
+
+def _session_defaults() -> JSON:
+    """What a new hosted session starts with: open, card only, nothing made yet, and the features not
+    modelled (tax, discounts, shipping, consent, custom fields, promotion codes...) off."""
+    return {
         "adaptive_pricing": None,
         "after_expiration": None,
         "allow_promotion_codes": None,
-        "amount_subtotal": subtotal,
-        "amount_total": subtotal,
         "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
         "billing_address_collection": None,
-        "cancel_url": p.get("cancel_url"),
-        "client_reference_id": reference,
         "client_secret": None,
         "collected_information": None,
         "consent": None,
         "consent_collection": None,
-        "created": now,
-        "currency": currency,
         "currency_conversion": None,
         "custom_fields": [],
         "custom_text": {
@@ -141,29 +212,16 @@ def create_checkout_session(ctx: Ctx, p: JSON) -> JSON:
             "submit": None,
             "terms_of_service_acceptance": None,
         },
-        "customer": customer["id"] if customer is not None else None,
         "customer_account": None,
-        # Since API 2022-08-01 payment mode creates a Customer only if required (`if_required`).
-        "customer_creation": None if mode == "subscription" else p.get("customer_creation", "if_required"),
         "customer_details": None,
-        "customer_email": email,
         "discounts": [],
-        "expires_at": expires_at,
         "invoice": None,
-        "invoice_creation": (
-            {"enabled": False, "invoice_data": _NO_INVOICE_DATA} if mode == "payment" else None
-        ),
-        "livemode": ctx.mode == "live",
         "locale": None,
-        "metadata": merge_metadata({}, p.get("metadata"), "metadata"),
-        "mode": mode,
         # Since API 2022-08-01 a payment-mode session makes its PaymentIntent when it is confirmed.
         "payment_intent": None,
         "payment_link": None,
-        "payment_method_collection": "always" if mode == "subscription" else "if_required",
         "payment_method_options": {},
         "payment_method_types": ["card"],
-        "payment_status": "no_payment_required" if mode == "setup" else "unpaid",
         "phone_number_collection": {"enabled": False},
         "recovered_from": None,
         "saved_payment_method_options": None,
@@ -174,30 +232,8 @@ def create_checkout_session(ctx: Ctx, p: JSON) -> JSON:
         "status": "open",
         "submit_type": None,
         "subscription": None,
-        "success_url": p.get("success_url"),
-        "total_details": (
-            None if mode == "setup" else {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0}
-        ),
         "ui_mode": "hosted",
-        "url": f"http://{host}/_emulator/checkout/{session_id}",
     }
-    if mode == "setup":
-        # Setup mode still makes its SetupIntent with the session (only subscription mode lost it).
-        intent = new_setup_intent(
-            ctx, customer=session["customer"], description=data.get("description"), metadata=data_metadata
-        )
-        session["setup_intent"] = intent["id"]
-    ctx.put("checkout_session", session)
-    # Internal (never rendered): what completing the session needs.
-    ctx.internal(session_id).update(
-        line_items=lines,
-        subscription_metadata=data_metadata if mode == "subscription" else {},
-        subscription_description=data.get("description") if mode == "subscription" else None,
-        payment_intent_data=({**data, "metadata": data_metadata} if mode == "payment" else None),
-        api_version=ctx.version or stripe.api_version,
-        pending_subscription=None,
-    )
-    return session
 
 
 _NO_INVOICE_DATA: JSON = {
@@ -209,119 +245,6 @@ _NO_INVOICE_DATA: JSON = {
     "metadata": {},
     "rendering_options": None,
 }
-
-
-def _line_items(ctx: Ctx, p: JSON, mode: str) -> tuple[list[JSON], str]:
-    """The checked `line_items` of a payment or subscription session, and their one currency."""
-    if not p.get("line_items"):
-        raise param_error(f"`line_items` is required in `{mode}` mode.", "line_items", "parameter_missing")
-    lines: list[JSON] = []
-    currencies: set[str] = set()
-    for i, given in enumerate(p["line_items"]):
-        param = f"line_items[{i}][price]"
-        if "price" not in given:
-            raise missing(param)
-        if mode == "subscription":
-            price = subscribable_price(ctx, given["price"], param)
-            metered = price["recurring"]["usage_type"] == "metered"
-        else:
-            price = _one_time_price(ctx, given["price"], param)
-            metered = False
-        if metered and "quantity" in given:
-            raise param_error(
-                "Quantity should not be specified where usage_type is `metered`.",
-                f"line_items[{i}][quantity]",
-            )
-        if not metered and "quantity" not in given:
-            raise missing(f"line_items[{i}][quantity]")
-        quantity = given.get("quantity")
-        if quantity is not None and not 1 <= quantity <= 999_999:
-            raise param_error(
-                "Invalid quantity: must be between 1 and 999999.",
-                f"line_items[{i}][quantity]",
-                "parameter_invalid_integer",
-            )
-        if mode == "subscription" and any(line["price"] == price["id"] for line in lines):
-            raise param_error(
-                f"Cannot add multiple subscription items with the same plan: {price['id']}", "line_items"
-            )
-        currencies.add(price["currency"])
-        lines.append({"price": price["id"], "quantity": quantity})
-    if len(currencies) > 1:
-        raise param_error(
-            "All line items of a Checkout Session must use the same currency; got "
-            f"{', '.join(sorted(currencies))}.",
-            "line_items",
-        )
-    return lines, currencies.pop()
-
-
-def _one_time_price(ctx: Ctx, price_id: str, param: str) -> JSON:
-    price = ctx.acct.prices.get(price_id)
-    if price is None:
-        raise no_such("price", price_id, param, status=400)
-    if not price["active"]:
-        raise param_error("The price specified is inactive. This field only accepts active prices.", param)
-    if price["type"] == "recurring":
-        raise param_error(
-            "You specified `payment` mode but passed a recurring price. Either switch to `subscription` "
-            "mode or use only one-time prices.",
-            param,
-        )
-    product = ctx.acct.products.get(price["product"])
-    if product is not None and not product["active"]:
-        raise param_error(
-            f"The product `{product['id']}` is marked as inactive. You provided the price `{price_id}`.",
-            param,
-        )
-    return price
-
-
-def session_line_items(ctx: Ctx, session: JSON, p: JSON | None = None) -> JSON:
-    """The session's line items as Stripe lists them (in the order given), paged by `limit`,
-    `starting_after`, `ending_before` (the line items' ids)."""
-    p = p or {}
-    data = []
-    for n, line in enumerate(ctx.internal(session["id"])["line_items"]):
-        price = ctx.acct.prices[line["price"]]
-        product = ctx.acct.products.get(price["product"])
-        amount = line_amount(price, line["quantity"])
-        data.append(
-            {
-                "id": f"li_{session['id'][-20:]}{n:04d}",
-                "object": "item",
-                "amount_discount": 0,
-                "amount_subtotal": amount,
-                "amount_tax": 0,
-                "amount_total": amount,
-                "currency": price["currency"],
-                "description": product["name"] if product is not None else None,
-                "price": render(ctx, "price", price, []),
-                "quantity": line["quantity"],
-            }
-        )
-    limit = p.get("limit", 10)
-    if not 1 <= limit <= 100:
-        raise param_error("Invalid limit: must be between 1 and 100", "limit")
-    if "starting_after" in p and "ending_before" in p:
-        raise param_error(
-            "You may only specify one of these parameters: ending_before, starting_after.",
-            "ending_before",
-            "parameters_exclusive",
-        )
-    ids = [item["id"] for item in data]
-    for cursor in ("starting_after", "ending_before"):
-        if cursor in p and p[cursor] not in ids:
-            raise no_such("line_item", p[cursor], cursor, status=400)
-    if "starting_after" in p:
-        rest = data[ids.index(p["starting_after"]) + 1 :]
-        page, has_more = rest[:limit], len(rest) > limit
-    elif "ending_before" in p:
-        rest = data[: ids.index(p["ending_before"])]
-        page, has_more = rest[-limit:], len(rest) > limit
-    else:
-        page, has_more = data[:limit], len(data) > limit
-    return list_object(page, f"/v1/checkout/sessions/{session['id']}/line_items", has_more=has_more)
 
 
 def expire_session(ctx: Ctx, session: JSON) -> None:
@@ -345,106 +268,7 @@ def expire_due(ctx: Ctx) -> None:
             expire_session(ctx, session)
 
 
-def checkout_customer(ctx: Ctx, session: JSON, args: JSON) -> JSON:
-    if session["customer"] is not None:
-        return ctx.acct.customers[session["customer"]]
-    params: JSON = {}
-    email = session["customer_email"] or args.get("email")
-    if email:
-        params["email"] = email
-    if args.get("name"):
-        params["name"] = args["name"]
-    try:
-        customer = create_customer(ctx, params)
-    except StripeError as exc:
-        raise admin_error(exc.message) from exc
-    emit(ctx, "customer.created", "customer", customer)
-    session["customer"] = customer["id"]
-    return customer
-
-
-def checkout_subscription(ctx: Ctx, session: JSON, customer: JSON, card: str, method: str) -> JSON:
-    """The session's subscription for `customer`, paid with PaymentMethod `method` (test card `card`)."""
-    now = int(time.time())
-    sub_id = ctx.fresh_id("sub_", 24)
-    items = []
-    for line in ctx.internal(session["id"])["line_items"]:
-        price = ctx.acct.prices[line["price"]]
-        item = new_item(ctx, sub_id, price, now)
-        item["quantity"] = line["quantity"]
-        items.append(item)
-    try:
-        currency = check_items(ctx, items, customer, None)
-    except StripeError as exc:
-        raise admin_error(exc.message) from exc
-    sub = build_subscription(
-        ctx,
-        sub_id,
-        customer,
-        items,
-        currency,
-        now,
-        ctx.internal(session["id"])["subscription_metadata"],
-        ctx.internal(session["id"])["subscription_description"],
-    )
-    sub["default_payment_method"] = method
-    ctx.internal(sub["id"])["card"] = card
-    customer["currency"] = customer["currency"] or currency
-    return sub
-
-
-def complete_session(
-    ctx: Ctx,
-    session: JSON,
-    *,
-    billing: JSON | None = None,
-    sub: JSON | None = None,
-    invoice: JSON | None = None,
-    payment_status: str = "paid",
-) -> None:
-    """The session is complete: its customer's details (else the `billing` details typed on the page),
-    what it made, then `checkout.session.completed`."""
-    customer = ctx.acct.customers.get(session["customer"] or "")
-    session["status"] = "complete"
-    session["payment_status"] = payment_status
-    if sub is not None:
-        session["subscription"] = sub["id"]
-    if invoice is not None:
-        session["invoice"] = invoice["id"]
-    source = customer if customer is not None else billing or {}
-    session["customer_details"] = {
-        "address": source.get("address"),
-        "business_name": None,
-        "email": source.get("email") or session["customer_email"],
-        "individual_name": None,
-        "name": source.get("name"),
-        "phone": source.get("phone"),
-        "tax_exempt": source.get("tax_exempt", "none"),
-        "tax_ids": [],
-    }
-    emit(ctx, "checkout.session.completed", "checkout_session", session)
-
-
-def fulfil_session(ctx: Ctx, session: JSON, card: str, method: str, args: JSON) -> JSON:
-    """The paid session (API 2025-03-31.basil on): payment first, then customer, an active
-    subscription and its paid first invoice, then `checkout.session.completed`."""
-    customer = checkout_customer(ctx, session, args)
-    sub = checkout_subscription(ctx, session, customer, card, method)
-    now = int(sub["created"])
-    invoice = build_invoice(ctx, sub, "subscription_create", now, now)
-    ctx.put("subscription", sub)
-    emit(ctx, "customer.subscription.created", "subscription", sub)
-    emit(ctx, "invoice.created", "invoice", invoice)
-    finalize_invoice(ctx, invoice)
-    mark_paid(ctx, invoice)
-    complete_session(ctx, session, sub=sub, invoice=invoice)
-    return {"outcome": "succeeded", "subscription": sub["id"], "invoice": invoice["id"]}
-
-
 CHECKOUT_LIFETIME = 24 * 3600  # a session's default (and longest) life, as Stripe's
-# From this API version on, a subscription-mode Checkout Session creates its subscription only after the
-# payment succeeded (docs.stripe.com/changelog/basil/2025-03-31/checkout-legacy-subscription-upgrade).
-CHECKOUT_BASIL = "2025-03-31"
 
 
 def _render(ctx: Ctx, obj: JSON, out: JSON, groups: dict[str, list[str]], depth: int) -> dict[str, list[str]]:

@@ -29,7 +29,7 @@ from ..events import emit
 from ..params import MODELLED_PARAMS, PARAM_SPECS, Spec
 from ..registry import Call, route
 from ..rendering import render
-from .checkout import (
+from .checkout_completion import (
     CHECKOUT_BASIL,
     checkout_customer,
     checkout_subscription,
