@@ -7,11 +7,11 @@ import time
 from ..common import check_descriptor, merge_metadata
 from ..context import Ctx
 from ..errors import JSON, StripeError, no_such
-from ..events import emit, emit_update
-from ..listing import standard_routes
+from ..events import emit
+from ..listing import create_route, standard_routes, update_route
 from ..params import join
 from ..registry import Call, Kind, register_kind, route
-from ..rendering import render, snapshot
+from ..rendering import snapshot
 from .prices import build_price, store_price
 
 
@@ -131,20 +131,8 @@ register_kind(
     )
 )
 standard_routes("product")
-
-
-@route("POST", "/v1/products", "product.create")
-def _create(ctx: Ctx, call: Call) -> JSON:
-    return render(ctx, "product", create_product(ctx, call.params), call.expand)
-
-
-@route("POST", "/v1/products/{id}", "product.update")
-def _update(ctx: Ctx, call: Call) -> JSON:
-    product = ctx.need("product", call.ids[0])
-    before = snapshot(ctx, "product", product)
-    update_product(ctx, product, call.params)
-    emit_update(ctx, "product", product, before, incidental=("updated",))
-    return render(ctx, "product", product, call.expand)
+create_route("product", create_product)
+update_route("product", update_product, incidental=("updated",))
 
 
 @route("DELETE", "/v1/products/{id}", "product.delete")

@@ -10,7 +10,7 @@ from ..common import merge_metadata, period_end
 from ..context import Ctx
 from ..errors import JSON, StripeError, missing, no_such, param_error, unmodelled
 from ..events import emit, emit_update
-from ..listing import standard_routes
+from ..listing import create_route, standard_routes, update_route
 from ..params import MODELLED_ITEM_PARAMS
 from ..registry import KINDS, Call, Kind, register_kind, route
 from ..rendering import list_object, ordered, render, snapshot
@@ -543,20 +543,8 @@ register_kind(
     )
 )
 standard_routes("subscription")
-
-
-@route("POST", "/v1/subscriptions", "subscription.create")
-def _create(ctx: Ctx, call: Call) -> JSON:
-    return render(ctx, "subscription", create_subscription(ctx, call.params), call.expand)
-
-
-@route("POST", "/v1/subscriptions/{id}", "subscription.update")
-def _update(ctx: Ctx, call: Call) -> JSON:
-    sub = ctx.need("subscription", call.ids[0])
-    before = snapshot(ctx, "subscription", sub)
-    update_subscription(ctx, sub, call.params)
-    emit_update(ctx, "subscription", sub, before)
-    return render(ctx, "subscription", sub, call.expand)
+create_route("subscription", create_subscription)
+update_route("subscription", update_subscription)
 
 
 @route("POST", "/v1/subscriptions/{id}/resume", "subscription.resume")
