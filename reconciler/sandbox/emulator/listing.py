@@ -1,8 +1,8 @@
 """List endpoints and retrieval, the same for every kind: `limit`, `starting_after`/`ending_before`
 cursors over the kind's objects newest first (the store's ordered index: a page reads from the cursor
-on, never the whole table), the `created` and `active` filters, then the kind's own
-filter (`Kind.matches`); `expand[]=data.x` expands inside each item. `standard_routes` registers a
-kind's `GET` list and retrieve routes; `create_route` and `update_route` its `POST` routes where they
+on, never the whole table), the `created` and `active` filters, then the kind's own (`Kind.filters` by
+equality, then `Kind.matches`); `expand[]=data.x` expands inside each item. `standard_routes` registers
+a kind's `GET` list and retrieve routes; `create_route` and `update_route` its `POST` routes where they
 only call the resource module's create or update function."""
 
 from __future__ import annotations
@@ -91,8 +91,10 @@ def _matches(kind: str, obj: JSON, p: JSON) -> bool:
         }
         if not all(checks[op](v) for op, v in created.items()):
             return False
-    own = KINDS[kind].matches
-    return own is None or own(obj, p)
+    spec = KINDS[kind]
+    if not all(obj[key] == p[key] for key in spec.filters if key in p):
+        return False
+    return spec.matches is None or spec.matches(obj, p)
 
 
 def standard_routes(kind: str, *, retrieve: bool = True, listing: bool = True) -> None:

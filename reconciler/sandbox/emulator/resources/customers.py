@@ -147,17 +147,13 @@ def apply_customer(ctx: Ctx, customer: JSON, p: JSON) -> None:
 INVOICE_PREFIX_RE = re.compile(r"^[A-Z0-9]{3,12}$")
 
 
-def _matches(obj: JSON, p: JSON) -> bool:
-    return "email" not in p or obj["email"] == p["email"]  # case-sensitive, as Stripe documents
-
-
 register_kind(
     Kind(
         "customer",
         "customers",
         path="/v1/customers",
         expandable={"default_source": "", "test_clock": ""},
-        matches=_matches,
+        filters=("email",),  # case-sensitive, as Stripe documents
     )
 )
 standard_routes("customer", retrieve=False)

@@ -116,9 +116,7 @@ def delete_product(ctx: Ctx, product: JSON) -> JSON:
 
 
 def _matches(obj: JSON, p: JSON) -> bool:
-    if "ids" in p and obj["id"] not in p["ids"]:
-        return False
-    return all(obj[key] == p[key] for key in ("shippable", "url", "type") if key in p)
+    return "ids" not in p or obj["id"] in p["ids"]
 
 
 register_kind(
@@ -127,6 +125,7 @@ register_kind(
         "products",
         path="/v1/products",
         expandable={"default_price": "price", "tax_code": ""},
+        filters=("shippable", "url", "type"),
         matches=_matches,
     )
 )
