@@ -86,12 +86,7 @@ def _spec(tp: Any) -> Spec:
     return next((spec for scalar, spec in _SCALAR_SPECS if tp is scalar), Spec("str"))
 
 
-_SCALAR_SPECS: tuple[tuple[type, Spec], ...] = (
-    (bool, Spec("bool")),
-    (int, Spec("int")),
-    (float, Spec("float")),
-    (Decimal, Spec("decimal")),
-)
+_SCALAR_SPECS = ((bool, Spec("bool")), (int, Spec("int")), (float, Spec("float")), (Decimal, Spec("decimal")))
 
 
 def _union_spec(args: tuple[Any, ...]) -> Spec:
@@ -451,8 +446,7 @@ def _coerce_list(spec: Spec, value: Any, name: str) -> Any:
     if not isinstance(value, list):
         raise param_error(f"Invalid array: {name} must be an array", name)
     assert spec.item is not None
-    item = spec.item
-    return [_coerce(item, v, f"{name}[{i}]") for i, v in enumerate(value)]
+    return [_coerce(spec.item, v, f"{name}[{i}]") for i, v in enumerate(value)]
 
 
 _CONTAINERS: dict[str, Callable[[Spec, Any, str], Any]] = {
