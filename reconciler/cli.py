@@ -825,17 +825,15 @@ def sandbox_serve(
 
     click.echo(f"Stripe emulator on http://{host}:{port} (STRIPE_API_BASE); Ctrl-C stops it", err=True)
     try:
-        emulator.serve(
-            host=host,
-            port=port,
-            state_file=state_file,
-            latency_ms=latency_ms,
+        faults = emulator.FaultSettings(
             rate_limit=rate_limit,
             error_rate=error_rate,
             timeout_rate=timeout_rate,
             seed=seed,
+            latency_ms=latency_ms,
             hang_seconds=hang_seconds,
         )
+        emulator.serve(host=host, port=port, state_file=state_file, faults=faults)
     except emulator.EmulatorConfigError as e:
         raise ConfigError(str(e)) from e
     return 0

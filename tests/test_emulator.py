@@ -17,6 +17,7 @@ from reconciler.sandbox.emulator import (
     KUPLOY_EVENT_TYPES,
     PARAM_SPECS,
     WEBHOOK_EVENT_TYPES,
+    FaultSettings,
     RunningEmulator,
     _period_end,
     start_in_thread,
@@ -570,7 +571,7 @@ def test_two_emulators_on_one_state_file_see_each_others_writes(tmp_path: Path) 
 
 
 def test_latency_option_is_applied_and_requests_succeed() -> None:
-    with start_in_thread(latency_ms=5) as run:
+    with start_in_thread(faults=FaultSettings(latency_ms=5)) as run:
         assert run.emulator.latency_ms == 5
         c = make_client(run.url)
         assert product(c).name == "Pro"

@@ -19,7 +19,15 @@ from urllib.parse import urlsplit
 import pytest
 import stripe
 
-from reconciler.sandbox.emulator import USER_AGENT, Emulator, RunningEmulator, sign, start_in_thread
+from reconciler.sandbox.emulator import (
+    USER_AGENT,
+    DeliverySettings,
+    Emulator,
+    FaultSettings,
+    RunningEmulator,
+    sign,
+    start_in_thread,
+)
 
 KEY = "sk_test_checkout"
 OK_CARD = "4242 4242 4242 4242"
@@ -92,7 +100,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def running() -> Iterator[RunningEmulator]:
-    with start_in_thread(delivery_retry_delays=(0.05, 0.1, 0.2)) as run:
+    with start_in_thread(deliveries=DeliverySettings(retry_delays=(0.05, 0.1, 0.2))) as run:
         yield run
 
 
@@ -558,7 +566,9 @@ def test_enabled_events_and_disabled_endpoints_decide_who_gets_what(
 
 
 def test_shuffled_delivery_sends_every_event_once(client: stripe.StripeClient, receiver: Receiver) -> None:
-    with start_in_thread(shuffle_deliveries=True, seed=7, delivery_retry_delays=(0.05,)) as run:
+    with start_in_thread(
+        faults=FaultSettings(seed=7), deliveries=DeliverySettings(retry_delays=(0.05,), shuffle=True)
+    ) as run:
         c = stripe.StripeClient(KEY, base_addresses={"api": run.url}, max_network_retries=0)
         hook = endpoint(c, receiver.url)
         session = new_session(c, monthly_price(c).id)

@@ -21,6 +21,7 @@ from reconciler.sandbox.emulator import (
     FAULTS,
     Emulator,
     EmulatorConfigError,
+    FaultSettings,
     RunningEmulator,
     start_in_thread,
 )
@@ -45,7 +46,7 @@ def fast_sdk_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def running() -> Iterator[RunningEmulator]:
-    with start_in_thread(hang_seconds=2) as run:
+    with start_in_thread(faults=FaultSettings(hang_seconds=2)) as run:
         yield run
 
 
@@ -99,7 +100,7 @@ def faults_of(run: RunningEmulator) -> list[str | None]:
 
 def predicted(n: int, **settings: Any) -> list[str | None]:
     """The fault sequence a fresh emulator with these settings draws (no rate limit involved)."""
-    emu = Emulator(**settings)
+    emu = Emulator(faults=FaultSettings(**settings))
     with emu._lock:
         return [emu._draw_fault() for _ in range(n)]
 
@@ -240,7 +241,7 @@ def test_timeout_makes_the_sdk_raise_a_connection_error_and_creates_nothing(
 
 
 def test_a_timeout_closes_the_connection_without_an_answer() -> None:
-    with start_in_thread(timeout_rate=1.0, hang_seconds=0) as run:
+    with start_in_thread(faults=FaultSettings(timeout_rate=1.0, hang_seconds=0)) as run:
         with pytest.raises(http.client.RemoteDisconnected):
             raw(run.url, "GET", "/v1/products")
         assert faults_of(run) == ["timeout"]
@@ -259,7 +260,7 @@ def test_sdk_retries_through_a_timeout_create_one_object(running: RunningEmulato
 
 
 def _fault_run(seed: int) -> list[str | None]:
-    with start_in_thread(seed=seed, error_rate=0.3, timeout_rate=0.0) as run:
+    with start_in_thread(faults=FaultSettings(seed=seed, error_rate=0.3, timeout_rate=0.0)) as run:
         for _ in range(30):
             raw(run.url, "GET", "/v1/products")
         return faults_of(run)
@@ -338,8 +339,10 @@ def test_python_settings_are_checked() -> None:
         {"error_rate": 0.6, "timeout_rate": 0.6},
     ):
         with pytest.raises(EmulatorConfigError):
-            Emulator(**bad)
-    emu = Emulator(rate_limit=10, error_rate=0.1, timeout_rate=0.2, seed=3, hang_seconds=1.5)
+            Emulator(faults=FaultSettings(**bad))
+    emu = Emulator(
+        faults=FaultSettings(rate_limit=10, error_rate=0.1, timeout_rate=0.2, seed=3, hang_seconds=1.5)
+    )
     assert emu.faults()["rate_limit"] == 10.0 and emu.faults()["seed"] == 3
     with pytest.raises(EmulatorConfigError, match="Unknown"):
         emu.set_faults(retry_rate=0.1)
@@ -414,6 +417,7 @@ def test_sandbox_serve_passes_the_fault_options(monkeypatch: pytest.MonkeyPatch)
         ],
     )
     assert result.exit_code == 0, result.output
-    assert seen["rate_limit"] == 25.0 and seen["error_rate"] == 0.1 and seen["timeout_rate"] == 0.05
-    assert seen["seed"] == 42 and seen["hang_seconds"] == 3.0
+    faults = seen["faults"]
+    assert faults.rate_limit == 25.0 and faults.error_rate == 0.1 and faults.timeout_rate == 0.05
+    assert faults.seed == 42 and faults.hang_seconds == 3.0
     assert CliRunner().invoke(cli, ["sandbox", "serve", "--error-rate", "2"]).exit_code != 0

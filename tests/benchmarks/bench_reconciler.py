@@ -367,14 +367,14 @@ def stand(admin_dsn: str, scratch: Path, *, latency_ms: int, rate: float) -> Ite
     import psycopg
     from psycopg import sql
 
-    from reconciler.sandbox.emulator import start_in_thread
+    from reconciler.sandbox.emulator import FaultSettings, start_in_thread
 
     name = f"kuploy_bench_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     database_url = psycopg.conninfo.make_conninfo(admin_dsn, dbname=name)
     directory = Path(tempfile.mkdtemp(prefix="stand-", dir=scratch))
-    running = start_in_thread(latency_ms=latency_ms, rate_limit=rate, seed=0)
+    running = start_in_thread(faults=FaultSettings(latency_ms=latency_ms, rate_limit=rate, seed=0))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE_URL", "KUPLOY_"))}
     env.update(
         DATABASE_URL=database_url,

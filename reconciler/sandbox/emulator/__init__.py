@@ -14,9 +14,9 @@ from __future__ import annotations
 from . import resources, search  # noqa: F401  (importing them registers their kinds and routes)
 from .app import Emulator
 from .common import SUPPORTED_CURRENCIES, period_end
-from .delivery import USER_AGENT, sign
+from .delivery import USER_AGENT, DeliverySettings, sign
 from .errors import EmulatorConfigError, StripeError
-from .faults import FAULTS
+from .faults import FAULTS, FaultSettings
 from .params import KUPLOY_EVENT_TYPES, PARAM_SPECS, WEBHOOK_EVENT_TYPES, decode_form, validate_params
 from .pipeline import Reply
 from .server import RunningEmulator, serve, start_in_thread
@@ -30,8 +30,10 @@ __all__ = [
     "SUPPORTED_CURRENCIES",
     "USER_AGENT",
     "WEBHOOK_EVENT_TYPES",
+    "DeliverySettings",
     "Emulator",
     "EmulatorConfigError",
+    "FaultSettings",
     "Reply",
     "RunningEmulator",
     "StripeError",

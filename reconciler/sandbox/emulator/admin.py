@@ -42,33 +42,46 @@ def handle(emu: Emulator, method: str, path: str, body: bytes, hdrs: Mapping[str
     flow = _flows(emu, method, path, body, hdrs)
     if flow is not None:
         return flow
-    if method == "GET" and path == "/_emulator/requests":
-        return Reply(200, emu.request_log())
+    read_or_set = _INSPECTION.get((method, path))
+    if read_or_set is not None:
+        return read_or_set(emu, body)
     if method == "GET" and path.startswith("/_emulator/requests/"):
-        request_id = unquote(path.rsplit("/", 1)[1])
-        for entry in reversed(emu.request_log()):
-            if entry.get("request_id") == request_id:
-                return Reply(200, entry)
-        missing = StripeError(404, f"No such request: '{request_id}'", code="resource_missing")
-        return Reply(404, missing.body())
-    if method == "GET" and path == "/_emulator/stats":
-        return Reply(200, emu.stats())
-    if method == "GET" and path == "/_emulator/faults":
-        return Reply(200, emu.faults())
-    if method == "POST" and path == "/_emulator/faults":
-        try:
-            settings = json.loads(body.decode("utf-8") or "{}")
-            if not isinstance(settings, dict):
-                raise EmulatorConfigError("the body must be a JSON object of fault settings")
-            return Reply(200, emu.set_faults(**settings))
-        except ValueError as exc:  # EmulatorConfigError and JSON errors
-            return Reply(400, StripeError(400, f"Invalid fault settings: {exc}").body())
-    if method == "GET" and path == "/_emulator/webhook_secrets":
-        return Reply(200, emu.webhook_secrets())
-    if method == "POST" and path == "/_emulator/reset-log":
-        emu.reset_log()
-        return Reply(200, {"ok": True})
+        return _logged_request(emu, unquote(path.rsplit("/", 1)[1]))
     return Reply(404, unrecognized(method, path).body())
+
+
+def _logged_request(emu: Emulator, request_id: str) -> Reply:
+    for entry in reversed(emu.request_log()):
+        if entry.get("request_id") == request_id:
+            return Reply(200, entry)
+    missing = StripeError(404, f"No such request: '{request_id}'", code="resource_missing")
+    return Reply(404, missing.body())
+
+
+def _set_faults(emu: Emulator, body: bytes) -> Reply:
+    try:
+        settings = json.loads(body.decode("utf-8") or "{}")
+        if not isinstance(settings, dict):
+            raise EmulatorConfigError("the body must be a JSON object of fault settings")
+        return Reply(200, emu.set_faults(**settings))
+    except ValueError as exc:  # EmulatorConfigError and JSON errors
+        return Reply(400, StripeError(400, f"Invalid fault settings: {exc}").body())
+
+
+def _reset_log(emu: Emulator, body: bytes) -> Reply:
+    emu.reset_log()
+    return Reply(200, {"ok": True})
+
+
+# The log, stats, fault settings and webhook secrets: (method, path) -> answer from (emulator, body).
+_INSPECTION: dict[tuple[str, str], Callable[[Emulator, bytes], Reply]] = {
+    ("GET", "/_emulator/requests"): lambda emu, _body: Reply(200, emu.request_log()),
+    ("GET", "/_emulator/stats"): lambda emu, _body: Reply(200, emu.stats()),
+    ("GET", "/_emulator/faults"): lambda emu, _body: Reply(200, emu.faults()),
+    ("POST", "/_emulator/faults"): _set_faults,
+    ("GET", "/_emulator/webhook_secrets"): lambda emu, _body: Reply(200, emu.webhook_secrets()),
+    ("POST", "/_emulator/reset-log"): _reset_log,
+}
 
 
 def _find(emu: Emulator, kind: str, obj_id: str) -> tuple[Ctx, JSON] | None:

@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import admin, pipeline
-from .delivery import DEFAULT_RETRY_DELAYS, DEFAULT_TIMEOUT, Deliverer, Job
+from .delivery import DEFAULT_DELIVERIES, Deliverer, DeliverySettings, Job
 from .errors import JSON, EmulatorConfigError
-from .faults import FAULTS, Faults, number
+from .faults import FAULTS, NO_FAULTS, Faults, FaultSettings, number
 from .pipeline import Reply
 from .store import Store
 
@@ -27,38 +27,21 @@ class Emulator:
         self,
         *,
         state_file: Path | None = None,
-        latency_ms: int = 0,
-        rate_limit: float | None = None,
-        error_rate: float = 0.0,
-        timeout_rate: float = 0.0,
-        seed: int | None = None,
-        hang_seconds: float = 30.0,
-        after_write_share: float = 0.5,
-        delivery_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-        delivery_timeout: float = DEFAULT_TIMEOUT,
-        shuffle_deliveries: bool = False,
+        faults: FaultSettings = NO_FAULTS,
+        deliveries: DeliverySettings = DEFAULT_DELIVERIES,
     ) -> None:
         self.state_file = Path(state_file) if state_file is not None else None
-        self.fault_state = Faults()
         self._clock = time.monotonic  # tests may replace it to drive the rate limiter
+        self.fault_state = Faults(faults, self._clock())
         self.stopping = threading.Event()  # set when the server stops: hanging connections end early
         self.requests: list[JSON] = []
         self._lock = threading.RLock()
-        self.set_faults(
-            latency_ms=latency_ms,
-            rate_limit=rate_limit,
-            error_rate=error_rate,
-            timeout_rate=timeout_rate,
-            seed=seed,
-            hang_seconds=hang_seconds,
-            after_write_share=after_write_share,
-        )
         try:
             self.deliverer = Deliverer(
-                retry_delays=delivery_retry_delays,
-                timeout=number("delivery_timeout", delivery_timeout, 0.001, 600.0),
-                shuffle=shuffle_deliveries,
-                seed=seed,
+                retry_delays=deliveries.retry_delays,
+                timeout=number("delivery_timeout", deliveries.timeout, 0.001, 600.0),
+                shuffle=deliveries.shuffle,
+                seed=faults.seed,
                 still_wanted=self._still_wanted,
                 on_delivered=self._delivered,
             )
@@ -75,7 +58,7 @@ class Emulator:
 
     @property
     def latency_ms(self) -> int:
-        return self.fault_state.latency_ms
+        return self.fault_state.current.latency_ms
 
     # ------------------------------------------------------------------ entry point
 

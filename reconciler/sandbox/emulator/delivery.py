@@ -37,7 +37,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_RETRY_DELAYS", "USER_AGENT", "Deliverer", "Job", "sign"]
+__all__ = [
+    "DEFAULT_DELIVERIES",
+    "DEFAULT_RETRY_DELAYS",
+    "USER_AGENT",
+    "Deliverer",
+    "DeliverySettings",
+    "Job",
+    "sign",
+]
 
 USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (60.0, 300.0, 1500.0)
@@ -45,6 +53,19 @@ DEFAULT_TIMEOUT = 10.0
 MAX_RETRIES = 20
 MAX_ATTEMPT_LOG = 10_000
 MAX_RESPONSE_EXCERPT = 200
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliverySettings:
+    """How webhook deliveries are sent: the delays of the retries after a failed attempt, each attempt's
+    timeout, and whether due deliveries go out shuffled (seeded by the fault settings' `seed`)."""
+
+    retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS
+    timeout: float = DEFAULT_TIMEOUT
+    shuffle: bool = False
+
+
+DEFAULT_DELIVERIES = DeliverySettings()
 
 
 def sign(body: bytes, secret: str, timestamp: int) -> str:

@@ -1,15 +1,19 @@
 """List endpoints and retrieval, the same for every kind: `limit`, `starting_after`/`ending_before`
 cursors over the kind's objects newest first (the store's ordered index: a page reads from the cursor
-on, never the whole table), the `created` and `active` filters, then the kind's own
-filter (`Kind.matches`); `expand[]=data.x` expands inside each item. `standard_routes` registers a
-kind's `GET` list and retrieve routes."""
+on, never the whole table), the `created` and `active` filters, then the kind's own (`Kind.filters` by
+equality, then `Kind.matches`); `expand[]=data.x` expands inside each item. `standard_routes` registers
+a kind's `GET` list and retrieve routes; `create_route` and `update_route` its `POST` routes where they
+only call the resource module's create or update function."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .context import Ctx
 from .errors import JSON, no_such, param_error
+from .events import emit_update
 from .registry import KINDS, Call, route
-from .rendering import render
+from .rendering import render, snapshot
 
 # Array filters Stripe caps (real answer quoted in stripe/stripe-node#2089 for 12 lookup keys).
 ARRAY_LIMITS = {"lookup_keys": 10}
@@ -87,8 +91,10 @@ def _matches(kind: str, obj: JSON, p: JSON) -> bool:
         }
         if not all(checks[op](v) for op, v in created.items()):
             return False
-    own = KINDS[kind].matches
-    return own is None or own(obj, p)
+    spec = KINDS[kind]
+    if not all(obj[key] == p[key] for key in spec.filters if key in p):
+        return False
+    return spec.matches is None or spec.matches(obj, p)
 
 
 def standard_routes(kind: str, *, retrieve: bool = True, listing: bool = True) -> None:
@@ -107,3 +113,32 @@ def standard_routes(kind: str, *, retrieve: bool = True, listing: bool = True) -
         @route("GET", path + "/{id}", f"{kind}.retrieve")
         def _retrieve(ctx: Ctx, call: Call) -> JSON:
             return render(ctx, kind, ctx.need(kind, call.ids[0]), call.expand)
+
+
+def create_route(kind: str, create: Callable[[Ctx, JSON], JSON]) -> None:
+    """`POST <path>` for `kind`: `create(ctx, params)` makes the object (and emits its events); the
+    answer is the object rendered. A create with checks of its own is written out in its module."""
+    path = KINDS[kind].path
+    assert path is not None
+
+    @route("POST", path, f"{kind}.create")
+    def _create(ctx: Ctx, call: Call) -> JSON:
+        return render(ctx, kind, create(ctx, call.params), call.expand)
+
+
+def update_route(
+    kind: str, update: Callable[[Ctx, JSON, JSON], None], *, incidental: tuple[str, ...] = ()
+) -> None:
+    """`POST <path>/{id}` for `kind`: `update(ctx, obj, params)` changes the object in place, then
+    `<kind>.updated` names what changed (`emit_update`, with its `incidental` fields); the answer is
+    the object rendered."""
+    path = KINDS[kind].path
+    assert path is not None
+
+    @route("POST", path + "/{id}", f"{kind}.update")
+    def _update(ctx: Ctx, call: Call) -> JSON:
+        obj = ctx.need(kind, call.ids[0])
+        before = snapshot(ctx, kind, obj)
+        update(ctx, obj, call.params)
+        emit_update(ctx, kind, obj, before, incidental=incidental)
+        return render(ctx, kind, obj, call.expand)

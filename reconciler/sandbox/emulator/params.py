@@ -10,8 +10,8 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 from urllib.parse import parse_qsl
@@ -64,6 +64,8 @@ def spec_of(cls: type) -> Spec:
 
 
 def _spec(tp: Any) -> Spec:
+    """The spec of one annotation: wrappers unwrapped, literals as enums, unions merged, containers
+    by their items, nested TypedDicts as objects, the remaining types as scalars."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.NotRequired, typing.Required):
@@ -72,41 +74,7 @@ def _spec(tp: Any) -> Spec:
         values = tuple(str(a) for a in args if a != "")
         return Spec("enum", enum=values, emptyable="" in args) if values else Spec("str", emptyable=True)
     if origin in (typing.Union, types.UnionType):
-        literals: list[Any] = []
-        others: list[Any] = []
-        for a in args:
-            (
-                literals.extend(typing.get_args(a))
-                if typing.get_origin(a) is typing.Literal
-                else others.append(a)
-            )
-        emptyable = "" in literals
-        lit_values = tuple(str(v) for v in literals if v != "")
-        has_str = str in others
-        specs: list[Spec] = []
-        if lit_values:
-            specs.append(Spec("enum", enum=lit_values))
-        elif has_str:
-            specs.append(Spec("str"))
-        for o in others:
-            if o is str or o is type(None):
-                continue
-            s = _spec(o)
-            if s.kind == "map" and any(x.kind == "map" for x in specs):
-                continue  # Dict[str, X] | UntypedStripeObject[X] are the same on the wire
-            specs.append(s)
-        if len(specs) == 1:
-            only = specs[0]
-            return Spec(
-                only.kind,
-                only.enum,
-                only.fields,
-                only.required,
-                only.item,
-                only.options,
-                emptyable or only.emptyable,
-            )
-        return Spec("union", options=tuple(specs), emptyable=emptyable)
+        return _union_spec(args)
     if origin is list:
         return Spec("list", item=_spec(args[0]))
     if origin is dict:
@@ -115,15 +83,41 @@ def _spec(tp: Any) -> Spec:
         return Spec("map", item=_spec(args[0]))
     if _is_typeddict(tp):
         return spec_of(tp)
-    if tp is bool:
-        return Spec("bool")
-    if tp is int:
-        return Spec("int")
-    if tp is float:
-        return Spec("float")
-    if tp is Decimal:
-        return Spec("decimal")
-    return Spec("str")
+    return next((spec for scalar, spec in _SCALAR_SPECS if tp is scalar), Spec("str"))
+
+
+_SCALAR_SPECS = ((bool, Spec("bool")), (int, Spec("int")), (float, Spec("float")), (Decimal, Spec("decimal")))
+
+
+def _union_spec(args: tuple[Any, ...]) -> Spec:
+    """A union's spec: its literals (one enum; `""` among them makes it emptyable) and other members;
+    a union left with one option is that option."""
+    literals = [v for a in args if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
+    others = [a for a in args if typing.get_origin(a) is not typing.Literal]
+    emptyable = "" in literals
+    specs = _union_options(tuple(str(v) for v in literals if v != ""), others)
+    if len(specs) == 1:
+        return replace(specs[0], emptyable=emptyable or specs[0].emptyable)
+    return Spec("union", options=tuple(specs), emptyable=emptyable)
+
+
+def _union_options(literal_values: tuple[str, ...], others: list[Any]) -> list[Spec]:
+    """The options a union's value may take: its literals as one enum (or plain `str`), then the
+    specs of its other members (`None` dropped; one map for `Dict[str, X] | UntypedStripeObject[X]`,
+    which are the same on the wire)."""
+    specs: list[Spec] = []
+    if literal_values:
+        specs.append(Spec("enum", enum=literal_values))
+    elif str in others:
+        specs.append(Spec("str"))
+    for other in others:
+        if other is str or other is type(None):
+            continue
+        spec = _spec(other)
+        if spec.kind == "map" and any(s.kind == "map" for s in specs):
+            continue
+        specs.append(spec)
+    return specs
 
 
 _P = stripe.params
@@ -405,42 +399,67 @@ def _coerce_fields(spec: Spec, data: Mapping[str, Any], prefix: str) -> JSON:
 
 
 def _coerce(spec: Spec, value: Any, name: str, *, in_map: bool = False) -> Any:
+    """One parameter's value as its spec says: `""` where it may be unset, containers by their items,
+    scalars from their one string."""
     if value == "" and (spec.emptyable or (in_map and spec.kind == "str")):
         return ""
-    kind = spec.kind
-    if kind == "union":
-        first: StripeError | None = None
-        for option in spec.options:
-            try:
-                return _coerce(option, value, name)
-            except StripeError as exc:
-                first = first or exc
-        assert first is not None
-        raise first
-    if kind == "object":
-        if not isinstance(value, dict):
-            raise param_error(f"Invalid hash: {name} must be a hash of parameters", name)
-        return _coerce_fields(spec, value, name)
-    if kind == "map":
-        if isinstance(value, list):
-            value = {str(i): v for i, v in enumerate(value)}
-        if not isinstance(value, dict):
-            raise param_error(f"Invalid hash: {name} must be a hash of key-value pairs", name)
-        assert spec.item is not None
-        return {k: _coerce(spec.item, v, f"{name}[{k}]", in_map=True) for k, v in value.items()}
-    if kind == "list":
-        if isinstance(value, dict) and all(k.isdigit() for k in value):
-            value = [value[k] for k in sorted(value, key=int)]
-        if not isinstance(value, list):
-            raise param_error(f"Invalid array: {name} must be an array", name)
-        assert spec.item is not None
-        item = spec.item
-        return [_coerce(item, v, f"{name}[{i}]") for i, v in enumerate(value)]
-    # Scalars from here on.
+    container = _CONTAINERS.get(spec.kind)
+    if container is not None:
+        return container(spec, value, name)
     if not isinstance(value, str):
         raise param_error(f"Invalid {name}: expected a single value, not a hash or array", name)
     if value == "":
         raise empty(name)
+    return _coerce_scalar(spec, value, name)
+
+
+def _coerce_union(spec: Spec, value: Any, name: str) -> Any:
+    """The value as the first option that takes it; otherwise the first option's error."""
+    first: StripeError | None = None
+    for option in spec.options:
+        try:
+            return _coerce(option, value, name)
+        except StripeError as exc:
+            first = first or exc
+    assert first is not None
+    raise first
+
+
+def _coerce_object(spec: Spec, value: Any, name: str) -> Any:
+    if not isinstance(value, dict):
+        raise param_error(f"Invalid hash: {name} must be a hash of parameters", name)
+    return _coerce_fields(spec, value, name)
+
+
+def _coerce_map(spec: Spec, value: Any, name: str) -> Any:
+    if isinstance(value, list):
+        value = {str(i): v for i, v in enumerate(value)}
+    if not isinstance(value, dict):
+        raise param_error(f"Invalid hash: {name} must be a hash of key-value pairs", name)
+    assert spec.item is not None
+    return {k: _coerce(spec.item, v, f"{name}[{k}]", in_map=True) for k, v in value.items()}
+
+
+def _coerce_list(spec: Spec, value: Any, name: str) -> Any:
+    if isinstance(value, dict) and all(k.isdigit() for k in value):
+        value = [value[k] for k in sorted(value, key=int)]
+    if not isinstance(value, list):
+        raise param_error(f"Invalid array: {name} must be an array", name)
+    assert spec.item is not None
+    return [_coerce(spec.item, v, f"{name}[{i}]") for i, v in enumerate(value)]
+
+
+_CONTAINERS: dict[str, Callable[[Spec, Any, str], Any]] = {
+    "union": _coerce_union,
+    "object": _coerce_object,
+    "map": _coerce_map,
+    "list": _coerce_list,
+}
+
+
+def _coerce_scalar(spec: Spec, value: str, name: str) -> Any:
+    """A scalar from its (non-empty) string: a boolean, an integer, a number, an enum value or a string."""
+    kind = spec.kind
     if kind == "bool":
         if value not in ("true", "false"):
             raise param_error(f"Invalid boolean: {value}", name)
@@ -450,20 +469,29 @@ def _coerce(spec: Spec, value: Any, name: str, *, in_map: bool = False) -> Any:
             raise param_error(f"Invalid integer: {value}", name, "parameter_invalid_integer")
         return int(value)
     if kind in ("decimal", "float"):
-        try:
-            number = Decimal(value)
-        except InvalidOperation:
-            number = Decimal("NaN")
-        if not number.is_finite() or len(value) > 40:
-            raise param_error(f"Invalid decimal: {value}", name)
+        number = _decimal(value, name)
         return number if kind == "decimal" else float(number)
     if kind == "enum":
-        if value not in spec.enum:
-            last = re.findall(r"([^\[\]]+)\]?$", name)[-1]
-            if last.isdigit():  # an item of a list: name the whole path (`enabled_events[0]`)
-                last = name
-            raise param_error(f"Invalid {last}: must be one of {one_of(spec.enum)}", name)
-        return value
+        return _enum_value(spec, value, name)
     if len(value) > 40000:
         raise param_error(f"Invalid string: {name} is too long", name)
+    return value
+
+
+def _decimal(value: str, name: str) -> Decimal:
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        number = Decimal("NaN")
+    if not number.is_finite() or len(value) > 40:
+        raise param_error(f"Invalid decimal: {value}", name)
+    return number
+
+
+def _enum_value(spec: Spec, value: str, name: str) -> str:
+    if value not in spec.enum:
+        last = re.findall(r"([^\[\]]+)\]?$", name)[-1]
+        if last.isdigit():  # an item of a list: name the whole path (`enabled_events[0]`)
+            last = name
+        raise param_error(f"Invalid {last}: must be one of {one_of(spec.enum)}", name)
     return value

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -115,7 +115,7 @@ def _answer(emu: Emulator, ctx: Ctx, hdrs: Mapping[str, str], status: int, paylo
     ctx.log["status"] = status
     ctx.log["response"] = payload
     emu.requests.append(json.loads(json.dumps(ctx.log, default=str)))
-    return Reply(status, payload, headers, delay_s=emu.fault_state.latency_ms / 1000)
+    return Reply(status, payload, headers, delay_s=emu.fault_state.current.latency_ms / 1000)
 
 
 def _fault_before_execution(emu: Emulator, ctx: Ctx, method: str, query: str, body: bytes) -> Reply:
@@ -128,14 +128,34 @@ def _fault_before_execution(emu: Emulator, ctx: Ctx, method: str, query: str, bo
     if ctx.fault == "timeout":
         ctx.log["status"] = None
         emu.requests.append(json.loads(json.dumps(ctx.log, default=str)))
-        return Reply(0, None, drop=True, hang_s=emu.fault_state.hang_seconds)
+        return Reply(0, None, drop=True, hang_s=emu.fault_state.current.hang_seconds)
     error = rate_limited() if ctx.fault == "rate_limited" else api_error(str(ctx.request_id))
     headers = {"Request-Id": str(ctx.request_id), **ctx.headers}
     headers["Stripe-Version"] = str(ctx.log["stripe_version"] or stripe.api_version)
     body = _with_log_url(ctx, error.body())
     ctx.log["status"], ctx.log["response"] = error.status, body
     emu.requests.append(json.loads(json.dumps(ctx.log, default=str)))
-    return Reply(error.status, body, headers, delay_s=emu.fault_state.latency_ms / 1000)
+    return Reply(error.status, body, headers, delay_s=emu.fault_state.current.latency_ms / 1000)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A Stripe request decoded, authenticated and routed: what its handler and its idempotent result
+    need."""
+
+    method: str
+    path: str
+    route: Route
+    ids: tuple[str, ...]
+    params: JSON
+    scope: str  # whose idempotency keys: a hash of the API key
+    key: str | None  # the Idempotency-Key header
+    fingerprint: str  # of method, path and params, when the request is idempotent; else ""
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether its result is saved under its key (only POST and DELETE, as Stripe)."""
+        return self.key is not None and self.method in ("POST", "DELETE")
 
 
 def _execute(
@@ -151,88 +171,13 @@ def _execute(
     """Run the request; returns the status, the body and whether a 5xx was saved as the idempotent
     result. A fault here is None or "error_after_write": the request runs (and any write is
     kept), then the client gets a 500 that is saved under the idempotency key, as Stripe does."""
-    idem_key = hdrs.get("idempotency-key")
-    saved_500 = False
     try:
-        ctx.log["query"] = decode_form(query)
-        if method == "POST" and body:
-            try:
-                text = body.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise param_error("Invalid request: the body is not valid UTF-8.", None) from exc
-            ctx.log["form"] = decode_form(text)
-        api_key = authenticate(hdrs)
-        ctx.mode = "live" if "_live_" in api_key else "test"
-        ctx.version = versions.requested(ctx.version)
-        found, ids = match_route(method, path)
-        params = {**ctx.log["query"], **ctx.log["form"]} if method == "POST" else dict(ctx.log["query"])
-        scope = hashlib.sha256(api_key.encode()).hexdigest()[:24]
-        replay = None
-        fingerprint = ""
-        if idem_key is not None and method in ("POST", "DELETE"):
-            if len(idem_key) > 255:
-                raise param_error("Idempotency keys cannot be longer than 255 characters.", None)
-            fingerprint = hashlib.sha256(
-                json.dumps([method, path, params], sort_keys=True).encode()
-            ).hexdigest()
-            replay = emu.store.idempotency.get(scope, {}).get(idem_key)
-            first_path = replay.get("path", path) if replay is not None else path
-            if first_path != path:
-                raise StripeError(
-                    400,
-                    "Keys for idempotent requests can only be used for the same endpoint they were first "
-                    f"used for ('{first_path}' vs '{path}'). Try using a key other than '{idem_key}' if you "
-                    "meant to execute a different request.",
-                    type_="idempotency_error",
-                    cacheable=False,
-                )
-            if replay is not None and replay["fingerprint"] != fingerprint:
-                raise StripeError(
-                    400,
-                    "Keys for idempotent requests can only be used with the same parameters they were "
-                    f"first used with. Try using a key other than '{idem_key}' if you meant to execute "
-                    "a different request.",
-                    type_="idempotency_error",
-                    cacheable=False,
-                )
+        request = _prepare(ctx, method, path, query, hdrs, body)
+        replay = _saved_result(emu, request)
         if replay is not None:
-            status, payload = int(replay["status"]), replay["response"]
-            ctx.headers["Idempotent-Replayed"] = "true"
-            ctx.headers["Original-Request"] = str(replay["request_id"])
-            if ctx.fault == "error_after_write":
-                status, payload = 500, api_error(str(ctx.request_id)).body()
-            return status, payload, False
-        expire_due(ctx)  # sessions that expire just now: automatic events, kept whatever happens next
-        jobs.extend(events.commit(ctx))
-        ctx.idempotency_key = idem_key
-        ctx.acting = True
-        try:
-            status, payload = 200, dispatch(ctx, found, ids, params)
-            ctx.dirty = ctx.dirty or method != "GET" or bool(ctx.emitted)
-        except StripeError as exc:
-            if exc.kept:  # a declined payment: what it created stays, its events are sent
-                ctx.dirty = True
-            else:
-                events.discard(ctx)
-            if not exc.cacheable:
-                raise
-            status, payload = exc.status, exc.body()
-        finally:
-            ctx.acting = False
-        jobs.extend(events.commit(ctx))
-        if ctx.fault == "error_after_write":  # executed (and kept); the answer is lost to a 500
-            status, payload = 500, api_error(str(ctx.request_id)).body()
-        if idem_key is not None and method in ("POST", "DELETE"):
-            saved_500 = status >= 500
-            emu.store.idempotency.setdefault(scope, {})[idem_key] = {
-                "path": path,
-                "fingerprint": fingerprint,
-                "status": status,
-                "response": payload,
-                "request_id": ctx.request_id,
-            }
-            ctx.dirty = True
-        return status, payload, saved_500
+            return *_replayed(ctx, replay), False
+        status, payload = _run_handler(ctx, request, jobs)
+        return status, payload, _save_result(emu, ctx, request, status, payload)
     except StripeError as exc:
         if exc.status == 401:
             ctx.headers["WWW-Authenticate"] = 'Basic realm="Stripe"'
@@ -251,6 +196,115 @@ def _execute(
             ).body(),
             False,
         )
+
+
+def _prepare(ctx: Ctx, method: str, path: str, query: str, hdrs: Mapping[str, str], body: bytes) -> _Request:
+    """Decode the query and form (into the log), authenticate, read the version, route, and
+    fingerprint an idempotent request; each step's error is the request's answer."""
+    ctx.log["query"] = decode_form(query)
+    if method == "POST" and body:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise param_error("Invalid request: the body is not valid UTF-8.", None) from exc
+        ctx.log["form"] = decode_form(text)
+    api_key = authenticate(hdrs)
+    ctx.mode = "live" if "_live_" in api_key else "test"
+    ctx.version = versions.requested(ctx.version)
+    found, ids = match_route(method, path)
+    params = {**ctx.log["query"], **ctx.log["form"]} if method == "POST" else dict(ctx.log["query"])
+    scope = hashlib.sha256(api_key.encode()).hexdigest()[:24]
+    request = _Request(method, path, found, ids, params, scope, hdrs.get("idempotency-key"), "")
+    if not request.idempotent:
+        return request
+    assert request.key is not None
+    if len(request.key) > 255:
+        raise param_error("Idempotency keys cannot be longer than 255 characters.", None)
+    fingerprint = hashlib.sha256(json.dumps([method, path, params], sort_keys=True).encode()).hexdigest()
+    return replace(request, fingerprint=fingerprint)
+
+
+def _saved_result(emu: Emulator, request: _Request) -> JSON | None:
+    """The result saved under the request's idempotency key, if any; a key first used on another
+    endpoint or with other parameters is refused."""
+    if not request.idempotent:
+        return None
+    assert request.key is not None
+    replay = emu.store.idempotency.get(request.scope, {}).get(request.key)
+    if replay is None:
+        return None
+    first_path = replay.get("path", request.path)
+    if first_path != request.path:
+        raise StripeError(
+            400,
+            "Keys for idempotent requests can only be used for the same endpoint they were first "
+            f"used for ('{first_path}' vs '{request.path}'). Try using a key other than '{request.key}' if "
+            "you meant to execute a different request.",
+            type_="idempotency_error",
+            cacheable=False,
+        )
+    if replay["fingerprint"] != request.fingerprint:
+        raise StripeError(
+            400,
+            "Keys for idempotent requests can only be used with the same parameters they were "
+            f"first used with. Try using a key other than '{request.key}' if you meant to execute "
+            "a different request.",
+            type_="idempotency_error",
+            cacheable=False,
+        )
+    return replay
+
+
+def _replayed(ctx: Ctx, replay: JSON) -> tuple[int, Any]:
+    """The saved answer again, marked as a replay (an after-write fault turns it into a 500)."""
+    status, payload = int(replay["status"]), replay["response"]
+    ctx.headers["Idempotent-Replayed"] = "true"
+    ctx.headers["Original-Request"] = str(replay["request_id"])
+    if ctx.fault == "error_after_write":
+        status, payload = 500, api_error(str(ctx.request_id)).body()
+    return status, payload
+
+
+def _run_handler(ctx: Ctx, request: _Request, jobs: list[Job]) -> tuple[int, Any]:
+    """Expire due sessions, run the route's handler and commit its events (or discard them with a
+    failure that keeps nothing). A cacheable error is the answer; another is raised."""
+    expire_due(ctx)  # sessions that expire just now: automatic events, kept whatever happens next
+    jobs.extend(events.commit(ctx))
+    ctx.idempotency_key = request.key
+    ctx.acting = True
+    try:
+        status, payload = 200, dispatch(ctx, request.route, request.ids, request.params)
+        ctx.dirty = ctx.dirty or request.method != "GET" or bool(ctx.emitted)
+    except StripeError as exc:
+        if exc.kept:  # a declined payment: what it created stays, its events are sent
+            ctx.dirty = True
+        else:
+            events.discard(ctx)
+        if not exc.cacheable:
+            raise
+        status, payload = exc.status, exc.body()
+    finally:
+        ctx.acting = False
+    jobs.extend(events.commit(ctx))
+    if ctx.fault == "error_after_write":  # executed (and kept); the answer is lost to a 500
+        status, payload = 500, api_error(str(ctx.request_id)).body()
+    return status, payload
+
+
+def _save_result(emu: Emulator, ctx: Ctx, request: _Request, status: int, payload: Any) -> bool:
+    """Save an idempotent request's answer under its key; returns whether a 5xx was saved."""
+    if not request.idempotent:
+        return False
+    assert request.key is not None
+    emu.store.idempotency.setdefault(request.scope, {})[request.key] = {
+        "path": request.path,
+        "fingerprint": request.fingerprint,
+        "status": status,
+        "response": payload,
+        "request_id": ctx.request_id,
+    }
+    ctx.dirty = True
+    return status >= 500
 
 
 def match_route(method: str, path: str) -> tuple[Route, tuple[str, ...]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .errors import JSON
@@ -38,7 +38,9 @@ class Kind:
     path: str | None = None  # its list URL, e.g. "/v1/products" (None: no Stripe route)
     # expandable field -> kind it points to; "" marks a field that is always null here
     expandable: Mapping[str, str] = field(default_factory=dict)
-    matches: Callable[[JSON, JSON], bool] | None = None  # list filter beyond `created`/`active`
+    # list params that keep the objects whose field of the same name equals the value given
+    filters: tuple[str, ...] = ()
+    matches: Callable[[JSON, JSON], bool] | None = None  # list filter beyond `created`/`active`/`filters`
     render: RenderHook | None = None  # kind-specific rendering (hidden fields, nested lists)
 
 
@@ -74,7 +76,7 @@ UNMODELLED_ENDPOINTS: frozenset[tuple[str, str]] = frozenset(
 def register_kind(kind: Kind) -> Kind:
     noun = kind.noun or kind.name
     prefix = kind.event_prefix or kind.name
-    full = Kind(kind.name, kind.table, noun, prefix, kind.path, kind.expandable, kind.matches, kind.render)
+    full = replace(kind, noun=noun, event_prefix=prefix)
     KINDS[kind.name] = full
     TABLES[kind.name] = kind.table
     return full

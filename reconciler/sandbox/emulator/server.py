@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,8 +13,9 @@ from typing import Any, cast
 
 from .app import Emulator
 from .common import random_id
-from .delivery import DEFAULT_RETRY_DELAYS, DEFAULT_TIMEOUT
+from .delivery import DEFAULT_DELIVERIES, DeliverySettings
 from .errors import StripeError
+from .faults import NO_FAULTS, FaultSettings
 from .pipeline import Reply
 
 MAX_BODY_BYTES = 1 << 20
@@ -190,28 +190,10 @@ def start_in_thread(
     host: str = "127.0.0.1",
     port: int = 0,
     state_file: Path | None = None,
-    latency_ms: int = 0,
-    rate_limit: float | None = None,
-    error_rate: float = 0.0,
-    timeout_rate: float = 0.0,
-    seed: int | None = None,
-    hang_seconds: float = 30.0,
-    delivery_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-    delivery_timeout: float = DEFAULT_TIMEOUT,
-    shuffle_deliveries: bool = False,
+    faults: FaultSettings = NO_FAULTS,
+    deliveries: DeliverySettings = DEFAULT_DELIVERIES,
 ) -> RunningEmulator:
-    emulator = Emulator(
-        state_file=state_file,
-        latency_ms=latency_ms,
-        rate_limit=rate_limit,
-        error_rate=error_rate,
-        timeout_rate=timeout_rate,
-        seed=seed,
-        hang_seconds=hang_seconds,
-        delivery_retry_delays=delivery_retry_delays,
-        delivery_timeout=delivery_timeout,
-        shuffle_deliveries=shuffle_deliveries,
-    )
+    emulator = Emulator(state_file=state_file, faults=faults, deliveries=deliveries)
     server = _Server((host, port), emulator)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="stripe-emulator", daemon=True
@@ -220,28 +202,9 @@ def start_in_thread(
     return RunningEmulator(_url(server, host), emulator, server, thread)
 
 
-def serve(
-    *,
-    host: str,
-    port: int,
-    state_file: Path | None = None,
-    latency_ms: int = 0,
-    rate_limit: float | None = None,
-    error_rate: float = 0.0,
-    timeout_rate: float = 0.0,
-    seed: int | None = None,
-    hang_seconds: float = 30.0,
-) -> None:
+def serve(*, host: str, port: int, state_file: Path | None = None, faults: FaultSettings = NO_FAULTS) -> None:
     """Serve until interrupted (Ctrl-C stops cleanly)."""
-    emulator = Emulator(
-        state_file=state_file,
-        latency_ms=latency_ms,
-        rate_limit=rate_limit,
-        error_rate=error_rate,
-        timeout_rate=timeout_rate,
-        seed=seed,
-        hang_seconds=hang_seconds,
-    )
+    emulator = Emulator(state_file=state_file, faults=faults)
     server = _Server((host, port), emulator)
     print(f"Stripe emulator listening on {_url(server, host)}", flush=True)
     try:

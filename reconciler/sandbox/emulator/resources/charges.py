@@ -128,10 +128,6 @@ def new_charge(ctx: Ctx, intent: JSON, method: JSON, decline_code: str | None) -
     return charge
 
 
-def _matches(obj: JSON, p: JSON) -> bool:
-    return all(obj[k] == p[k] for k in ("customer", "payment_intent") if k in p)
-
-
 register_kind(
     Kind(
         "charge",
@@ -149,7 +145,7 @@ register_kind(
             "source_transfer": "",
             "transfer": "",
         },
-        matches=_matches,
+        filters=("customer", "payment_intent"),
     )
 )
 standard_routes("charge")

@@ -278,10 +278,6 @@ def _render(ctx: Ctx, obj: JSON, out: JSON, groups: dict[str, list[str]], depth:
     return groups
 
 
-def _matches(obj: JSON, p: JSON) -> bool:
-    return all(obj[key] == p[key] for key in ("customer", "status", "subscription") if key in p)
-
-
 register_kind(
     Kind(
         "checkout_session",
@@ -297,7 +293,7 @@ register_kind(
             "payment_link": "",
             "setup_intent": "setup_intent",
         },
-        matches=_matches,
+        filters=("customer", "status", "subscription"),
         render=_render,
     )
 )

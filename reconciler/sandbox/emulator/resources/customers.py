@@ -13,8 +13,8 @@ import stripe
 from ..common import EMAIL_RE, address, merge_metadata
 from ..context import Ctx
 from ..errors import JSON, no_such, param_error, unmodelled
-from ..events import emit, emit_update
-from ..listing import standard_routes
+from ..events import emit
+from ..listing import standard_routes, update_route
 from ..params import PARAM_SPECS, spec_of
 from ..registry import Call, Kind, register_kind, route
 from ..rendering import render, snapshot
@@ -171,17 +171,13 @@ def _invoice_settings(ctx: Ctx, customer: JSON, given: JSON | None) -> JSON:
 INVOICE_PREFIX_RE = re.compile(r"^[A-Z0-9]{3,12}$")
 
 
-def _matches(obj: JSON, p: JSON) -> bool:
-    return "email" not in p or obj["email"] == p["email"]  # case-sensitive, as Stripe documents
-
-
 register_kind(
     Kind(
         "customer",
         "customers",
         path="/v1/customers",
         expandable={"default_source": "", "test_clock": ""},
-        matches=_matches,
+        filters=("email",),  # case-sensitive, as Stripe documents
     )
 )
 standard_routes("customer", retrieve=False)
@@ -218,13 +214,7 @@ def _create(ctx: Ctx, call: Call) -> JSON:
     return render(ctx, "customer", customer, call.expand)
 
 
-@route("POST", "/v1/customers/{id}", "customer.update")
-def _update(ctx: Ctx, call: Call) -> JSON:
-    customer = ctx.need("customer", call.ids[0])
-    before = snapshot(ctx, "customer", customer)
-    apply_customer(ctx, customer, call.params)
-    emit_update(ctx, "customer", customer, before)
-    return render(ctx, "customer", customer, call.expand)
+update_route("customer", apply_customer)
 
 
 @route("GET", "/v1/customers/{id}", "customer.retrieve")

@@ -240,10 +240,6 @@ def pending_items(ctx: Ctx, customer: str) -> list[JSON]:
 
 
 def _matches(obj: JSON, p: JSON) -> bool:
-    if "customer" in p and obj["customer"] != p["customer"]:
-        return False
-    if "invoice" in p and obj["invoice"] != p["invoice"]:
-        return False
     return "pending" not in p or (obj["invoice"] is None) == p["pending"]
 
 
@@ -254,6 +250,7 @@ register_kind(
         noun="invoiceitem",
         path="/v1/invoiceitems",
         expandable={"customer": "customer", "invoice": "invoice", "test_clock": "", "discounts": ""},
+        filters=("customer", "invoice"),
         matches=_matches,
     )
 )

@@ -383,9 +383,7 @@ def invoice_payments(ctx: Ctx, invoice: JSON) -> list[JSON]:
 def _matches(obj: JSON, p: JSON) -> bool:
     parent = obj.get("parent") or {}
     sub_id = (parent.get("subscription_details") or {}).get("subscription")
-    if "subscription" in p and sub_id != p["subscription"]:
-        return False
-    return all(obj[key] == p[key] for key in ("customer", "status", "collection_method") if key in p)
+    return "subscription" not in p or sub_id == p["subscription"]
 
 
 register_kind(
@@ -403,6 +401,7 @@ register_kind(
             "on_behalf_of": "",
             "test_clock": "",
         },
+        filters=("customer", "status", "collection_method"),
         matches=_matches,
         render=_render,
     )

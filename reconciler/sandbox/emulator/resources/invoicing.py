@@ -16,6 +16,7 @@ from ..common import merge_metadata
 from ..context import Ctx
 from ..errors import JSON, StripeError, missing, param_error
 from ..events import emit, emit_update
+from ..listing import create_route, update_route
 from ..registry import Call, route
 from ..rendering import list_object, ordered, render, snapshot
 from .invoice_items import attach, pending_items
@@ -328,18 +329,8 @@ def _lines(ctx: Ctx, invoice: JSON, p: JSON) -> JSON:
     return list_object(page, f"/v1/invoices/{invoice['id']}/lines", has_more=more)
 
 
-@route("POST", "/v1/invoices", "invoice.create")
-def _create(ctx: Ctx, call: Call) -> JSON:
-    return render(ctx, "invoice", create_invoice(ctx, call.params), call.expand)
-
-
-@route("POST", "/v1/invoices/{id}", "invoice.update")
-def _update(ctx: Ctx, call: Call) -> JSON:
-    invoice = ctx.need("invoice", call.ids[0])
-    before = snapshot(ctx, "invoice", invoice)
-    update_invoice(ctx, invoice, call.params)
-    emit_update(ctx, "invoice", invoice, before)
-    return render(ctx, "invoice", invoice, call.expand)
+create_route("invoice", create_invoice)
+update_route("invoice", update_invoice)
 
 
 @route("DELETE", "/v1/invoices/{id}", "invoice.delete")

@@ -143,10 +143,6 @@ def _billing_details(current: JSON, given: JSON) -> JSON:
     return merged
 
 
-def _matches(obj: JSON, p: JSON) -> bool:
-    return all(obj[k] == p[k] for k in ("customer", "type", "allow_redisplay") if k in p)
-
-
 register_kind(
     Kind(
         "payment_method",
@@ -154,7 +150,7 @@ register_kind(
         noun="PaymentMethod",
         path="/v1/payment_methods",
         expandable={"customer": "customer", "customer_account": ""},
-        matches=_matches,
+        filters=("customer", "type", "allow_redisplay"),
     )
 )
 standard_routes("payment_method", retrieve=False)

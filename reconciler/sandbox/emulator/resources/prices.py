@@ -10,10 +10,10 @@ from ..common import check_currency, merge_metadata
 from ..context import Ctx
 from ..errors import JSON, StripeError, missing, no_such, param_error
 from ..events import emit, emit_update
-from ..listing import standard_routes
+from ..listing import create_route, standard_routes, update_route
 from ..params import join
-from ..registry import Call, Kind, register_kind, route
-from ..rendering import render, snapshot
+from ..registry import Kind, register_kind
+from ..rendering import snapshot
 
 
 def create_price(ctx: Ctx, p: JSON) -> JSON:
@@ -334,17 +334,5 @@ register_kind(
     )
 )
 standard_routes("price")
-
-
-@route("POST", "/v1/prices", "price.create")
-def _create(ctx: Ctx, call: Call) -> JSON:
-    return render(ctx, "price", create_price(ctx, call.params), call.expand)
-
-
-@route("POST", "/v1/prices/{id}", "price.update")
-def _update(ctx: Ctx, call: Call) -> JSON:
-    price = ctx.need("price", call.ids[0])
-    before = snapshot(ctx, "price", price)
-    update_price(ctx, price, call.params)
-    emit_update(ctx, "price", price, before, incidental=("updated",))
-    return render(ctx, "price", price, call.expand)
+create_route("price", create_price)
+update_route("price", update_price, incidental=("updated",))

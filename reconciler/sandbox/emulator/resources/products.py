@@ -7,11 +7,11 @@ import time
 from ..common import check_descriptor, merge_metadata
 from ..context import Ctx
 from ..errors import JSON, StripeError, no_such
-from ..events import emit, emit_update
-from ..listing import standard_routes
+from ..events import emit
+from ..listing import create_route, standard_routes, update_route
 from ..params import join
 from ..registry import Call, Kind, register_kind, route
-from ..rendering import render, snapshot
+from ..rendering import snapshot
 from .prices import build_price, store_price
 
 
@@ -116,9 +116,7 @@ def delete_product(ctx: Ctx, product: JSON) -> JSON:
 
 
 def _matches(obj: JSON, p: JSON) -> bool:
-    if "ids" in p and obj["id"] not in p["ids"]:
-        return False
-    return all(obj[key] == p[key] for key in ("shippable", "url", "type") if key in p)
+    return "ids" not in p or obj["id"] in p["ids"]
 
 
 register_kind(
@@ -127,24 +125,13 @@ register_kind(
         "products",
         path="/v1/products",
         expandable={"default_price": "price", "tax_code": ""},
+        filters=("shippable", "url", "type"),
         matches=_matches,
     )
 )
 standard_routes("product")
-
-
-@route("POST", "/v1/products", "product.create")
-def _create(ctx: Ctx, call: Call) -> JSON:
-    return render(ctx, "product", create_product(ctx, call.params), call.expand)
-
-
-@route("POST", "/v1/products/{id}", "product.update")
-def _update(ctx: Ctx, call: Call) -> JSON:
-    product = ctx.need("product", call.ids[0])
-    before = snapshot(ctx, "product", product)
-    update_product(ctx, product, call.params)
-    emit_update(ctx, "product", product, before, incidental=("updated",))
-    return render(ctx, "product", product, call.expand)
+create_route("product", create_product)
+update_route("product", update_product, incidental=("updated",))
 
 
 @route("DELETE", "/v1/products/{id}", "product.delete")

@@ -11,7 +11,7 @@ from ..common import merge_metadata
 from ..context import Ctx
 from ..errors import JSON, StripeError, missing, no_such, param_error, unmodelled
 from ..events import emit, emit_update
-from ..listing import standard_routes
+from ..listing import create_route, standard_routes, update_route
 from ..registry import KINDS, Call, Kind, register_kind, route
 from ..rendering import list_object, ordered, render, snapshot
 from .invoices import build_invoice, finalize_invoice
@@ -405,20 +405,8 @@ register_kind(
     )
 )
 standard_routes("subscription")
-
-
-@route("POST", "/v1/subscriptions", "subscription.create")
-def _create(ctx: Ctx, call: Call) -> JSON:
-    return render(ctx, "subscription", create_subscription(ctx, call.params), call.expand)
-
-
-@route("POST", "/v1/subscriptions/{id}", "subscription.update")
-def _update(ctx: Ctx, call: Call) -> JSON:
-    sub = ctx.need("subscription", call.ids[0])
-    before = snapshot(ctx, "subscription", sub)
-    update_subscription(ctx, sub, call.params)
-    emit_update(ctx, "subscription", sub, before)
-    return render(ctx, "subscription", sub, call.expand)
+create_route("subscription", create_subscription)
+update_route("subscription", update_subscription)
 
 
 @route("POST", "/v1/subscriptions/{id}/resume", "subscription.resume")
