@@ -37,7 +37,8 @@ from .checkout import (
     fulfil_session,
 )
 from .invoices import build_invoice, finalize_invoice, mark_failed, mark_paid
-from .payment_intents import (
+from .payment_methods import attach_method, check_reusable, method_card, payment_method_for_card
+from .payments import (
     AFTER_AUTHENTICATION,
     Payment,
     authenticate_intent,
@@ -46,7 +47,6 @@ from .payment_intents import (
     new_intent,
     new_payment_intent,
 )
-from .payment_methods import attach_method, check_reusable, method_card, payment_method_for_card
 from .setup_intents import confirm_setup, fail_setup_authentication, succeed_setup
 from .subscriptions import set_status
 
