@@ -6,7 +6,7 @@ import time
 
 import stripe
 
-from ..cards import DECLINE_MESSAGES
+from ..cards import decline
 from ..context import Ctx
 from ..errors import JSON
 from ..listing import standard_routes
@@ -73,10 +73,9 @@ def new_charge(ctx: Ctx, intent: JSON, method: JSON, decline_code: str | None) -
         "transfer_group": None,
     }
     if failed:
-        charge["failure_code"] = (
-            "authentication_required" if decline_code == "authentication_required" else "card_declined"
-        )
-        charge["failure_message"] = DECLINE_MESSAGES.get(str(decline_code), "Your card was declined.")
+        error = decline(decline_code)
+        charge["failure_code"] = error["code"]
+        charge["failure_message"] = error["message"]
     ctx.put("charge", charge)
     return charge
 
