@@ -147,6 +147,18 @@ def new_intent(ctx: Ctx, p: JSON) -> JSON:
     return intent
 
 
+def shipping_of(given: JSON) -> JSON:
+    """An intent's `shipping` from the `shipping` param."""
+    addr = given.get("address") or {}
+    return {
+        "address": {k: addr.get(k) for k in ("city", "country", "line1", "line2", "postal_code", "state")},
+        "carrier": given.get("carrier"),
+        "name": given["name"],
+        "phone": given.get("phone"),
+        "tracking_number": given.get("tracking_number"),
+    }
+
+
 def confirm_intent(
     ctx: Ctx,
     intent: JSON,
@@ -277,18 +289,6 @@ def raise_declined(payment: Payment) -> None:
     raise StripeError(
         402, str(error["message"]), type_="card_error", code=str(error["code"]), kept=True, extra=extra
     )
-
-
-def shipping_of(given: JSON) -> JSON:
-    """An intent's `shipping` from the `shipping` param."""
-    addr = given.get("address") or {}
-    return {
-        "address": {k: addr.get(k) for k in ("city", "country", "line1", "line2", "postal_code", "state")},
-        "carrier": given.get("carrier"),
-        "name": given["name"],
-        "phone": given.get("phone"),
-        "tracking_number": given.get("tracking_number"),
-    }
 
 
 # ----------------------------------------------------------------- the payment page and renewals
