@@ -124,6 +124,19 @@ def decline(code: str | None) -> JSON:
     }
 
 
+def authentication_failure(code: str, message: str, payment_method: JSON) -> JSON:
+    """Stripe's `invalid_request_error` when the customer fails 3-D Secure (`code`:
+    `payment_intent_authentication_failure` or `setup_intent_authentication_failure`), as an intent's
+    last error."""
+    return {
+        "code": code,
+        "doc_url": f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}",
+        "message": message,
+        "payment_method": payment_method,
+        "type": "invalid_request_error",
+    }
+
+
 def card_details(ctx_mode: str, card: Card) -> JSON:
     """The `card` hash of a PaymentMethod for a test card (the fingerprint is stable per mode)."""
     fingerprint = hashlib.sha256(f"{ctx_mode}:{card.number}".encode()).hexdigest()[:16]

@@ -6,7 +6,7 @@ import time
 
 import stripe
 
-from ..cards import DECLINE_MESSAGES
+from ..cards import decline
 from ..context import Ctx
 from ..errors import JSON
 from ..listing import standard_routes
@@ -24,10 +24,8 @@ def new_charge(ctx: Ctx, intent: JSON, method: JSON, decline_code: str | None) -
     """The Charge of one confirmation attempt of `intent` with `method`: succeeded, or failed with
     `decline_code`. Stored; the caller emits its event."""
     failed = decline_code is not None
-    charge_id = ctx.fresh_id("ch_", 24)
-    card = method["card"]
     charge: JSON = {
-        "id": charge_id,
+        "id": ctx.fresh_id("ch_", 24),
         "object": "charge",
         "amount": intent["amount"],
         "amount_captured": 0 if failed else intent["amount"],
@@ -51,45 +49,12 @@ def new_charge(ctx: Ctx, intent: JSON, method: JSON, decline_code: str | None) -
         "livemode": ctx.livemode,
         "metadata": dict(intent["metadata"]),
         "on_behalf_of": None,
-        "outcome": {
-            "advice_code": None,
-            "network_advice_code": None,
-            "network_decline_code": None,
-            "network_status": "approved_by_network",
-            "reason": None,
-            "risk_level": "normal",
-            "risk_score": 32,
-            "seller_message": "Payment complete.",
-            "type": "authorized",
-        },
+        "outcome": _outcome(decline_code),
         "paid": not failed,
         "payment_intent": intent["id"],
         "payment_method": method["id"],
         "payment_method_details": {
-            "card": {
-                "amount_authorized": None if failed else intent["amount"],
-                "authorization_code": None if failed else "123456",
-                "brand": card["brand"],
-                "checks": card["checks"],
-                "country": card["country"],
-                "exp_month": card["exp_month"],
-                "exp_year": card["exp_year"],
-                "extended_authorization": {"status": "disabled"},
-                "fingerprint": card["fingerprint"],
-                "funding": card["funding"],
-                "incremental_authorization": {"status": "unavailable"},
-                "installments": None,
-                "last4": card["last4"],
-                "mandate": None,
-                "multicapture": {"status": "unavailable"},
-                "network": card["brand"],
-                "network_token": {"used": False},
-                "network_transaction_id": None if failed else ctx.fresh_id("", 15),
-                "overcapture": {"maximum_amount_capturable": intent["amount"], "status": "unavailable"},
-                "regulated_status": card["regulated_status"],
-                "three_d_secure": None,
-                "wallet": None,
-            },
+            "card": _card_details(ctx, intent, method["card"], failed),
             "type": "card",
         },
         "radar_options": {},
@@ -108,24 +73,69 @@ def new_charge(ctx: Ctx, intent: JSON, method: JSON, decline_code: str | None) -
         "transfer_group": None,
     }
     if failed:
-        error_code = (
-            "authentication_required" if decline_code == "authentication_required" else "card_declined"
-        )
-        charge["failure_code"] = error_code
-        charge["failure_message"] = DECLINE_MESSAGES.get(str(decline_code), "Your card was declined.")
-        charge["outcome"].update(
+        error = decline(decline_code)
+        charge["failure_code"] = error["code"]
+        charge["failure_message"] = error["message"]
+    ctx.put("charge", charge)
+    return charge
+
+
+def _outcome(decline_code: str | None) -> JSON:
+    """The Charge's `outcome`: authorized, or declined by the issuer with `decline_code` (Radar's risk
+    fields are fixed)."""
+    outcome: JSON = {
+        "advice_code": None,
+        "network_advice_code": None,
+        "network_decline_code": None,
+        "network_status": "approved_by_network",
+        "reason": None,
+        "risk_level": "normal",
+        "risk_score": 32,
+        "seller_message": "Payment complete.",
+        "type": "authorized",
+    }
+    if decline_code is not None:
+        outcome.update(
             {
                 "network_decline_code": "05",
                 "network_status": "declined_by_network",
                 "reason": decline_code,
                 "seller_message": _SELLER_MESSAGES.get(
-                    str(decline_code), "The bank did not return any further details with this decline."
+                    decline_code, "The bank did not return any further details with this decline."
                 ),
                 "type": "issuer_declined",
             }
         )
-    ctx.put("charge", charge)
-    return charge
+    return outcome
+
+
+def _card_details(ctx: Ctx, intent: JSON, card: JSON, failed: bool) -> JSON:
+    """`payment_method_details.card`: the PaymentMethod's card, and the authorization when it went
+    through."""
+    return {
+        "amount_authorized": None if failed else intent["amount"],
+        "authorization_code": None if failed else "123456",
+        "brand": card["brand"],
+        "checks": card["checks"],
+        "country": card["country"],
+        "exp_month": card["exp_month"],
+        "exp_year": card["exp_year"],
+        "extended_authorization": {"status": "disabled"},
+        "fingerprint": card["fingerprint"],
+        "funding": card["funding"],
+        "incremental_authorization": {"status": "unavailable"},
+        "installments": None,
+        "last4": card["last4"],
+        "mandate": None,
+        "multicapture": {"status": "unavailable"},
+        "network": card["brand"],
+        "network_token": {"used": False},
+        "network_transaction_id": None if failed else ctx.fresh_id("", 15),
+        "overcapture": {"maximum_amount_capturable": intent["amount"], "status": "unavailable"},
+        "regulated_status": card["regulated_status"],
+        "three_d_secure": None,
+        "wallet": None,
+    }
 
 
 register_kind(

@@ -27,7 +27,7 @@ from .invoices import (
     mark_paid,
     set_confirmation_secret,
 )
-from .payment_intents import (
+from .payments import (
     AFTER_AUTHENTICATION,
     AFTER_CONFIRMATION,
     Payment,

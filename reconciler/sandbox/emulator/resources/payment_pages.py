@@ -36,8 +36,9 @@ from .checkout_completion import (
     complete_session,
     fulfil_session,
 )
-from .invoices import build_invoice, finalize_invoice, mark_failed, mark_paid
-from .payment_intents import (
+from .invoices import build_invoice, finalize_invoice, mark_failed
+from .payment_methods import attach_method, check_reusable, method_card, payment_method_for_card
+from .payments import (
     AFTER_AUTHENTICATION,
     Payment,
     authenticate_intent,
@@ -45,10 +46,9 @@ from .payment_intents import (
     confirm_intent,
     new_intent,
     new_payment_intent,
+    settle_invoice,
 )
-from .payment_methods import attach_method, check_reusable, method_card, payment_method_for_card
 from .setup_intents import confirm_setup, fail_setup_authentication, succeed_setup
-from .subscriptions import set_status
 
 
 def pay_session(ctx: Ctx, session: JSON, method: JSON, details: JSON) -> JSON:
@@ -61,31 +61,32 @@ def pay_session(ctx: Ctx, session: JSON, method: JSON, details: JSON) -> JSON:
         return _set_up(ctx, session, method, details)
     card = method_card(ctx, method).number
     if str(ctx.internal(session["id"])["api_version"]) >= CHECKOUT_BASIL:
-        outcome, decline_code = card_outcome(card)
-        if outcome == "succeeded":
-            return fulfil_session(ctx, session, card, method["id"], details)
-        if outcome == "declined":
-            # Checkout shows the decline on its page; nothing is created and the session stays open.
-            return {"outcome": "declined", "error": decline(decline_code)}
-        intent = new_payment_intent(
-            ctx, card, session["amount_total"], session["currency"], session=session["id"], invoice=None
-        )
-        ctx.internal(intent["id"])["args"] = details
-        return {"outcome": "requires_action", "payment_intent": intent["id"]}
-    # Before 2025-03-31.basil, Checkout made an incomplete subscription with an open first invoice,
-    # then attempted the payment; a declined card left them for the next attempt.
+        return _subscribe(ctx, session, method, card, details)
+    return _subscribe_legacy(ctx, session, method, card, details)
+
+
+def _subscribe(ctx: Ctx, session: JSON, method: JSON, card: str, details: JSON) -> JSON:
+    """Subscription mode since 2025-03-31.basil: the customer and the subscription are made once the
+    payment went through."""
+    outcome, decline_code = card_outcome(card)
+    if outcome == "succeeded":
+        return fulfil_session(ctx, session, card, method["id"], details)
+    if outcome == "declined":
+        # Checkout shows the decline on its page; nothing is created and the session stays open.
+        return {"outcome": "declined", "error": decline(decline_code)}
+    intent = new_payment_intent(
+        ctx, card, session["amount_total"], session["currency"], session=session["id"], invoice=None
+    )
+    ctx.internal(intent["id"])["args"] = details
+    return {"outcome": "requires_action", "payment_intent": intent["id"]}
+
+
+def _subscribe_legacy(ctx: Ctx, session: JSON, method: JSON, card: str, details: JSON) -> JSON:
+    """Subscription mode before 2025-03-31.basil: Checkout made an incomplete subscription with an open
+    first invoice, then attempted the payment; a declined card left them for the next attempt."""
     sub_id = ctx.internal(session["id"])["pending_subscription"]
     if sub_id is None:
-        customer = checkout_customer(ctx, session, details)
-        sub = checkout_subscription(ctx, session, customer, card, method["id"])
-        now = int(sub["created"])
-        invoice = build_invoice(ctx, sub, "subscription_create", now, now)
-        sub["status"] = "incomplete"
-        ctx.put("subscription", sub)
-        ctx.internal(session["id"])["pending_subscription"] = sub["id"]
-        emit(ctx, "customer.subscription.created", "subscription", sub)
-        emit(ctx, "invoice.created", "invoice", invoice)
-        finalize_invoice(ctx, invoice)
+        sub, invoice = _incomplete_subscription(ctx, session, method, card, details)
     else:
         sub = ctx.acct.subscriptions[sub_id]
         invoice = ctx.acct.invoices[sub["latest_invoice"]]
@@ -95,6 +96,24 @@ def pay_session(ctx: Ctx, session: JSON, method: JSON, details: JSON) -> JSON:
     if answer["outcome"] == "succeeded":
         complete_session(ctx, session, sub=sub, invoice=invoice)
     return answer
+
+
+def _incomplete_subscription(
+    ctx: Ctx, session: JSON, method: JSON, card: str, details: JSON
+) -> tuple[JSON, JSON]:
+    """The legacy flow's first attempt: the customer, an `incomplete` subscription and its finalized
+    first invoice, with their events."""
+    customer = checkout_customer(ctx, session, details)
+    sub = checkout_subscription(ctx, session, customer, card, method["id"])
+    now = int(sub["created"])
+    invoice = build_invoice(ctx, sub, "subscription_create", now, now)
+    sub["status"] = "incomplete"
+    ctx.put("subscription", sub)
+    ctx.internal(session["id"])["pending_subscription"] = sub["id"]
+    emit(ctx, "customer.subscription.created", "subscription", sub)
+    emit(ctx, "invoice.created", "invoice", invoice)
+    finalize_invoice(ctx, invoice)
+    return sub, invoice
 
 
 def _pay_payment(ctx: Ctx, session: JSON, method: JSON, details: JSON) -> JSON:
@@ -184,9 +203,7 @@ def complete_checkout(ctx: Ctx, session: JSON, args: JSON) -> JSON:
 
 
 def authenticate_payment(ctx: Ctx, intent: JSON, args: JSON) -> JSON:
-    if intent["status"] != "requires_action":
-        raise admin_error(f"The PaymentIntent {intent['id']} is {intent['status']}, not requires_action.")
-    result = _outcome(args)
+    result = _authentication_outcome(intent, "PaymentIntent", args)
     info = ctx.internal(intent["id"])
     session = ctx.acct.checkout_sessions.get(info.get("checkout_session") or "")
     if "card" not in info:  # a PaymentIntent of the API or of a payment-mode session: its payment goes on
@@ -195,9 +212,7 @@ def authenticate_payment(ctx: Ctx, intent: JSON, args: JSON) -> JSON:
             "payment_intent": render(ctx, "payment_intent", payment.intent, []),
             "outcome": result,
         }
-        if session is not None:
-            answer["checkout_session"] = render(ctx, "checkout_session", session, [])
-        return answer
+        return _with_session(ctx, answer, session)
     intent["status"] = "succeeded" if result == "succeeded" else "requires_payment_method"
     intent["next_action"] = None
     answer = {"payment_intent": intent["id"], "outcome": result}
@@ -209,27 +224,26 @@ def authenticate_payment(ctx: Ctx, intent: JSON, args: JSON) -> JSON:
             method = str(intent["payment_method"])
             answer.update(fulfil_session(ctx, session, info["card"], method, info.get("args", {})))
     else:
-        invoice = ctx.acct.invoices[info["invoice"]]
-        sub = ctx.acct.subscriptions[invoice["parent"]["subscription_details"]["subscription"]]
-        if result == "succeeded" and invoice["status"] == "open":
-            ctx.internal(sub["id"])["card"] = info["card"]
-            mark_paid(ctx, invoice)
-            if sub["status"] in ("incomplete", "past_due", "unpaid"):
-                set_status(ctx, sub, "active")
-            if session is not None and session["status"] == "open":
-                complete_session(ctx, session, sub=sub, invoice=invoice)
-        elif result == "failed":
-            mark_failed(ctx, invoice, action_required=False)
-        answer.update({"invoice": invoice["id"], "subscription": sub["id"]})
-    if session is not None:
-        answer["checkout_session"] = render(ctx, "checkout_session", session, [])
-    return answer
+        answer.update(_invoice_authenticated(ctx, info, session, result))
+    return _with_session(ctx, answer, session)
+
+
+def _invoice_authenticated(ctx: Ctx, info: JSON, session: JSON | None, result: str) -> JSON:
+    """3-D Secure of an invoice's payment with a test card ended: the invoice is paid (and the
+    legacy Checkout Session waiting for it completes), or the payment failed."""
+    invoice = ctx.acct.invoices[info["invoice"]]
+    sub = ctx.acct.subscriptions[invoice["parent"]["subscription_details"]["subscription"]]
+    if result == "succeeded" and invoice["status"] == "open":
+        settle_invoice(ctx, invoice, sub, info["card"])
+        if session is not None and session["status"] == "open":
+            complete_session(ctx, session, sub=sub, invoice=invoice)
+    elif result == "failed":
+        mark_failed(ctx, invoice, action_required=False)
+    return {"invoice": invoice["id"], "subscription": sub["id"]}
 
 
 def authenticate_setup(ctx: Ctx, intent: JSON, args: JSON) -> JSON:
-    if intent["status"] != "requires_action":
-        raise admin_error(f"The SetupIntent {intent['id']} is {intent['status']}, not requires_action.")
-    result = _outcome(args)
+    result = _authentication_outcome(intent, "SetupIntent", args)
     session = next(
         (s for s in ctx.acct.checkout_sessions.values() if s["setup_intent"] == intent["id"]), None
     )
@@ -243,16 +257,25 @@ def authenticate_setup(ctx: Ctx, intent: JSON, args: JSON) -> JSON:
     else:
         fail_setup_authentication(ctx, intent)
     answer: JSON = {"setup_intent": render(ctx, "setup_intent", intent, []), "outcome": result}
-    if session is not None:
-        answer["checkout_session"] = render(ctx, "checkout_session", session, [])
-    return answer
+    return _with_session(ctx, answer, session)
 
 
-def _outcome(args: JSON) -> str:
+def _authentication_outcome(intent: JSON, noun: str, args: JSON) -> str:
+    """How 3-D Secure ends for `intent` (a `noun`, waiting for it): `outcome`, "succeeded" (the
+    default) or "failed"."""
+    if intent["status"] != "requires_action":
+        raise admin_error(f"The {noun} {intent['id']} is {intent['status']}, not requires_action.")
     result = args.get("outcome", "succeeded")
     if result not in ("succeeded", "failed"):
         raise admin_error('"outcome" must be "succeeded" or "failed".')
     return str(result)
+
+
+def _with_session(ctx: Ctx, answer: JSON, session: JSON | None) -> JSON:
+    """An admin answer, with the Checkout Session the intent belongs to, if any."""
+    if session is not None:
+        answer["checkout_session"] = render(ctx, "checkout_session", session, [])
+    return answer
 
 
 # ----------------------------------------------------------------- the payment-pages API

@@ -65,28 +65,7 @@ def new_product(ctx: Ctx, product_id: str, p: JSON, now: int, prefix: str) -> JS
 def update_product(ctx: Ctx, product: JSON, p: JSON) -> None:
     changes: JSON = {}
     if "default_price" in p:
-        price_id = p["default_price"]
-        if price_id == "":
-            changes["default_price"] = None
-        else:
-            price = ctx.acct.prices.get(price_id)
-            if price is None:
-                raise no_such("price", price_id, "default_price", status=400)
-            if price["product"] != product["id"]:
-                raise StripeError(
-                    400,
-                    f"The price `{price_id}` does not belong to product `{product['id']}`; a product's "
-                    "default price must be one of its own prices.",
-                    param="default_price",
-                )
-            if not price["active"]:
-                raise StripeError(
-                    400,
-                    f"The price `{price_id}` is archived (inactive) and cannot be set as the default "
-                    "price of a product.",
-                    param="default_price",
-                )
-            changes["default_price"] = price_id
+        changes["default_price"] = _checked_default_price(ctx, product, p["default_price"])
     for key in ("active", "name", "shippable"):
         if key in p:
             changes[key] = p[key]
@@ -104,6 +83,30 @@ def update_product(ctx: Ctx, product: JSON, p: JSON) -> None:
         changes["metadata"] = merge_metadata(product["metadata"], p["metadata"], "metadata")
     product.update(changes)
     product["updated"] = max(int(time.time()), int(product["updated"]))
+
+
+def _checked_default_price(ctx: Ctx, product: JSON, price_id: str) -> str | None:
+    """A product's default price: an existing, active price of that product; `""` unsets it."""
+    if price_id == "":
+        return None
+    price = ctx.acct.prices.get(price_id)
+    if price is None:
+        raise no_such("price", price_id, "default_price", status=400)
+    if price["product"] != product["id"]:
+        raise StripeError(
+            400,
+            f"The price `{price_id}` does not belong to product `{product['id']}`; a product's "
+            "default price must be one of its own prices.",
+            param="default_price",
+        )
+    if not price["active"]:
+        raise StripeError(
+            400,
+            f"The price `{price_id}` is archived (inactive) and cannot be set as the default "
+            "price of a product.",
+            param="default_price",
+        )
+    return price_id
 
 
 def delete_product(ctx: Ctx, product: JSON) -> JSON:

@@ -9,7 +9,7 @@ from ..errors import JSON, StripeError, admin_error
 from ..events import emit, emit_update
 from ..rendering import render, snapshot
 from .invoices import build_invoice, finalize_invoice
-from .payment_intents import charge_invoice
+from .payments import charge_invoice
 from .subscriptions import cancel_subscription
 
 

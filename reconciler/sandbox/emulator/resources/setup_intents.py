@@ -8,7 +8,7 @@ import time
 
 import stripe
 
-from ..cards import decline
+from ..cards import authentication_failure, decline
 from ..context import Ctx
 from ..errors import JSON
 from ..events import emit
@@ -100,18 +100,16 @@ def succeed_setup(ctx: Ctx, intent: JSON) -> None:
 
 
 def fail_setup_authentication(ctx: Ctx, intent: JSON) -> None:
+    """The customer failed 3-D Secure: the intent waits for another payment method."""
     method = ctx.need("payment_method", str(intent["payment_method"]))
     intent["status"] = "requires_payment_method"
     intent["next_action"] = None
     intent["payment_method"] = None
-    intent["last_setup_error"] = {
-        "code": "setup_intent_authentication_failure",
-        "doc_url": "https://stripe.com/docs/error-codes/setup-intent-authentication-failure",
-        "message": "The latest attempt to set up the payment method has failed because authentication "
-        "failed.",
-        "payment_method": render(ctx, "payment_method", method, []),
-        "type": "invalid_request_error",
-    }
+    intent["last_setup_error"] = authentication_failure(
+        "setup_intent_authentication_failure",
+        "The latest attempt to set up the payment method has failed because authentication failed.",
+        render(ctx, "payment_method", method, []),
+    )
     emit(ctx, "setup_intent.setup_failed", "setup_intent", intent)
 
 

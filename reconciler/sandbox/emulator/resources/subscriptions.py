@@ -18,7 +18,7 @@ from .invoices import build_invoice, finalize_invoice
 from .subscription_items import check_items, created_items, updated_items
 
 if TYPE_CHECKING:
-    from .payment_intents import Payment
+    from .payments import Payment
 
 NO_PAYMENT_METHOD = (
     "This customer has no attached payment source or default payment method. Please consider adding a "
