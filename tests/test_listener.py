@@ -8,6 +8,7 @@ them. No timed assertions: waits only poll for readiness.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -821,6 +822,69 @@ def test_other_events_are_acknowledged_and_owned_catalog_changes_recorded_as_dri
     assert dict(rows) == {"ignored": 2, "drift": 1, "apply": 1}
     detail = event_row(db, event_id_of(by_hand))
     assert detail is not None and detail["objectId"] == catalog.price and "plan pro" in detail["detail"]
+
+
+# --- what an event costs in SQL ------------------------------------------------------------------
+
+
+def _verb(query: Any) -> str:
+    """The first word of a statement (`BEGIN`, `INSERT`, `WITH`…), or `(empty)` for a ping."""
+    text = query.decode() if isinstance(query, bytes) else str(query)
+    return text.split(None, 1)[0].upper() if text.strip() else "(empty)"
+
+
+@contextmanager
+def counting_statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[str]]:
+    """Every statement the listener's async connections send, by first word, while the block runs:
+    `AsyncCursor.execute` (which `AsyncConnection.execute` goes through) and `_exec_command` (BEGIN,
+    COMMIT, ROLLBACK of `conn.transaction()`), wrapped to count and call the original."""
+    counter: collections.Counter[str] = collections.Counter()
+    execute, exec_command = psycopg.AsyncCursor.execute, psycopg.AsyncConnection._exec_command
+
+    async def counted_execute(self: psycopg.AsyncCursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        counter[_verb(query)] += 1
+        return await execute(self, query, *args, **kwargs)
+
+    def counted_command(self: psycopg.AsyncConnection[Any], command: Any, *args: Any, **kwargs: Any) -> Any:
+        counter[_verb(command)] += 1
+        return exec_command(self, command, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(psycopg.AsyncCursor, "execute", counted_execute)
+        patch.setattr(psycopg.AsyncConnection, "_exec_command", counted_command)
+        yield counter
+
+
+def test_an_event_costs_its_own_statements_and_the_pool_none(
+    listener: Listener,
+    stripe_client: stripe.StripeClient,
+    catalog: Catalog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Exact SQL per event, whatever the pool does: no ping or reset on checkout or return. A new
+    connection's `SET lock_timeout` is the only other statement (at most one per pooled connection)."""
+    with counting_statements(monkeypatch) as counter:
+
+        def cost(bodies: list[bytes], threads: int = 1) -> dict[str, int]:
+            before = collections.Counter(counter)
+            with ThreadPoolExecutor(threads) as pool:
+                assert {r.status for r in pool.map(listener.post, bodies)} == {200}
+            spent = counter - before
+            del spent["SET"]
+            return dict(spent)
+
+        ignored = [
+            make_event("payment_intent.succeeded", {"id": f"pi_{n}", "object": "payment_intent"})
+            for n in range(12)
+        ]
+        assert cost(ignored, threads=4) == {"INSERT": 12}  # recorded in one statement each
+        assert cost(ignored[:1]) == {"INSERT": 1}  # a duplicate: the same INSERT, no row
+        created = make_event("customer.subscription.created", new_subscription(stripe_client, catalog))
+        # BEGIN, the event row and the lock, the stored state's second, the snapshot, the outcome, COMMIT.
+        snapshot = {"BEGIN": 1, "INSERT": 1, "SELECT": 1, "WITH": 1, "UPDATE": 1, "COMMIT": 1}
+        assert cost([created]) == snapshot
+        assert cost([created]) == {"BEGIN": 1, "INSERT": 1, "COMMIT": 1}  # a duplicate takes no lock
+        assert counter["SET"] <= 8  # once per connection of the pool (8 at most), never per checkout
 
 
 # --- failures answer 5xx, nothing half-written, and the retry converges ---------------------------
