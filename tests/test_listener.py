@@ -969,6 +969,7 @@ def test_a_lock_timeout_fails_the_event_but_keeps_the_pools_connections(migrated
 
     async def scenario() -> tuple[set[int], set[int]]:
         pool = ConnectionPool(Secret(migrated), size=2)
+        await pool.open()
         before = await backends(pool)
         with psycopg.connect(migrated, autocommit=True) as holder, holder.transaction():
             holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext('sub_hot'))", (LOCK_SPACE,))
@@ -977,7 +978,7 @@ def test_a_lock_timeout_fails_the_event_but_keeps_the_pools_connections(migrated
                     await conn.execute("SET lock_timeout = '200ms'")
                     await process_event(conn, None, event, datetime.now(UTC))  # type: ignore[arg-type]
         after = await backends(pool)
-        await pool.clear()
+        await pool.close()
         return before, after
 
     before, after = asyncio.run(scenario())

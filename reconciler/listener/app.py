@@ -190,7 +190,7 @@ class _Webhook:
         for task in self.running:
             task.cancel()
         await asyncio.gather(*self.running, return_exceptions=True)
-        await self.pool.clear()
+        await self.pool.close()
 
 
 async def _healthz(request: Request) -> JSONResponse:
@@ -240,6 +240,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await webhook.pool.open()  # in this process: each of `listen --workers N` has its own pool
         try:
             yield
         finally:
