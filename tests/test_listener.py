@@ -45,6 +45,7 @@ from reconciler.listener import LOCK_SPACE, ConnectionPool, Event, create_app, p
 from reconciler.model import WEBHOOK_PATH, ownership_metadata
 from reconciler.sandbox.emulator import RunningEmulator
 from reconciler.settings import Secret, Settings
+from reconciler.state.from_postgres import read_drift_events
 
 # A customer with Stripe's test card as its default payment method.
 WITH_CARD: dict[str, Any] = {
@@ -821,7 +822,46 @@ def test_other_events_are_acknowledged_and_owned_catalog_changes_recorded_as_dri
     rows = db.execute("SELECT outcome, count(*) FROM cloud_stripe_events GROUP BY outcome").fetchall()
     assert dict(rows) == {"ignored": 2, "drift": 1, "apply": 1}
     detail = event_row(db, event_id_of(by_hand))
-    assert detail is not None and detail["objectId"] == catalog.price and "plan pro" in detail["detail"]
+    assert detail is not None and detail["objectId"] == catalog.price
+    assert (detail["plan"], detail["detail"]) == ("pro", "plan pro: price.updated outside the tool")
+    made = event_row(db, event_id_of(by_apply))
+    assert made is not None and (made["plan"], made["detail"]) == ("pro", "plan pro: made by an apply")
+    unowned = event_row(db, event_id_of(ignored))
+    assert unowned is not None and unowned["plan"] is None
+
+
+def test_the_plan_column_comes_without_a_rewrite_and_older_rows_keep_their_plan(
+    settings: Settings, migrated: str, db: psycopg.Connection
+) -> None:
+    """Migration 0008 on a table filled before it: a catalog-only ADD COLUMN (the table keeps its file,
+    nothing is rewritten), and `drift` still names the plan of rows recorded without the column."""
+    db.execute("ALTER TABLE cloud_stripe_events DROP COLUMN plan")
+    db.execute("DELETE FROM cloud_reconciler_migrations WHERE version = 8")  # as before 0008
+    db.execute(
+        'INSERT INTO cloud_stripe_events (id, type, "objectId", created, "receivedAt", outcome, detail) '
+        "VALUES ('evt_old', 'price.updated', 'price_x', now(), now(), 'drift', "
+        "'plan pro: price.updated outside the tool')"
+    )
+    assert [e.plan for e in read_drift_events(db)] == ["pro"]  # drift before `migrate`
+    with serve(create_app(settings, webhook_secret=Secret(SECRET))) as running:
+        reply = running.post(make_event("invoice.paid", {"id": "in_1", "object": "invoice"}))
+    assert reply.status == 503 and "migrate" in reply.body["error"]  # the listener needs the column
+
+    def table_file() -> int:
+        row = db.execute("SELECT pg_relation_filenode('cloud_stripe_events')").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    before = table_file()
+    assert migrations.migrate(db) == ("0008_stripe_event_plan",)
+    assert table_file() == before
+    old = event_row(db, "evt_old")
+    assert old is not None and old["plan"] is None
+    db.execute(
+        'INSERT INTO cloud_stripe_events (id, type, "objectId", created, "receivedAt", outcome, detail, '
+        "plan) VALUES ('evt_new', 'product.updated', 'prod_x', now(), now(), 'drift', 'by hand', 'team')"
+    )
+    assert sorted(e.plan or "" for e in read_drift_events(db)) == ["pro", "team"]  # the column first
 
 
 # --- what an event costs in SQL ------------------------------------------------------------------

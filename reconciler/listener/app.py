@@ -116,6 +116,8 @@ class _Webhook:
                 return await process_event(conn, self.calls, event, received)
         except psycopg.errors.UndefinedTable as e:
             raise Unavailable("the listener's tables are missing: run `kuploy-reconciler migrate`") from e
+        except psycopg.errors.UndefinedColumn as e:
+            raise Unavailable("the listener's tables are out of date: run `kuploy-reconciler migrate`") from e
         except psycopg.errors.LockNotAvailable as e:
             raise Unavailable("timed out waiting for a lock") from e
         except psycopg.OperationalError as e:
