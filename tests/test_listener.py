@@ -47,11 +47,6 @@ from reconciler.sandbox.emulator import RunningEmulator
 from reconciler.settings import Secret, Settings
 from reconciler.state.from_postgres import read_drift_events
 
-# A customer with Stripe's test card as its default payment method.
-WITH_CARD: dict[str, Any] = {
-    "payment_method": "pm_card_visa",
-    "invoice_settings": {"default_payment_method": "pm_card_visa"},
-}
 SECRET = "whsec_kuployListenerTests0000000000"
 OLD_SECRET = "whsec_kuployListenerOldSecret00000"
 
@@ -148,6 +143,18 @@ def serve(app: Starlette) -> Iterator[Listener]:
         sock.close()
 
 
+def customer_with_card(client: stripe.StripeClient, email: str) -> str:
+    """A customer with Stripe's test card as its default payment method, so its subscriptions are
+    paid and active (Stripe leaves them incomplete otherwise)."""
+    return client.v1.customers.create(
+        params={
+            "email": email,
+            "payment_method": "pm_card_visa",
+            "invoice_settings": {"default_payment_method": "pm_card_visa"},
+        }
+    ).id
+
+
 def count(conn: psycopg.Connection, table: str) -> int:
     row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
     assert row is not None
@@ -225,8 +232,7 @@ def catalog(migrated: str, db: psycopg.Connection, stripe_client: stripe.StripeC
         '"billingCycle") VALUES (%s, %s, %s, %s, %s, %s, %s)',
         ("pro", "Pro", product.id, current, 2000, "cad", "monthly"),
     )
-    # A card on file, so its subscriptions are paid and active (Stripe leaves them incomplete otherwise).
-    customer = stripe_client.v1.customers.create(params={"email": "owner@example.com", **WITH_CARD}).id
+    customer = customer_with_card(stripe_client, "owner@example.com")
     return Catalog(price=current, old_price=old, foreign_price=foreign, customer=customer)
 
 
@@ -389,7 +395,7 @@ def test_an_event_a_second_before_a_read_state_asks_stripe_again(
 def test_subscription_gone_from_stripe_is_stored_canceled(
     listener: Listener, db: psycopg.Connection, catalog: Catalog
 ) -> None:
-    ghost = {
+    ghost: dict[str, Any] = {
         "id": "sub_doesnotexist000000000",
         "object": "subscription",
         "customer": catalog.customer,
@@ -791,7 +797,7 @@ def test_an_unknown_price_keeps_the_row_flagged_and_an_owned_old_price_maps_to_i
     assert row is not None and row["planId"] is None and row["priceUnknown"] is True
     assert row["stripePriceId"] == catalog.foreign_price and row["status"] == "active"
     # A subscription left on an older Price of "pro" (after a price change) is still on plan pro.
-    kept = stripe_client.v1.customers.create(params={"email": "second@example.com", **WITH_CARD}).id
+    kept = customer_with_card(stripe_client, "second@example.com")
     old = stripe_client.v1.subscriptions.create(
         params={"customer": kept, "items": [{"price": catalog.old_price}]}
     ).to_dict()
@@ -937,7 +943,7 @@ def test_database_down_mid_stream_answers_503_then_the_retry_converges(
     database_url: str,
     stripe_client: stripe.StripeClient,
 ) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    name = str(psycopg.conninfo.conninfo_to_dict(database_url)["dbname"])
     first = new_subscription(stripe_client, catalog)
     second = new_subscription(stripe_client, catalog)
     body_a = make_event("customer.subscription.created", first)
