@@ -36,7 +36,6 @@ from reconciler.state.from_postgres import (
     read_rows,
 )
 from reconciler.state.from_stripe import count_active_subscriptions, read_stripe
-from reconciler.state.subscriptions import plan_of_detail
 from reconciler.throttle import CallStats, StripeCalls
 
 log = logging.getLogger(__name__)
@@ -429,7 +428,7 @@ def drift(settings: Settings, catalog: Catalog | None = None) -> DriftReport:
         current = read_current(conn, calls, catalog)
         events = tuple(
             OutOfBandEvent(
-                plan=plan_of_detail(e.detail) or "?",
+                plan=e.plan or "?",
                 event_id=e.event_id,
                 type=e.type,
                 object_id=e.object_id,

@@ -8,6 +8,7 @@ them. No timed assertions: waits only poll for readiness.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -44,12 +45,8 @@ from reconciler.listener import LOCK_SPACE, ConnectionPool, Event, create_app, p
 from reconciler.model import WEBHOOK_PATH, ownership_metadata
 from reconciler.sandbox.emulator import RunningEmulator
 from reconciler.settings import Secret, Settings
+from reconciler.state.from_postgres import read_drift_events
 
-# A customer with Stripe's test card as its default payment method.
-WITH_CARD: dict[str, Any] = {
-    "payment_method": "pm_card_visa",
-    "invoice_settings": {"default_payment_method": "pm_card_visa"},
-}
 SECRET = "whsec_kuployListenerTests0000000000"
 OLD_SECRET = "whsec_kuployListenerOldSecret00000"
 
@@ -146,6 +143,18 @@ def serve(app: Starlette) -> Iterator[Listener]:
         sock.close()
 
 
+def customer_with_card(client: stripe.StripeClient, email: str) -> str:
+    """A customer with Stripe's test card as its default payment method, so its subscriptions are
+    paid and active (Stripe leaves them incomplete otherwise)."""
+    return client.v1.customers.create(
+        params={
+            "email": email,
+            "payment_method": "pm_card_visa",
+            "invoice_settings": {"default_payment_method": "pm_card_visa"},
+        }
+    ).id
+
+
 def count(conn: psycopg.Connection, table: str) -> int:
     row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
     assert row is not None
@@ -223,8 +232,7 @@ def catalog(migrated: str, db: psycopg.Connection, stripe_client: stripe.StripeC
         '"billingCycle") VALUES (%s, %s, %s, %s, %s, %s, %s)',
         ("pro", "Pro", product.id, current, 2000, "cad", "monthly"),
     )
-    # A card on file, so its subscriptions are paid and active (Stripe leaves them incomplete otherwise).
-    customer = stripe_client.v1.customers.create(params={"email": "owner@example.com", **WITH_CARD}).id
+    customer = customer_with_card(stripe_client, "owner@example.com")
     return Catalog(price=current, old_price=old, foreign_price=foreign, customer=customer)
 
 
@@ -387,7 +395,7 @@ def test_an_event_a_second_before_a_read_state_asks_stripe_again(
 def test_subscription_gone_from_stripe_is_stored_canceled(
     listener: Listener, db: psycopg.Connection, catalog: Catalog
 ) -> None:
-    ghost = {
+    ghost: dict[str, Any] = {
         "id": "sub_doesnotexist000000000",
         "object": "subscription",
         "customer": catalog.customer,
@@ -789,7 +797,7 @@ def test_an_unknown_price_keeps_the_row_flagged_and_an_owned_old_price_maps_to_i
     assert row is not None and row["planId"] is None and row["priceUnknown"] is True
     assert row["stripePriceId"] == catalog.foreign_price and row["status"] == "active"
     # A subscription left on an older Price of "pro" (after a price change) is still on plan pro.
-    kept = stripe_client.v1.customers.create(params={"email": "second@example.com", **WITH_CARD}).id
+    kept = customer_with_card(stripe_client, "second@example.com")
     old = stripe_client.v1.subscriptions.create(
         params={"customer": kept, "items": [{"price": catalog.old_price}]}
     ).to_dict()
@@ -820,7 +828,109 @@ def test_other_events_are_acknowledged_and_owned_catalog_changes_recorded_as_dri
     rows = db.execute("SELECT outcome, count(*) FROM cloud_stripe_events GROUP BY outcome").fetchall()
     assert dict(rows) == {"ignored": 2, "drift": 1, "apply": 1}
     detail = event_row(db, event_id_of(by_hand))
-    assert detail is not None and detail["objectId"] == catalog.price and "plan pro" in detail["detail"]
+    assert detail is not None and detail["objectId"] == catalog.price
+    assert (detail["plan"], detail["detail"]) == ("pro", "plan pro: price.updated outside the tool")
+    made = event_row(db, event_id_of(by_apply))
+    assert made is not None and (made["plan"], made["detail"]) == ("pro", "plan pro: made by an apply")
+    unowned = event_row(db, event_id_of(ignored))
+    assert unowned is not None and unowned["plan"] is None
+
+
+def test_the_plan_column_comes_without_a_rewrite_and_older_rows_keep_their_plan(
+    settings: Settings, migrated: str, db: psycopg.Connection
+) -> None:
+    """Migration 0008 on a table filled before it: a catalog-only ADD COLUMN (the table keeps its file,
+    nothing is rewritten), and `drift` still names the plan of rows recorded without the column."""
+    db.execute("ALTER TABLE cloud_stripe_events DROP COLUMN plan")
+    db.execute("DELETE FROM cloud_reconciler_migrations WHERE version = 8")  # as before 0008
+    db.execute(
+        'INSERT INTO cloud_stripe_events (id, type, "objectId", created, "receivedAt", outcome, detail) '
+        "VALUES ('evt_old', 'price.updated', 'price_x', now(), now(), 'drift', "
+        "'plan pro: price.updated outside the tool')"
+    )
+    assert [e.plan for e in read_drift_events(db)] == ["pro"]  # drift before `migrate`
+    with serve(create_app(settings, webhook_secret=Secret(SECRET))) as running:
+        reply = running.post(make_event("invoice.paid", {"id": "in_1", "object": "invoice"}))
+    assert reply.status == 503 and "migrate" in reply.body["error"]  # the listener needs the column
+
+    def table_file() -> int:
+        row = db.execute("SELECT pg_relation_filenode('cloud_stripe_events')").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    before = table_file()
+    assert migrations.migrate(db) == ("0008_stripe_event_plan",)
+    assert table_file() == before
+    old = event_row(db, "evt_old")
+    assert old is not None and old["plan"] is None
+    db.execute(
+        'INSERT INTO cloud_stripe_events (id, type, "objectId", created, "receivedAt", outcome, detail, '
+        "plan) VALUES ('evt_new', 'product.updated', 'prod_x', now(), now(), 'drift', 'by hand', 'team')"
+    )
+    assert sorted(e.plan or "" for e in read_drift_events(db)) == ["pro", "team"]  # the column first
+
+
+# --- what an event costs in SQL ------------------------------------------------------------------
+
+
+def _verb(query: Any) -> str:
+    """The first word of a statement (`BEGIN`, `INSERT`, `WITH`…), or `(empty)` for a ping."""
+    text = query.decode() if isinstance(query, bytes) else str(query)
+    return text.split(None, 1)[0].upper() if text.strip() else "(empty)"
+
+
+@contextmanager
+def counting_statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[str]]:
+    """Every statement the listener's async connections send, by first word, while the block runs:
+    `AsyncCursor.execute` (which `AsyncConnection.execute` goes through) and `_exec_command` (BEGIN,
+    COMMIT, ROLLBACK of `conn.transaction()`), wrapped to count and call the original."""
+    counter: collections.Counter[str] = collections.Counter()
+    execute, exec_command = psycopg.AsyncCursor.execute, psycopg.AsyncConnection._exec_command
+
+    async def counted_execute(self: psycopg.AsyncCursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        counter[_verb(query)] += 1
+        return await execute(self, query, *args, **kwargs)
+
+    def counted_command(self: psycopg.AsyncConnection[Any], command: Any, *args: Any, **kwargs: Any) -> Any:
+        counter[_verb(command)] += 1
+        return exec_command(self, command, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(psycopg.AsyncCursor, "execute", counted_execute)
+        patch.setattr(psycopg.AsyncConnection, "_exec_command", counted_command)
+        yield counter
+
+
+def test_an_event_costs_its_own_statements_and_the_pool_none(
+    listener: Listener,
+    stripe_client: stripe.StripeClient,
+    catalog: Catalog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Exact SQL per event, whatever the pool does: no ping or reset on checkout or return. A new
+    connection's `SET lock_timeout` is the only other statement (at most one per pooled connection)."""
+    with counting_statements(monkeypatch) as counter:
+
+        def cost(bodies: list[bytes], threads: int = 1) -> dict[str, int]:
+            before = collections.Counter(counter)
+            with ThreadPoolExecutor(threads) as pool:
+                assert {r.status for r in pool.map(listener.post, bodies)} == {200}
+            spent = counter - before
+            del spent["SET"]
+            return dict(spent)
+
+        ignored = [
+            make_event("payment_intent.succeeded", {"id": f"pi_{n}", "object": "payment_intent"})
+            for n in range(12)
+        ]
+        assert cost(ignored, threads=4) == {"INSERT": 12}  # recorded in one statement each
+        assert cost(ignored[:1]) == {"INSERT": 1}  # a duplicate: the same INSERT, no row
+        created = make_event("customer.subscription.created", new_subscription(stripe_client, catalog))
+        # BEGIN, the event row and the lock, the stored state's second, the snapshot, the outcome, COMMIT.
+        snapshot = {"BEGIN": 1, "INSERT": 1, "SELECT": 1, "WITH": 1, "UPDATE": 1, "COMMIT": 1}
+        assert cost([created]) == snapshot
+        assert cost([created]) == {"BEGIN": 1, "INSERT": 1, "COMMIT": 1}  # a duplicate takes no lock
+        assert counter["SET"] <= 8  # once per connection of the pool (8 at most), never per checkout
 
 
 # --- failures answer 5xx, nothing half-written, and the retry converges ---------------------------
@@ -833,7 +943,7 @@ def test_database_down_mid_stream_answers_503_then_the_retry_converges(
     database_url: str,
     stripe_client: stripe.StripeClient,
 ) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    name = str(psycopg.conninfo.conninfo_to_dict(database_url)["dbname"])
     first = new_subscription(stripe_client, catalog)
     second = new_subscription(stripe_client, catalog)
     body_a = make_event("customer.subscription.created", first)
@@ -905,6 +1015,7 @@ def test_a_lock_timeout_fails_the_event_but_keeps_the_pools_connections(migrated
 
     async def scenario() -> tuple[set[int], set[int]]:
         pool = ConnectionPool(Secret(migrated), size=2)
+        await pool.open()
         before = await backends(pool)
         with psycopg.connect(migrated, autocommit=True) as holder, holder.transaction():
             holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext('sub_hot'))", (LOCK_SPACE,))
@@ -913,7 +1024,7 @@ def test_a_lock_timeout_fails_the_event_but_keeps_the_pools_connections(migrated
                     await conn.execute("SET lock_timeout = '200ms'")
                     await process_event(conn, None, event, datetime.now(UTC))  # type: ignore[arg-type]
         after = await backends(pool)
-        await pool.clear()
+        await pool.close()
         return before, after
 
     before, after = asyncio.run(scenario())

@@ -116,6 +116,8 @@ class _Webhook:
                 return await process_event(conn, self.calls, event, received)
         except psycopg.errors.UndefinedTable as e:
             raise Unavailable("the listener's tables are missing: run `kuploy-reconciler migrate`") from e
+        except psycopg.errors.UndefinedColumn as e:
+            raise Unavailable("the listener's tables are out of date: run `kuploy-reconciler migrate`") from e
         except psycopg.errors.LockNotAvailable as e:
             raise Unavailable("timed out waiting for a lock") from e
         except psycopg.OperationalError as e:
@@ -190,7 +192,7 @@ class _Webhook:
         for task in self.running:
             task.cancel()
         await asyncio.gather(*self.running, return_exceptions=True)
-        await self.pool.clear()
+        await self.pool.close()
 
 
 async def _healthz(request: Request) -> JSONResponse:
@@ -240,6 +242,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await webhook.pool.open()  # in this process: each of `listen --workers N` has its own pool
         try:
             yield
         finally:

@@ -60,7 +60,7 @@ async def process_event(
     route = route_of(event)
     if isinstance(route, Outcome):
         # Nothing to do but record it: one statement, atomic on its own.
-        new = await subscriptions.record_event(conn, row, route.kind, route.detail)
+        new = await subscriptions.record_event(conn, row, route.kind, route.detail, plan=route.plan)
         return route if new else None
     handler, sub_id = route
     async with conn.transaction():

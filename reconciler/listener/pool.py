@@ -1,88 +1,67 @@
-"""The listener's database connections: at most `size` async autocommit connections, each with a
-30 s lock timeout; a broken one dropped with the idle ones; an exhausted pool answers `Unavailable`
-(503) after `wait` seconds."""
+"""The listener's database connections: a `psycopg_pool.AsyncConnectionPool` of `size` async
+autocommit connections, each with a 30 s lock timeout, opened and closed with the app's lifespan (so
+each `listen --workers N` process has its own). A broken connection drains the idle ones; an exhausted
+pool answers `Unavailable` (503) after `wait` seconds."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from reconciler.listener.verification import Unavailable
 from reconciler.settings import Secret
 
 
+async def _configure(conn: psycopg.AsyncConnection) -> None:
+    """Once per new connection. Per session, like apply's advisory lock: DATABASE_URL must not be a
+    transaction-mode pooler. A stuck peer answers 503, and Stripe retries."""
+    await conn.execute("SET lock_timeout = '30s'")
+
+
 class ConnectionPool:
-    """At most `size` autocommit connections, reused LIFO; a failed one is closed with the idle ones.
+    """`size` autocommit connections, from psycopg's own pool.
 
     Asynchronous: events are processed on the event loop, no thread per event (a thread hop and the
-    GIL passed back and forth on every statement cost more CPU than the statements themselves)."""
+    GIL passed back and forth on every statement cost more CPU than the statements themselves).
+    Checking out costs no statement: no ping (`check=None`) and no reset. Dead connections are found
+    by use instead: the pool replaces a returned broken one, and this drains the idle ones with it."""
 
     def __init__(self, dsn: Secret, *, size: int = 8, wait: float = 10.0, connect_timeout: int = 5) -> None:
-        self._dsn = dsn
-        self._slots = asyncio.Semaphore(size)
-        self._idle: list[psycopg.AsyncConnection] = []
-        self._wait = wait
-        self._connect_timeout = connect_timeout
+        self._pool = AsyncConnectionPool(
+            dsn.reveal,  # revealed at each connect, never kept in the clear on the pool
+            kwargs={"autocommit": True, "connect_timeout": connect_timeout},
+            min_size=size,
+            max_size=size,
+            open=False,
+            configure=_configure,
+            check=None,
+            timeout=wait,
+            name="listener",
+        )
+
+    async def open(self) -> None:
+        """Start filling the pool in the background; events wait for their connection (a database
+        down at start-up does not stop the listener: /readyz says so)."""
+        await self._pool.open()
+
+    async def close(self) -> None:
+        await self._pool.close()
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
         try:
-            async with asyncio.timeout(self._wait):
-                await self._slots.acquire()
-        except TimeoutError:
+            conn = await self._pool.getconn()
+        except PoolTimeout:
             raise Unavailable("no database connection free") from None
         try:
-            conn = await self._take()
-            try:
-                yield conn
-            except psycopg.OperationalError:
-                if conn.broken or conn.closed:
-                    await conn.close()
-                    await self.clear()  # the server probably went away: the idle ones are dead too
-                else:
-                    await self._give_back(conn)  # a lock timeout or a cancelled query: still healthy
-                raise
-            except BaseException:
-                await self._give_back(conn)
-                raise
-            else:
-                await self._give_back(conn)
+            yield conn
         finally:
-            self._slots.release()
-
-    async def _take(self) -> psycopg.AsyncConnection:
-        while self._idle:
-            conn = self._idle.pop()
-            if not (conn.closed or conn.broken):
-                return conn
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                self._dsn.reveal(), autocommit=True, connect_timeout=self._connect_timeout
-            )
-        except psycopg.Error as e:
-            raise Unavailable("database unreachable") from e
-        try:
-            # Per session, like apply's advisory lock: DATABASE_URL must not be a transaction-mode
-            # pooler. A stuck peer answers 503, and Stripe retries.
-            await conn.execute("SET lock_timeout = '30s'")
-        except BaseException as e:
-            await conn.close()
-            if isinstance(e, psycopg.Error):
-                raise Unavailable("database unreachable") from e
-            raise
-        return conn
-
-    async def _give_back(self, conn: psycopg.AsyncConnection) -> None:
-        healthy = not (conn.closed or conn.broken)
-        if healthy and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-            self._idle.append(conn)
-        else:
-            await conn.close()
-
-    async def clear(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.close()
+            broken = conn.broken
+            await self._pool.putconn(conn)  # a broken one is replaced, an open transaction rolled back
+            if broken:
+                # The server probably went away: the idle ones are dead too. Closing them costs no
+                # round trip (a check would ping each one while this request waits).
+                await self._pool.drain()

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from reconciler.model import (
@@ -19,6 +20,7 @@ from reconciler.model import (
     PlanRow,
     PlanSpec,
 )
+from reconciler.state.subscriptions import PLAN_IN_DETAIL
 
 
 def read_rows(conn: psycopg.Connection) -> dict[str, PlanRow]:
@@ -49,12 +51,17 @@ def row_to_plan(row: dict[str, Any]) -> PlanRow:
 
 
 def _has_column(conn: psycopg.Connection, table: str, column: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM information_schema.columns "
-        "WHERE table_schema = current_schema() AND table_name = %s AND column_name = %s",
-        (table, column),
-    ).fetchone()
-    return row is not None
+    return column in _columns(conn, table)
+
+
+def _columns(conn: psycopg.Connection, table: str) -> set[str]:
+    """The columns of `table` (none when it does not exist)."""
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = %s",
+        (table,),
+    ).fetchall()
+    return {row[0] for row in rows}
 
 
 def read_last_applied(conn: psycopg.Connection) -> tuple[Catalog, str | None] | None:
@@ -87,21 +94,29 @@ class DriftEventRow:
     type: str
     object_id: str | None
     created: datetime
-    detail: str | None
+    plan: str | None
+    """The plan the event is about, None if no row says."""
+
+
+_DRIFT_EVENTS = sql.SQL(
+    'SELECT id, type, "objectId", created, COALESCE({plan}, substring(detail from %s)) '
+    "FROM cloud_stripe_events "
+    "WHERE outcome = 'drift' AND (%s::timestamptz IS NULL OR created > %s) ORDER BY created, id"
+)
+"""The plan from its column, else from the detail (rows recorded before migration 0008 added it, or by
+an older listener since)."""
 
 
 def read_drift_events(conn: psycopg.Connection) -> list[DriftEventRow]:
     """Product/Price events the listener recorded as made outside the tool, since the last apply.
     Empty when the listener never ran."""
-    if not _has_column(conn, "cloud_stripe_events", "outcome"):
+    columns = _columns(conn, "cloud_stripe_events")
+    if "outcome" not in columns:
         return []
     since = None
     if _has_column(conn, "cloud_reconciler_applies", "appliedAt"):
         row = conn.execute('SELECT max("appliedAt") FROM cloud_reconciler_applies').fetchone()
         since = row[0] if row else None
-    rows = conn.execute(
-        'SELECT id, type, "objectId", created, detail FROM cloud_stripe_events '
-        "WHERE outcome = 'drift' AND (%s::timestamptz IS NULL OR created > %s) ORDER BY created, id",
-        (since, since),
-    ).fetchall()
-    return [DriftEventRow(event_id=r[0], type=r[1], object_id=r[2], created=r[3], detail=r[4]) for r in rows]
+    plan = sql.Identifier("plan") if "plan" in columns else sql.NULL  # NULL: migration 0008 pending
+    rows = conn.execute(_DRIFT_EVENTS.format(plan=plan), (PLAN_IN_DETAIL, since, since)).fetchall()
+    return [DriftEventRow(event_id=r[0], type=r[1], object_id=r[2], created=r[3], plan=r[4]) for r in rows]

@@ -12,8 +12,8 @@ import psycopg
 
 _INSERT_EVENT = (
     "INSERT INTO cloud_stripe_events "
-    '(id, type, "objectId", created, livemode, "receivedAt", outcome, detail, "processedAt") '
-    "VALUES (%s, %s, %s, to_timestamp(%s), %s, %s, %s, %s, "
+    '(id, type, "objectId", created, livemode, "receivedAt", outcome, detail, plan, "processedAt") '
+    "VALUES (%s, %s, %s, to_timestamp(%s), %s, %s, %s, %s, %s, "
 )
 _RECORD_EVENT = _INSERT_EVENT + "clock_timestamp()) ON CONFLICT (id) DO NOTHING RETURNING id"
 """An event with its final outcome, nothing else to do."""
@@ -23,6 +23,9 @@ _RECORD_EVENT_AND_LOCK = (
 """An event still processing, and its subscription's lock, taken only if the event is new."""
 
 _PLAN_PREFIX = "plan "
+PLAN_IN_DETAIL = "^plan ([^:]+)"
+"""The plan a `plan_detail` names, as a POSIX regular expression for SQL's `substring(detail from …)`:
+rows recorded before the `plan` column (migration 0008) name their plan only in their detail."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,21 +57,20 @@ class SubscriptionState:
 
 
 def plan_detail(plan: str, what: str) -> str:
-    """The detail stored for a Product/Price event of `plan` (read back by `plan_of_detail`)."""
+    """The detail stored for a Product/Price event of `plan` (the plan itself goes in its own column)."""
     return f"{_PLAN_PREFIX}{plan}: {what}"
 
 
-def plan_of_detail(detail: str | None) -> str | None:
-    """The plan a `plan_detail` names, or None."""
-    if not detail or not detail.startswith(_PLAN_PREFIX):
-        return None
-    return detail.removeprefix(_PLAN_PREFIX).split(":")[0] or None
-
-
 async def record_event(
-    conn: psycopg.AsyncConnection, event: EventRow, outcome: str, detail: str | None
+    conn: psycopg.AsyncConnection,
+    event: EventRow,
+    outcome: str,
+    detail: str | None,
+    *,
+    plan: str | None = None,
 ) -> bool:
-    """Record an event already decided; False when it was recorded before. Atomic on its own."""
+    """Record an event already decided (with the plan a Product/Price event is about); False when it
+    was recorded before. Atomic on its own."""
     cur = await conn.execute(
         _RECORD_EVENT,
         (
@@ -80,6 +82,7 @@ async def record_event(
             event.received,
             outcome,
             detail,
+            plan,
         ),
     )
     return await cur.fetchone() is not None
@@ -95,7 +98,7 @@ async def record_event_and_lock(
         _RECORD_EVENT_AND_LOCK,
         (
             event.id, event.type, event.object_id, event.created, event.livemode, event.received,
-            "processing", None, lock_space, sub_id,
+            "processing", None, None, lock_space, sub_id,
         ),
     )  # fmt: skip
     return await cur.fetchone() is not None

@@ -900,7 +900,10 @@ def main() -> int:
         )
         n = len(results.latencies)
         ms = sorted(x * 1000 for x in results.latencies)
-        p = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]  # noqa: E731
+
+        def p(q: float) -> float:
+            return ms[min(len(ms) - 1, int(q * len(ms)))]
+
         used = {
             k: (getattr(after, k) - getattr(before, k)) * 1000 / n for k in ("bench", "listener", "postgres")
         }
