@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from reconciler.plan import (
@@ -155,56 +156,26 @@ def _items(change: PlanChange) -> list[DriftItem]:
 
 def _op_item(op: Op, has_field: set[str]) -> DriftItem | None:
     """Stripe drift that shows up only as an operation (objects missing, extra, archived)."""
-    slug = op.slug
+    item = partial(DriftItem, plan=op.slug, where=Where.STRIPE)
     if isinstance(op, CreateProduct):
-        return DriftItem(
-            plan=slug, where=Where.STRIPE, field="product", expected="active Product", actual="missing"
-        )
+        return item(field="product", expected="active Product", actual="missing")
     if isinstance(op, CreatePrice):
         expected = f"active Price {op.unit_amount} {op.currency}/{op.interval}"
-        return DriftItem(plan=slug, where=Where.STRIPE, field="price", expected=expected, actual="missing")
+        return item(field="price", expected=expected, actual="missing")
     if isinstance(op, ReactivatePrice):
-        return DriftItem(
-            plan=slug,
-            where=Where.STRIPE,
+        return item(
             field=f"price {op.price_id}",
             expected="active with the plan's lookup key",
             actual="archived or lookup key moved",
         )
     if isinstance(op, SetLookupKey) and not isinstance(op.price, Created):
-        return DriftItem(
-            plan=slug,
-            where=Where.STRIPE,
-            field=f"price {op.price}.lookup_key",
-            expected=op.lookup_key,
-            actual="moved or unset",
-        )
+        return item(field=f"price {op.price}.lookup_key", expected=op.lookup_key, actual="moved or unset")
     if isinstance(op, UpdateProduct) and dict(op.before).get("active") is False:
-        return DriftItem(
-            plan=slug,
-            where=Where.STRIPE,
-            field=f"product {op.product_id}.active",
-            expected=True,
-            actual=False,
-        )
+        return item(field=f"product {op.product_id}.active", expected=True, actual=False)
     if isinstance(op, SetDefaultPrice) and "stripe.product.default_price" not in has_field:
-        return DriftItem(
-            plan=slug,
-            where=Where.STRIPE,
-            field="product.default_price",
-            expected=str(op.after),
-            actual=op.before,
-        )
+        return item(field="product.default_price", expected=str(op.after), actual=op.before)
     if isinstance(op, ArchivePrice):
-        return DriftItem(
-            plan=slug, where=Where.STRIPE, field=f"price {op.price_id}", expected="archived", actual="active"
-        )
+        return item(field=f"price {op.price_id}", expected="archived", actual="active")
     if isinstance(op, ArchiveProduct):
-        return DriftItem(
-            plan=slug,
-            where=Where.STRIPE,
-            field=f"product {op.product_id}",
-            expected="archived",
-            actual="active",
-        )
+        return item(field=f"product {op.product_id}", expected="archived", actual="active")
     return None  # row writes, product updates and adoptions are covered by the field changes
