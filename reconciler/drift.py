@@ -19,6 +19,7 @@ from reconciler.plan import (
     Created,
     CreatePrice,
     CreateProduct,
+    FieldChange,
     Op,
     Plan,
     PlanChange,
@@ -105,14 +106,7 @@ def _webhook_items(change: WebhookEndpointChange) -> list[DriftItem]:
             )
         ]
     return [
-        DriftItem(
-            plan=WEBHOOK_ADDRESS,
-            where=Where.STRIPE,
-            field=f"webhook_endpoint.{f.path}",
-            expected=f.after,
-            actual=f.before,
-        )
-        for f in change.fields
+        _field_item(WEBHOOK_ADDRESS, Where.STRIPE, f"webhook_endpoint.{f.path}", f) for f in change.fields
     ]
 
 
@@ -127,31 +121,20 @@ def _items(change: PlanChange) -> list[DriftItem]:
         )
     for f in change.fields:
         if f.path.startswith("stripe."):
-            items.append(
-                DriftItem(
-                    plan=slug,
-                    where=Where.STRIPE,
-                    field=f.path[len("stripe.") :],
-                    expected=f.after,
-                    actual=f.before,
-                )
-            )
+            items.append(_field_item(slug, Where.STRIPE, f.path.removeprefix("stripe."), f))
         else:
-            items.append(
-                DriftItem(
-                    plan=slug,
-                    where=Where.POSTGRES,
-                    field=f"cloud_plans.{f.path}",
-                    expected=f.after,
-                    actual=f.before,
-                )
-            )
+            items.append(_field_item(slug, Where.POSTGRES, f"cloud_plans.{f.path}", f))
     has_field = {f.path for f in change.fields}
     for op in change.ops:
         item = _op_item(op, has_field)
         if item is not None:
             items.append(item)
     return items
+
+
+def _field_item(plan: str, where: Where, field: str, change: FieldChange) -> DriftItem:
+    """A field changed by hand: expected is what the plan would set it back to."""
+    return DriftItem(plan=plan, where=where, field=field, expected=change.after, actual=change.before)
 
 
 def _op_item(op: Op, has_field: set[str]) -> DriftItem | None:
