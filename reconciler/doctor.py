@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 import stripe
@@ -12,9 +11,11 @@ import stripe
 from reconciler import migrations
 from reconciler.connections import connect_postgres, stripe_client
 from reconciler.errors import KuployError
-from reconciler.model import WEBHOOK_EVENTS, WEBHOOK_PATH, owned_slug
+from reconciler.model import WEBHOOK_EVENTS, WEBHOOK_PATH, StripePrice, owned_slug
 from reconciler.settings import Settings, check_key_pair, key_mode
 from reconciler.state.from_postgres import read_rows
+from reconciler.state.from_stripe import check_key, read_prices, read_webhook_endpoints
+from reconciler.throttle import StripeCalls
 
 WEBHOOK_EVENT_SET = frozenset(WEBHOOK_EVENTS)
 
@@ -34,8 +35,9 @@ def run_checks(
     checks = [_configuration(config_error)]
     if settings is None:
         return checks
-    checks.extend(_stripe_checks(settings, env))
-    checks.extend(_database_checks(settings))
+    calls = stripe_client(settings)
+    checks.extend(_stripe_checks(settings, calls, env))
+    checks.extend(_database_checks(settings, calls))
     checks.append(_webhook_secret(settings, env))
     return checks
 
@@ -54,11 +56,10 @@ def _configuration(error: str | None) -> Check:
     )
 
 
-def _stripe_checks(settings: Settings, env: Mapping[str, str]) -> Iterator[Check]:
+def _stripe_checks(settings: Settings, calls: StripeCalls, env: Mapping[str, str]) -> Iterator[Check]:
     secret = settings.stripe_secret_key.reveal()
-    client = stripe_client(settings).client
     try:
-        client.v1.products.list(params={"limit": 1})
+        check_key(calls)
         yield Check(name="stripe secret key", ok=True, detail=f"accepted by Stripe ({key_mode(secret)} mode)")
         key_ok = True
     except stripe.AuthenticationError:
@@ -105,7 +106,7 @@ def _stripe_checks(settings: Settings, env: Mapping[str, str]) -> Iterator[Check
             )
 
     if key_ok:
-        yield _webhook_endpoint(client)
+        yield _webhook_endpoint(calls)
     else:
         yield Check(
             name="webhook endpoint",
@@ -115,13 +116,13 @@ def _stripe_checks(settings: Settings, env: Mapping[str, str]) -> Iterator[Check
         )
 
 
-def _webhook_endpoint(client: stripe.StripeClient) -> Check:
+def _webhook_endpoint(calls: StripeCalls) -> Check:
     fix = (
         f"Stripe Dashboard → Developers → Webhooks → Add endpoint https://your-domain.com{WEBHOOK_PATH} "
         "with the events " + ", ".join(sorted(WEBHOOK_EVENTS))
     )
     try:
-        endpoints = list(client.v1.webhook_endpoints.list(params={"limit": 100}).auto_paging_iter())
+        endpoints = read_webhook_endpoints(calls)
     except stripe.StripeError as e:
         return Check(
             name="webhook endpoint",
@@ -129,27 +130,25 @@ def _webhook_endpoint(client: stripe.StripeClient) -> Check:
             detail=f"cannot list webhook endpoints: {type(e).__name__}",
             fix=fix,
         )
-    ours = [e for e in endpoints if str(e.url).rstrip("/").endswith(WEBHOOK_PATH)]
+    ours = [e for e in endpoints if e.url.rstrip("/").endswith(WEBHOOK_PATH)]
     if not ours:
         return Check(
             name="webhook endpoint", ok=False, detail=f"no endpoint at a URL ending {WEBHOOK_PATH}", fix=fix
         )
     for endpoint in ours:
-        events = set(endpoint.enabled_events or [])
-        if endpoint.status == "enabled" and ("*" in events or events >= WEBHOOK_EVENT_SET):
+        events = set(endpoint.events)
+        if endpoint.enabled and ("*" in events or events >= WEBHOOK_EVENT_SET):
             return Check(
                 name="webhook endpoint", ok=True, detail=f"{endpoint.url} receives the six billing events"
             )
-    missing = sorted(WEBHOOK_EVENT_SET - set(ours[0].enabled_events or []))
+    missing = sorted(WEBHOOK_EVENT_SET - set(ours[0].events))
     detail = (
-        f"{ours[0].url} is disabled"
-        if ours[0].status != "enabled"
-        else f"{ours[0].url} misses {', '.join(missing)}"
+        f"{ours[0].url} is disabled" if not ours[0].enabled else f"{ours[0].url} misses {', '.join(missing)}"
     )
     return Check(name="webhook endpoint", ok=False, detail=detail, fix=fix)
 
 
-def _database_checks(settings: Settings) -> Iterator[Check]:
+def _database_checks(settings: Settings, calls: StripeCalls) -> Iterator[Check]:
     try:
         conn = connect_postgres(settings)
     except KuployError as e:
@@ -180,10 +179,10 @@ def _database_checks(settings: Settings) -> Iterator[Check]:
             )
             return
         yield Check(name="cloud_plans shape", ok=True, detail="compatible")
-        yield from _plan_checks(settings, conn)
+        yield from _plan_checks(calls, conn)
 
 
-def _plan_checks(settings: Settings, conn: psycopg.Connection) -> Iterator[Check]:
+def _plan_checks(calls: StripeCalls, conn: psycopg.Connection) -> Iterator[Check]:
     rows = read_rows(conn)
     active = [r for r in rows.values() if r.spec.is_active]
     defaults = [r.spec.slug for r in active if r.spec.is_default]
@@ -203,9 +202,8 @@ def _plan_checks(settings: Settings, conn: psycopg.Connection) -> Iterator[Check
         yield Check(name="plans", ok=True, detail=f"{len(active)} active plan(s), default {defaults[0]!r}")
 
     paid = [r for r in active if not r.spec.is_default]
-    client = stripe_client(settings).client
     try:
-        prices = {p.id: p for p in client.v1.prices.list(params={"limit": 100}).auto_paging_iter()}
+        prices = {p.id: p for p in read_prices(calls)}
     except stripe.StripeError as e:
         yield Check(
             name="stripe prices",
@@ -215,9 +213,8 @@ def _plan_checks(settings: Settings, conn: psycopg.Connection) -> Iterator[Check
         )
         return
 
-    def healthy(price: Any, slug: str, product_id: str | None) -> bool:
-        owner = owned_slug(price.metadata.to_dict() if price.metadata else {})
-        return bool(price.active) and price.product == product_id and owner == slug
+    def healthy(price: StripePrice, slug: str, product_id: str | None) -> bool:
+        return price.active and price.product == product_id and owned_slug(price.metadata) == slug
 
     broken = [
         row.spec.slug

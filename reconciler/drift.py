@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from reconciler.plan import (
@@ -18,6 +19,7 @@ from reconciler.plan import (
     Created,
     CreatePrice,
     CreateProduct,
+    FieldChange,
     Op,
     Plan,
     PlanChange,
@@ -104,14 +106,7 @@ def _webhook_items(change: WebhookEndpointChange) -> list[DriftItem]:
             )
         ]
     return [
-        DriftItem(
-            plan=WEBHOOK_ADDRESS,
-            where=Where.STRIPE,
-            field=f"webhook_endpoint.{f.path}",
-            expected=f.after,
-            actual=f.before,
-        )
-        for f in change.fields
+        _field_item(WEBHOOK_ADDRESS, Where.STRIPE, f"webhook_endpoint.{f.path}", f) for f in change.fields
     ]
 
 
@@ -126,25 +121,9 @@ def _items(change: PlanChange) -> list[DriftItem]:
         )
     for f in change.fields:
         if f.path.startswith("stripe."):
-            items.append(
-                DriftItem(
-                    plan=slug,
-                    where=Where.STRIPE,
-                    field=f.path[len("stripe.") :],
-                    expected=f.after,
-                    actual=f.before,
-                )
-            )
+            items.append(_field_item(slug, Where.STRIPE, f.path.removeprefix("stripe."), f))
         else:
-            items.append(
-                DriftItem(
-                    plan=slug,
-                    where=Where.POSTGRES,
-                    field=f"cloud_plans.{f.path}",
-                    expected=f.after,
-                    actual=f.before,
-                )
-            )
+            items.append(_field_item(slug, Where.POSTGRES, f"cloud_plans.{f.path}", f))
     has_field = {f.path for f in change.fields}
     for op in change.ops:
         item = _op_item(op, has_field)
@@ -153,58 +132,33 @@ def _items(change: PlanChange) -> list[DriftItem]:
     return items
 
 
+def _field_item(plan: str, where: Where, field: str, change: FieldChange) -> DriftItem:
+    """A field changed by hand: expected is what the plan would set it back to."""
+    return DriftItem(plan=plan, where=where, field=field, expected=change.after, actual=change.before)
+
+
 def _op_item(op: Op, has_field: set[str]) -> DriftItem | None:
     """Stripe drift that shows up only as an operation (objects missing, extra, archived)."""
-    slug = op.slug
+    item = partial(DriftItem, plan=op.slug, where=Where.STRIPE)
     if isinstance(op, CreateProduct):
-        return DriftItem(
-            plan=slug, where=Where.STRIPE, field="product", expected="active Product", actual="missing"
-        )
+        return item(field="product", expected="active Product", actual="missing")
     if isinstance(op, CreatePrice):
         expected = f"active Price {op.unit_amount} {op.currency}/{op.interval}"
-        return DriftItem(plan=slug, where=Where.STRIPE, field="price", expected=expected, actual="missing")
+        return item(field="price", expected=expected, actual="missing")
     if isinstance(op, ReactivatePrice):
-        return DriftItem(
-            plan=slug,
-            where=Where.STRIPE,
+        return item(
             field=f"price {op.price_id}",
             expected="active with the plan's lookup key",
             actual="archived or lookup key moved",
         )
     if isinstance(op, SetLookupKey) and not isinstance(op.price, Created):
-        return DriftItem(
-            plan=slug,
-            where=Where.STRIPE,
-            field=f"price {op.price}.lookup_key",
-            expected=op.lookup_key,
-            actual="moved or unset",
-        )
+        return item(field=f"price {op.price}.lookup_key", expected=op.lookup_key, actual="moved or unset")
     if isinstance(op, UpdateProduct) and dict(op.before).get("active") is False:
-        return DriftItem(
-            plan=slug,
-            where=Where.STRIPE,
-            field=f"product {op.product_id}.active",
-            expected=True,
-            actual=False,
-        )
+        return item(field=f"product {op.product_id}.active", expected=True, actual=False)
     if isinstance(op, SetDefaultPrice) and "stripe.product.default_price" not in has_field:
-        return DriftItem(
-            plan=slug,
-            where=Where.STRIPE,
-            field="product.default_price",
-            expected=str(op.after),
-            actual=op.before,
-        )
+        return item(field="product.default_price", expected=str(op.after), actual=op.before)
     if isinstance(op, ArchivePrice):
-        return DriftItem(
-            plan=slug, where=Where.STRIPE, field=f"price {op.price_id}", expected="archived", actual="active"
-        )
+        return item(field=f"price {op.price_id}", expected="archived", actual="active")
     if isinstance(op, ArchiveProduct):
-        return DriftItem(
-            plan=slug,
-            where=Where.STRIPE,
-            field=f"product {op.product_id}",
-            expected="archived",
-            actual="active",
-        )
+        return item(field=f"product {op.product_id}", expected="archived", actual="active")
     return None  # row writes, product updates and adoptions are covered by the field changes

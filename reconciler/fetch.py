@@ -28,7 +28,6 @@ import hashlib
 import http.client
 import json
 import os
-import random
 import ssl
 import time
 import urllib.error
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from reconciler import backoff
 from reconciler.catalog import MAX_FILE_BYTES, load_catalog_text
 from reconciler.errors import CatalogError, ConfigError, FetchError
 from reconciler.model import Catalog
@@ -248,9 +248,7 @@ def _with_retries(
                 ) from e
             delay = e.delay
             if delay is None:
-                delay = random.uniform(
-                    config.backoff / 2, min(MAX_DELAY, config.backoff * 2 ** (attempt - 1))
-                )
+                delay = backoff.delay(attempt - 1, config.backoff, MAX_DELAY, floor=config.backoff / 2)
             sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 

@@ -9,12 +9,12 @@ decides, for reads and writes alike:
 - 409 and 5xx: retry unless Stripe says `Stripe-Should-Retry: false`;
 - anything else (400, 401, 402, 404): permanent, raised at once.
 
-Retries use exponential backoff with full jitter, bounded in count. What was retried is counted.
+Retries use exponential backoff with full jitter (`backoff.delay`), bounded in count. What was
+retried is counted.
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import stripe
+
+from reconciler import backoff
 
 T = TypeVar("T")
 
@@ -153,7 +155,7 @@ class StripeCalls:
                 self.stats.add(retries=1)
                 delay = _retry_after(e)
                 if delay is None:
-                    delay = random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+                    delay = backoff.delay(attempt, self.base_delay, self.max_delay)
                 self.sleep(delay)
                 continue
             self.throttle.speed_up()

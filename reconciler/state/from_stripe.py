@@ -1,4 +1,5 @@
-"""Read every Product and Price the tool owns: list calls only, 100 a page, all pages.
+"""Read every Product, Price and webhook endpoint: list calls only, 100 a page, all pages, each
+through the throttle and its retries (`throttle.StripeCalls`), for plan, apply, drift and doctor alike.
 
 Never the Search API (it lags writes) and never one retrieve per object. Archived objects are read
 too: re-adding a plan reactivates its archived Product instead of creating another.
@@ -46,16 +47,14 @@ def list_all(calls: StripeCalls, resource: str, params: dict[str, Any] | None = 
 def read_stripe(calls: StripeCalls, *, webhook_endpoints: bool = False) -> StripeState:
     """Owned objects, and the unowned ones apart (never touched; candidates for `--adopt`); with
     `webhook_endpoints` (the catalog declares one), every webhook endpoint too."""
-    endpoints: list[StripeWebhookEndpoint] = []
-    resources = ("products", "prices", "webhook_endpoints") if webhook_endpoints else ("products", "prices")
     try:
-        with ThreadPoolExecutor(max_workers=len(resources), thread_name_prefix="stripe-read") as pool:
-            listed = [pool.submit(list_all, calls, resource) for resource in resources]
-            pages = [future.result() for future in listed]
-        products = [_product(p) for p in pages[0]]
-        prices = [_price(p) for p in pages[1]]
-        if webhook_endpoints:
-            endpoints = [_webhook_endpoint(e) for e in pages[2]]
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="stripe-read") as pool:
+            listed_products = pool.submit(read_products, calls)
+            listed_prices = pool.submit(read_prices, calls)
+            listed_endpoints = pool.submit(read_webhook_endpoints, calls) if webhook_endpoints else None
+            products = listed_products.result()
+            prices = listed_prices.result()
+            endpoints = listed_endpoints.result() if listed_endpoints is not None else ()
     except stripe.AuthenticationError as e:
         raise StateReadError(
             f"Stripe rejected STRIPE_SECRET_KEY: {e.user_message or 'authentication failed'}"
@@ -67,19 +66,28 @@ def read_stripe(calls: StripeCalls, *, webhook_endpoints: bool = False) -> Strip
         prices=tuple(p for p in prices if owned_slug(p.metadata) is not None),
         unowned_products=tuple(p for p in products if owned_slug(p.metadata) is None),
         unowned_prices=tuple(p for p in prices if owned_slug(p.metadata) is None),
-        webhook_endpoints=tuple(endpoints),
+        webhook_endpoints=endpoints,
     )
 
 
-def _webhook_endpoint(e: dict[str, Any]) -> StripeWebhookEndpoint:
-    return StripeWebhookEndpoint(
-        id=e["id"],
-        url=e["url"],
-        events=tuple(sorted(e.get("enabled_events") or ())),
-        enabled=e.get("status") == "enabled",
-        metadata=_metadata(e),
-        created=int(e.get("created") or 0),
-    )
+def read_products(calls: StripeCalls) -> tuple[StripeProduct, ...]:
+    """Every Product, owned or not, archived too. Raises Stripe's errors as they come."""
+    return tuple(_product(p) for p in list_all(calls, "products"))
+
+
+def read_prices(calls: StripeCalls) -> tuple[StripePrice, ...]:
+    """Every Price, owned or not, archived too. Raises Stripe's errors as they come."""
+    return tuple(_price(p) for p in list_all(calls, "prices"))
+
+
+def read_webhook_endpoints(calls: StripeCalls) -> tuple[StripeWebhookEndpoint, ...]:
+    """Every webhook endpoint, owned or not, in Stripe's order. Raises Stripe's errors as they come."""
+    return tuple(_webhook_endpoint(e) for e in list_all(calls, "webhook_endpoints"))
+
+
+def check_key(calls: StripeCalls) -> None:
+    """The cheapest read Stripe authenticates (one Product, one page); raises what Stripe answers."""
+    calls.read(lambda client: client.raw_request("get", "/v1/products", limit=1))
 
 
 def count_active_subscriptions(calls: StripeCalls, price_ids: tuple[str, ...]) -> dict[str, int]:
@@ -140,4 +148,15 @@ def _price(p: dict[str, Any]) -> StripePrice:
         lookup_key=p.get("lookup_key"),
         metadata=_metadata(p),
         created=int(p.get("created") or 0),
+    )
+
+
+def _webhook_endpoint(e: dict[str, Any]) -> StripeWebhookEndpoint:
+    return StripeWebhookEndpoint(
+        id=e["id"],
+        url=e["url"],
+        events=tuple(sorted(e.get("enabled_events") or ())),
+        enabled=e.get("status") == "enabled",
+        metadata=_metadata(e),
+        created=int(e.get("created") or 0),
     )
