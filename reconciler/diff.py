@@ -9,7 +9,7 @@ Stripe and writing Postgres is adopted rather than duplicated.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from deepdiff import DeepDiff
@@ -204,31 +204,26 @@ def _diff_plan(
 ) -> PlanChange | None:
     target = _target(spec, row)
     product = _pick_product(products, row)
-    ops: list[Op] = list(adoptions)
-    fields: list[FieldChange] = []
-    product_ref: Ref | None
-    price_ref: Ref | None
-
     if target is not None and target.is_paid:
-        product_ref, price_ref = _converge_paid(slug, target, product, products, prices, ops, fields)
+        stripe = _converge_paid(slug, target, product, products, prices)
     else:
-        _converge_unpaid(slug, products, prices, ops)
-        if target is None or target.is_default:
-            product_ref = price_ref = None
-        else:  # soft-deleted: the row keeps pointing at its (archived) objects
-            product_ref = row.stripe_product_id if row else (product.id if product else None)
-            price_ref = row.stripe_price_id if row else None
+        stripe = _converge_unpaid(slug, target, row, product, products, prices)
+    ops = [*adoptions, *stripe.ops]
 
     if target is not None and (
         row is None
         or row.spec != target
-        or row.stripe_product_id != product_ref
-        or row.stripe_price_id != price_ref
+        or row.stripe_product_id != stripe.product
+        or row.stripe_price_id != stripe.price
     ):
         ops.insert(
             _first_index_after_prepare(ops),
             WriteRow(
-                slug=slug, before=row, after=target, stripe_product_id=product_ref, stripe_price_id=price_ref
+                slug=slug,
+                before=row,
+                after=target,
+                stripe_product_id=stripe.product,
+                stripe_price_id=stripe.price,
             ),
         )
 
@@ -236,15 +231,25 @@ def _diff_plan(
         return None
     before = row.spec.as_dict() if row else None
     after = target.as_dict() if target else None
-    fields = _field_changes(before, after) + fields
     return PlanChange(
         slug=slug,
         action=_action(row, target),
         before=before,
         after=after,
-        fields=tuple(fields),
+        fields=(*_field_changes(before, after), *stripe.fields),
         ops=tuple(ops),
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Converged:
+    """What brings one plan's Stripe objects to its target: the operations, in order; the Stripe
+    fields they change (shown after the plan's own); the ids the plan's row then holds."""
+
+    ops: tuple[Op, ...] = ()
+    fields: tuple[FieldChange, ...] = ()
+    product: Ref | None = None
+    price: Ref | None = None
 
 
 def _converge_paid(
@@ -253,87 +258,87 @@ def _converge_paid(
     product: StripeProduct | None,
     products: list[StripeProduct],
     prices: list[StripePrice],
-    ops: list[Op],
-    fields: list[FieldChange],
-) -> tuple[Ref, Ref]:
-    assert target.price_cents and target.currency and target.billing_cycle, "validated by the catalog"
-    interval = target.billing_cycle.stripe_interval
-    key = lookup_key(slug)
-
+) -> _Converged:
     if product is None:
-        return _create_paid(slug, target, prices, ops)
-    product_ref: Ref = product.id
-    wanted = {"name": target.name, "description": target.description, "active": True}
-    observed = {"name": product.name, "description": product.description, "active": product.active}
-    changed = tuple(k for k in wanted if wanted[k] != observed[k])
-    if changed:
-        ops.append(
-            UpdateProduct(
-                slug=slug,
-                product_id=product.id,
-                before=tuple((k, observed[k]) for k in changed),
-                after=tuple((k, wanted[k]) for k in changed),
-            )
-        )
-        fields.extend(
-            FieldChange(path=f"stripe.product.{k}", before=observed[k], after=wanted[k])
-            for k in changed
-            if k != "active"
-        )
-
-    match = _matching_price(product, prices, target, interval)
-    price_ref: Ref
-    if match is None:
-        ops.append(
-            CreatePrice(
-                slug=slug,
-                product=product_ref,
-                unit_amount=target.price_cents,
-                currency=target.currency,
-                interval=interval,
-                lookup_key=key,
-            )
-        )
-        price_ref = Created(Kind.PRICE)
-    else:
-        price_ref = match.id
-        if not match.active:
-            ops.append(ReactivatePrice(slug=slug, price_id=match.id, lookup_key=key))
-        elif match.lookup_key != key:
-            ops.append(SetLookupKey(slug=slug, price=match.id, lookup_key=key))
-
+        return _create_paid(slug, target, prices)
+    ops, fields = _update_product(slug, target, product)
+    price_ops, price_ref = _converge_price(slug, target, product, prices)
+    ops += price_ops
     if product.default_price != price_ref:
         ops.append(
-            SetDefaultPrice(slug=slug, product=product_ref, before=product.default_price, after=price_ref)
+            SetDefaultPrice(slug=slug, product=product.id, before=product.default_price, after=price_ref)
         )
         fields.append(
             FieldChange(
                 path="stripe.product.default_price", before=product.default_price, after=str(price_ref)
             )
         )
-
     # Anything else this plan owns that is still live goes: duplicates, superseded prices.
-    for extra in products:
-        if extra is not product and _is_live_product(extra, prices):
-            ops.append(ArchiveProduct(slug=slug, product_id=extra.id))
-    for price in prices:
-        if price.active and price.id != price_ref:
-            ops.append(ArchivePrice(slug=slug, price_id=price.id))
-    return product_ref, price_ref
+    ops += _archive_live(slug, products, prices, keep_product=product, keep_price=price_ref)
+    return _Converged(ops=tuple(ops), fields=tuple(fields), product=product.id, price=price_ref)
 
 
-def _create_paid(slug: str, target: PlanSpec, prices: list[StripePrice], ops: list[Op]) -> tuple[Ref, Ref]:
+def _update_product(
+    slug: str, target: PlanSpec, product: StripeProduct
+) -> tuple[list[Op], list[FieldChange]]:
+    """The Product's name, description and active flag, where they differ from the target."""
+    wanted = {"name": target.name, "description": target.description, "active": True}
+    observed = {"name": product.name, "description": product.description, "active": product.active}
+    changed = tuple(k for k in wanted if wanted[k] != observed[k])
+    if not changed:
+        return [], []
+    update = UpdateProduct(
+        slug=slug,
+        product_id=product.id,
+        before=tuple((k, observed[k]) for k in changed),
+        after=tuple((k, wanted[k]) for k in changed),
+    )
+    fields = [
+        FieldChange(path=f"stripe.product.{k}", before=observed[k], after=wanted[k])
+        for k in changed
+        if k != "active"
+    ]
+    return [update], fields
+
+
+def _converge_price(
+    slug: str, target: PlanSpec, product: StripeProduct, prices: list[StripePrice]
+) -> tuple[list[Op], Ref]:
+    """The plan's Price: an existing one with the target's terms, made active and given the plan's
+    lookup key, or a new one (Stripe never changes a Price's amount)."""
+    assert target.price_cents and target.currency and target.billing_cycle, "validated by the catalog"
+    interval = target.billing_cycle.stripe_interval
+    key = lookup_key(slug)
+    match = _matching_price(product, prices, target, interval)
+    if match is None:
+        create = CreatePrice(
+            slug=slug,
+            product=product.id,
+            unit_amount=target.price_cents,
+            currency=target.currency,
+            interval=interval,
+            lookup_key=key,
+        )
+        return [create], Created(Kind.PRICE)
+    if not match.active:
+        return [ReactivatePrice(slug=slug, price_id=match.id, lookup_key=key)], match.id
+    if match.lookup_key != key:
+        return [SetLookupKey(slug=slug, price=match.id, lookup_key=key)], match.id
+    return [], match.id
+
+
+def _create_paid(slug: str, target: PlanSpec, prices: list[StripePrice]) -> _Converged:
     """A paid plan without a live Product: one call makes the Product, its Price and the default; a
     second gives the Price its key. Any Price left active without its Product goes."""
     assert target.price_cents and target.currency and target.billing_cycle, "validated by the catalog"
     interval = target.billing_cycle.stripe_interval
     first_price = PriceData(unit_amount=target.price_cents, currency=target.currency, interval=interval)
-    ops.append(CreateProduct(slug=slug, name=target.name, description=target.description, price=first_price))
-    ops.append(SetLookupKey(slug=slug, price=Created(Kind.PRICE), lookup_key=lookup_key(slug)))
-    for price in prices:
-        if price.active:
-            ops.append(ArchivePrice(slug=slug, price_id=price.id))
-    return Created(Kind.PRODUCT), Created(Kind.PRICE)
+    ops: list[Op] = [
+        CreateProduct(slug=slug, name=target.name, description=target.description, price=first_price),
+        SetLookupKey(slug=slug, price=Created(Kind.PRICE), lookup_key=lookup_key(slug)),
+        *_archive_live(slug, [], prices),
+    ]
+    return _Converged(ops=tuple(ops), product=Created(Kind.PRODUCT), price=Created(Kind.PRICE))
 
 
 def _matching_price(
@@ -354,15 +359,39 @@ def _matching_price(
 
 
 def _converge_unpaid(
-    slug: str, products: list[StripeProduct], prices: list[StripePrice], ops: list[Op]
-) -> None:
-    """Inactive and default plans have no live Product or Price: archive what is left."""
-    for product in products:
-        if _is_live_product(product, prices):
-            ops.append(ArchiveProduct(slug=slug, product_id=product.id))
-    for price in prices:
-        if price.active:
-            ops.append(ArchivePrice(slug=slug, price_id=price.id))
+    slug: str,
+    target: PlanSpec | None,
+    row: PlanRow | None,
+    product: StripeProduct | None,
+    products: list[StripeProduct],
+    prices: list[StripePrice],
+) -> _Converged:
+    """Inactive and default plans have no live Product or Price: archive what is left. A soft-deleted
+    plan's row keeps pointing at its (archived) objects."""
+    ops = tuple(_archive_live(slug, products, prices))
+    if target is None or target.is_default:
+        return _Converged(ops=ops)
+    if row is None:
+        return _Converged(ops=ops, product=product.id if product else None)
+    return _Converged(ops=ops, product=row.stripe_product_id, price=row.stripe_price_id)
+
+
+def _archive_live(
+    slug: str,
+    products: list[StripeProduct],
+    prices: list[StripePrice],
+    *,
+    keep_product: StripeProduct | None = None,
+    keep_price: Ref | None = None,
+) -> list[Op]:
+    """Archive every live Product and active Price of the plan but the ones it keeps."""
+    ops: list[Op] = [
+        ArchiveProduct(slug=slug, product_id=p.id)
+        for p in products
+        if p is not keep_product and _is_live_product(p, prices)
+    ]
+    ops += [ArchivePrice(slug=slug, price_id=p.id) for p in prices if p.active and p.id != keep_price]
+    return ops
 
 
 def _is_live_product(product: StripeProduct, prices: list[StripePrice]) -> bool:

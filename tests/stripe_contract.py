@@ -197,24 +197,40 @@ def _coerce(schema: Any, value: Any) -> Any:
         return value
     for combinator in ("anyOf", "oneOf"):
         if combinator in schema:
-            for option in schema[combinator]:
-                candidate = _coerce(option, value)
-                if _validator(option).is_valid(candidate):
-                    return candidate
-            return value
+            return _coerce_to_an_option(schema[combinator], value)
     kind = schema.get("type")
     kinds = kind if isinstance(kind, list) else [kind]
     if isinstance(value, str):
-        if "integer" in kinds and re.fullmatch(r"-?\d+", value):
-            return int(value)
-        if "number" in kinds:
-            try:
-                return float(value)
-            except ValueError:
-                return value
-        if "boolean" in kinds and value in ("true", "false"):
-            return value == "true"
-        return value
+        return _coerce_string(kinds, value)
+    return _coerce_collection(schema, kinds, value)
+
+
+def _coerce_to_an_option(options: list[Any], value: Any) -> Any:
+    """The value coerced to the first option it then satisfies; as it came if none."""
+    for option in options:
+        candidate = _coerce(option, value)
+        if _validator(option).is_valid(candidate):
+            return candidate
+    return value
+
+
+def _coerce_string(kinds: list[Any], value: str) -> Any:
+    """A form string as the integer, number or boolean the schema takes, where it reads as one."""
+    if "integer" in kinds and re.fullmatch(r"-?\d+", value):
+        return int(value)
+    if "number" in kinds:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if "boolean" in kinds and value in ("true", "false"):
+        return value == "true"
+    return value
+
+
+def _coerce_collection(schema: dict[str, Any], kinds: list[Any], value: Any) -> Any:
+    """Form arrays arrive as dicts keyed "0", "1", …: lists where the schema has an array (and
+    back to dicts where it has an object); then every item or property, by its own schema."""
     if isinstance(value, dict) and "array" in kinds and all(k.isdigit() for k in value):
         value = [value[k] for k in sorted(value, key=int)]
     if isinstance(value, list) and "array" in kinds:

@@ -175,30 +175,50 @@ def _argv(words: list[str]) -> tuple[str, ...]:
 
 def invocations() -> list[Invocation]:
     """Every command line in the files; a missing file is reported by the first test."""
-    found: list[Invocation] = []
     if not all(p.is_file() for p in ALL_FILES):
-        return found
+        return []
+    found = [
+        *_action_step_invocations(),
+        *(inv for path in [*WORKFLOWS.values(), ACTION] for inv in _run_script_invocations(path)),
+        *_container_invocations(),
+        *_recipe_invocations(),
+    ]
+    # Commands built at run time (the action's "$@"-style call) are the caller's: not checked here.
+    return [inv for inv in found if "$" not in "".join(inv.argv)]
+
+
+def _action_step_invocations() -> Iterator[Invocation]:
+    """The `command` input of every workflow step that uses the action."""
     for name, path in WORKFLOWS.items():
         for where, step in steps_of(load(path)):
             if ACTION_USES.match(str(step.get("uses", ""))):
-                found.append(Invocation(f"{name}: {where}", _argv(shlex.split(step["with"]["command"]))))
-    for path in [*WORKFLOWS.values(), ACTION]:
-        for where, script in run_scripts(path):
-            found.extend(_shell_invocations(where, script))
+                yield Invocation(f"{name}: {where}", _argv(shlex.split(step["with"]["command"])))
+
+
+def _run_script_invocations(path: Path) -> Iterator[Invocation]:
+    """Command lines in the `run:` scripts of a workflow or the action."""
+    for where, script in run_scripts(path):
+        yield from _shell_invocations(where, script)
+
+
+def _container_invocations() -> Iterator[Invocation]:
+    """Containers of the manifests whose command (with its args) runs the tool."""
     for name, path in MANIFESTS.items():
         for doc in load_all(path):
             for container in _containers(doc):
                 words = [*container.get("command", []), *container.get("args", [])]
                 if words and os.path.basename(words[0]) == "kuploy-reconciler":
-                    found.append(Invocation(f"{name}: container {container['name']}", _argv(words)))
+                    yield Invocation(f"{name}: container {container['name']}", _argv(words))
+
+
+def _recipe_invocations() -> Iterator[Invocation]:
+    """Command lines in the fenced code blocks of the recipes."""
     fence = False
     for number, line in enumerate(RECIPES.read_text(encoding="utf-8").splitlines(), 1):
         if line.lstrip().startswith("```"):
             fence = not fence
         elif fence and line.lstrip().startswith("kuploy-reconciler "):
-            found.extend(_shell_invocations(f"{RECIPES.name}:{number}", line))
-    # Commands built at run time (the action's "$@"-style call) are the caller's: not checked here.
-    return [inv for inv in found if "$" not in "".join(inv.argv)]
+            yield from _shell_invocations(f"{RECIPES.name}:{number}", line)
 
 
 INVOCATIONS = invocations()

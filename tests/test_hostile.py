@@ -31,8 +31,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -119,40 +120,55 @@ def valid_catalogs(draw: st.DrawFn, currencies: list[str] = CURRENCIES, max_plan
         plan: dict[str, Any] = {"slug": slug, "name": draw(NAMES)}
         if draw(st.booleans()):
             plan["description"] = draw(DESCRIPTIONS)
-        base = draw(st.sampled_from(["manual", "preset", "copy"] if index else ["manual", "preset"]))
-        if base == "preset":
-            plan["preset"] = draw(st.sampled_from(sorted(PRESETS)))
-        elif base == "copy":
-            plan["copy_from"] = draw(st.sampled_from(slugs[:index]))
-        if base == "manual" or draw(st.booleans()):
-            plan["limits"] = draw(limits_strategy(partial=base != "manual"))
+        base = _draw_limits(draw, plan, earlier=slugs[:index])
         if draw(st.booleans()):
             plan["features"] = draw(FEATURES)
         if index == default:
-            plan["isDefault"] = True
-            if draw(st.booleans()):
-                plan["isActive"] = True
-            # Copying from a paid plan would inherit its price: the default states its own "no price".
-            if base == "copy" or draw(st.booleans()):
-                plan["priceCents"] = draw(st.sampled_from([None, 0]))
+            _draw_default_terms(draw, plan, copied=base == "copy")
         else:
-            if draw(st.booleans()):
-                plan["isDefault"] = False
-            active = draw(st.integers(0, 4)) > 0
-            if not active:
-                plan["isActive"] = False
-            if active or draw(st.booleans()):
-                plan["priceCents"] = draw(
-                    st.one_of(st.integers(1, 99_999_999), st.sampled_from([1, 99_999_999]))
-                )
-                code = draw(st.sampled_from(currencies))
-                plan["currency"] = draw(st.sampled_from([code, code.upper()]))
-                plan["billingCycle"] = draw(st.sampled_from(["monthly", "annual"]))
+            _draw_paid_terms(draw, plan, currencies)
         plans.append(plan)
     catalog: dict[str, Any] = {"plans": plans}
     if draw(st.booleans()):
         catalog = {"version": 1, **catalog}
     return catalog
+
+
+def _draw_limits(draw: st.DrawFn, plan: dict[str, Any], *, earlier: list[str]) -> str:
+    """Where the plan's limits come from: stated ("manual"), a preset, or a copy of an earlier plan
+    (so never a cycle), possibly with some stated on top. Returns which."""
+    base = draw(st.sampled_from(["manual", "preset", "copy"] if earlier else ["manual", "preset"]))
+    if base == "preset":
+        plan["preset"] = draw(st.sampled_from(sorted(PRESETS)))
+    elif base == "copy":
+        plan["copy_from"] = draw(st.sampled_from(earlier))
+    if base == "manual" or draw(st.booleans()):
+        plan["limits"] = draw(limits_strategy(partial=base != "manual"))
+    return base
+
+
+def _draw_default_terms(draw: st.DrawFn, plan: dict[str, Any], *, copied: bool) -> None:
+    """The default plan: active, and without a price."""
+    plan["isDefault"] = True
+    if draw(st.booleans()):
+        plan["isActive"] = True
+    # Copying from a paid plan would inherit its price: the default states its own "no price".
+    if copied or draw(st.booleans()):
+        plan["priceCents"] = draw(st.sampled_from([None, 0]))
+
+
+def _draw_paid_terms(draw: st.DrawFn, plan: dict[str, Any], currencies: list[str]) -> None:
+    """Any other plan: priced with a currency and a cycle when active, optionally when not."""
+    if draw(st.booleans()):
+        plan["isDefault"] = False
+    active = draw(st.integers(0, 4)) > 0
+    if not active:
+        plan["isActive"] = False
+    if active or draw(st.booleans()):
+        plan["priceCents"] = draw(st.one_of(st.integers(1, 99_999_999), st.sampled_from([1, 99_999_999])))
+        code = draw(st.sampled_from(currencies))
+        plan["currency"] = draw(st.sampled_from([code, code.upper()]))
+        plan["billingCycle"] = draw(st.sampled_from(["monthly", "annual"]))
 
 
 # --- strategies: invalid catalogs ------------------------------------------------------------------
@@ -191,122 +207,211 @@ HOSTILE_TEXT = st.sampled_from(
 ANY_VALUE = st.one_of(JSONISH, HOSTILE_TEXT)
 
 
+@dataclass(frozen=True)
+class _Subject:
+    """Where a mutation lands: the catalog, its plans, one plan drawn from them (and its index), and
+    the active paid plans."""
+
+    catalog: dict[str, Any]
+    plans: list[Any]
+    index: int
+    plan: dict[str, Any]
+    paid: list[dict[str, Any]]
+
+
+Mutation = Callable[[st.DrawFn, _Subject], None]
+"""Changes the subject's catalog, in place, so that it must be refused."""
+
+
+def _missing_slug(draw: st.DrawFn, s: _Subject) -> None:
+    del s.plan["slug"]
+
+
+def _missing_name(draw: st.DrawFn, s: _Subject) -> None:
+    del s.plan["name"]
+
+
+def _wrong_type(draw: st.DrawFn, s: _Subject) -> None:
+    key = draw(st.sampled_from(["slug", "name", "description", "priceCents", "isDefault", "isActive"]))
+    value = draw(
+        st.one_of(
+            st.lists(st.integers(), max_size=2),
+            st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+            st.just(True) if key not in ("isDefault", "isActive") else st.just("yes"),
+            st.just(1.5),
+        )
+    )
+    if key == "description":
+        value = draw(st.one_of(st.lists(st.integers(), max_size=2), st.just(7), st.just(True)))
+    s.plan[key] = value
+
+
+def _negative_limit(draw: st.DrawFn, s: _Subject) -> None:
+    s.plan.setdefault("limits", {})[draw(st.sampled_from(LIMIT_KEYS))] = draw(st.integers(max_value=-1))
+
+
+def _huge_limit(draw: st.DrawFn, s: _Subject) -> None:
+    key = draw(st.sampled_from(LIMIT_KEYS))
+    low = 2**63 if key == "maxStorageBytes" else 2**31
+    s.plan.setdefault("limits", {})[key] = draw(st.integers(min_value=low, max_value=10**40))
+
+
+def _bad_currency(draw: st.DrawFn, s: _Subject) -> None:
+    s.plan["currency"] = draw(st.sampled_from(["xyz", "us", "usdd", "€€€", "123", "hrk", "", " usd"]))
+
+
+def _bad_slug(draw: st.DrawFn, s: _Subject) -> None:
+    s.plan["slug"] = draw(st.one_of(HOSTILE_TEXT, st.just(""), st.just("Pro"), st.just("a b")))
+
+
+def _duplicate_slug(draw: st.DrawFn, s: _Subject) -> None:
+    """Another plan takes this one's slug, or a copy of this one is added."""
+    other = draw(st.integers(0, len(s.plans)))
+    if other < len(s.plans) and other != s.index:
+        s.plans[other]["slug"] = s.plan["slug"]
+    else:
+        s.plans.append(dict(s.plan, isDefault=False, priceCents=100, currency="usd", billingCycle="monthly"))
+
+
+def _no_default(draw: st.DrawFn, s: _Subject) -> None:
+    for p in s.plans:
+        p.pop("isDefault", None)
+
+
+def _two_defaults(draw: st.DrawFn, s: _Subject) -> None:
+    s.plans.append({"slug": "second-default-x", "name": "Another", "isDefault": True, "preset": "small"})
+
+
+def _unknown_key(draw: st.DrawFn, s: _Subject) -> None:
+    s.plan[draw(st.sampled_from(["price", "Slug", "limit", "default", "extra"]))] = draw(ANY_VALUE)
+
+
+def _bad_cycle(draw: st.DrawFn, s: _Subject) -> None:
+    s.plan["billingCycle"] = draw(st.sampled_from(["weekly", "Monthly", "month", "", 12]))
+
+
+def _bad_preset(draw: st.DrawFn, s: _Subject) -> None:
+    s.plan.pop("copy_from", None)
+    s.plan["preset"] = draw(st.sampled_from(["huge", "Small", "", None, 1]))
+
+
+def _preset_and_copy_from(draw: st.DrawFn, s: _Subject) -> None:
+    s.plan["preset"], s.plan["copy_from"] = "small", s.plans[0]["slug"]
+
+
+def _unknown_copy_from(draw: st.DrawFn, s: _Subject) -> None:
+    s.plan.pop("preset", None)
+    s.plan["copy_from"] = "no-such-plan-zz"
+
+
+def _price_on_default(draw: st.DrawFn, s: _Subject) -> None:
+    default = next(p for p in s.plans if p.get("isDefault"))
+    default["priceCents"] = draw(st.integers(1, 99_999_999))
+
+
+def _price_too_high(draw: st.DrawFn, s: _Subject) -> None:
+    s.plan["priceCents"] = draw(st.integers(100_000_000, 10**30))
+
+
+def _not_a_mapping(draw: st.DrawFn, s: _Subject) -> None:
+    s.plans[s.index] = draw(
+        st.one_of(st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=2))
+    )
+
+
+def _top_level(draw: st.DrawFn, s: _Subject) -> None:
+    """The whole catalog replaced by one whose top level is wrong."""
+    replacement: dict[str, Any] = draw(
+        st.sampled_from([{"plans": {}}, {"plans": None}, {"plan": s.plans}, {}])
+    )
+    s.catalog.clear()
+    s.catalog.update(replacement)
+
+
+def _bad_version(draw: st.DrawFn, s: _Subject) -> None:
+    s.catalog["version"] = draw(st.sampled_from([0, 2, "1", None, 1.5]))
+
+
+def _hostile_key(draw: st.DrawFn, s: _Subject) -> None:
+    s.plan[draw(HOSTILE_TEXT)] = draw(ANY_VALUE)
+
+
+def _bad_storage(draw: st.DrawFn, s: _Subject) -> None:
+    s.plan.setdefault("limits", {})["maxStorageBytes"] = draw(
+        st.sampled_from(["1.5B", "50 XB", "GiB", "-1GiB", "99999999999TiB", "0.0001KB", "1e3"])
+    )
+
+
+def _paid_price(cents: Any) -> Mutation:
+    """A paid plan priced at `cents`, which is not a price."""
+
+    def mutate(draw: st.DrawFn, s: _Subject) -> None:
+        draw(st.sampled_from(s.paid))["priceCents"] = cents
+
+    return mutate
+
+
+def _no_cycle(draw: st.DrawFn, s: _Subject) -> None:
+    draw(st.sampled_from(s.paid))["billingCycle"] = None
+
+
+def _copy_from_cycle(draw: st.DrawFn, s: _Subject) -> None:
+    """The first two plans copy from each other."""
+    first, second = s.plans[0], s.plans[1]
+    for p, source in ((first, second), (second, first)):
+        p.pop("preset", None)
+        p["copy_from"] = source["slug"]
+    assume(first["slug"] != second["slug"])
+
+
+MUTATIONS: dict[str, Mutation] = {
+    "missing slug": _missing_slug,
+    "missing name": _missing_name,
+    "wrong type": _wrong_type,
+    "negative limit": _negative_limit,
+    "huge limit": _huge_limit,
+    "bad currency": _bad_currency,
+    "bad slug": _bad_slug,
+    "duplicate slug": _duplicate_slug,
+    "no default": _no_default,
+    "two defaults": _two_defaults,
+    "unknown key": _unknown_key,
+    "bad cycle": _bad_cycle,
+    "bad preset": _bad_preset,
+    "preset and copy_from": _preset_and_copy_from,
+    "unknown copy_from": _unknown_copy_from,
+    "price on default": _price_on_default,
+    "price too high": _price_too_high,
+    "not a mapping": _not_a_mapping,
+    "top level": _top_level,
+    "bad version": _bad_version,
+    "hostile key": _hostile_key,
+    "bad storage": _bad_storage,
+}
+PAID_MUTATIONS: dict[str, Mutation] = {
+    "zero price": _paid_price(0),
+    "negative price": _paid_price(-1),
+    "float price": _paid_price(20.5),
+    "no cycle": _no_cycle,
+}
+"""For catalogs with an active paid plan."""
+MULTI_PLAN_MUTATIONS: dict[str, Mutation] = {"copy_from cycle": _copy_from_cycle}
+"""For catalogs with two plans or more."""
+
+
 def _mutations(catalog: dict[str, Any], draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     """One change that makes a valid catalog invalid, with a name for the failure report."""
     plans: list[dict[str, Any]] = catalog["plans"]
     index = draw(st.integers(0, len(plans) - 1))
-    plan = plans[index]
     paid = [p for p in plans if not p.get("isDefault") and p.get("isActive", True)]
-    choices = [
-        "missing slug",
-        "missing name",
-        "wrong type",
-        "negative limit",
-        "huge limit",
-        "bad currency",
-        "bad slug",
-        "duplicate slug",
-        "no default",
-        "two defaults",
-        "unknown key",
-        "bad cycle",
-        "bad preset",
-        "preset and copy_from",
-        "unknown copy_from",
-        "price on default",
-        "price too high",
-        "not a mapping",
-        "top level",
-        "bad version",
-        "hostile key",
-        "bad storage",
-    ]
-    if paid:
-        choices += ["zero price", "negative price", "float price", "no cycle"]
-    if len(plans) > 1:
-        choices += ["copy_from cycle"]
-    what = draw(st.sampled_from(choices))
-    if what == "missing slug":
-        del plan["slug"]
-    elif what == "missing name":
-        del plan["name"]
-    elif what == "wrong type":
-        key = draw(st.sampled_from(["slug", "name", "description", "priceCents", "isDefault", "isActive"]))
-        value = draw(
-            st.one_of(
-                st.lists(st.integers(), max_size=2),
-                st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-                st.just(True) if key not in ("isDefault", "isActive") else st.just("yes"),
-                st.just(1.5),
-            )
-        )
-        if key == "description":
-            value = draw(st.one_of(st.lists(st.integers(), max_size=2), st.just(7), st.just(True)))
-        plan[key] = value
-    elif what == "negative limit":
-        plan.setdefault("limits", {})[draw(st.sampled_from(LIMIT_KEYS))] = draw(st.integers(max_value=-1))
-    elif what == "huge limit":
-        key = draw(st.sampled_from(LIMIT_KEYS))
-        low = 2**63 if key == "maxStorageBytes" else 2**31
-        plan.setdefault("limits", {})[key] = draw(st.integers(min_value=low, max_value=10**40))
-    elif what == "bad currency":
-        plan["currency"] = draw(st.sampled_from(["xyz", "us", "usdd", "€€€", "123", "hrk", "", " usd"]))
-    elif what == "bad slug":
-        plan["slug"] = draw(st.one_of(HOSTILE_TEXT, st.just(""), st.just("Pro"), st.just("a b")))
-    elif what == "duplicate slug":
-        other = draw(st.integers(0, len(plans)))
-        if other < len(plans) and other != index:
-            plans[other]["slug"] = plan["slug"]
-        else:
-            plans.append(dict(plan, isDefault=False, priceCents=100, currency="usd", billingCycle="monthly"))
-    elif what == "no default":
-        for p in plans:
-            p.pop("isDefault", None)
-    elif what == "two defaults":
-        plans.append({"slug": "second-default-x", "name": "Another", "isDefault": True, "preset": "small"})
-    elif what == "unknown key":
-        plan[draw(st.sampled_from(["price", "Slug", "limit", "default", "extra"]))] = draw(ANY_VALUE)
-    elif what == "bad cycle":
-        plan["billingCycle"] = draw(st.sampled_from(["weekly", "Monthly", "month", "", 12]))
-    elif what == "bad preset":
-        plan.pop("copy_from", None)
-        plan["preset"] = draw(st.sampled_from(["huge", "Small", "", None, 1]))
-    elif what == "preset and copy_from":
-        plan["preset"], plan["copy_from"] = "small", plans[0]["slug"]
-    elif what == "unknown copy_from":
-        plan.pop("preset", None)
-        plan["copy_from"] = "no-such-plan-zz"
-    elif what == "price on default":
-        default = next(p for p in plans if p.get("isDefault"))
-        default["priceCents"] = draw(st.integers(1, 99_999_999))
-    elif what == "price too high":
-        plan["priceCents"] = draw(st.integers(100_000_000, 10**30))
-    elif what == "not a mapping":
-        plans[index] = draw(
-            st.one_of(st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=2))
-        )
-    elif what == "top level":
-        return what, draw(st.sampled_from([{"plans": {}}, {"plans": None}, {"plan": plans}, {}]))
-    elif what == "bad version":
-        catalog["version"] = draw(st.sampled_from([0, 2, "1", None, 1.5]))
-    elif what == "hostile key":
-        plan[draw(HOSTILE_TEXT)] = draw(ANY_VALUE)
-    elif what == "bad storage":
-        plan.setdefault("limits", {})["maxStorageBytes"] = draw(
-            st.sampled_from(["1.5B", "50 XB", "GiB", "-1GiB", "99999999999TiB", "0.0001KB", "1e3"])
-        )
-    elif what in ("zero price", "negative price", "float price", "no cycle"):
-        target = draw(st.sampled_from(paid))
-        if what == "no cycle":
-            target["billingCycle"] = None
-        else:
-            target["priceCents"] = {"zero price": 0, "negative price": -1, "float price": 20.5}[what]
-    elif what == "copy_from cycle":
-        first, second = plans[0], plans[1]
-        for p, source in ((first, second), (second, first)):
-            p.pop("preset", None)
-            p["copy_from"] = source["slug"]
-        assume(first["slug"] != second["slug"])
+    subject = _Subject(catalog=catalog, plans=plans, index=index, plan=plans[index], paid=paid)
+    table = {
+        **MUTATIONS,
+        **(PAID_MUTATIONS if paid else {}),
+        **(MULTI_PLAN_MUTATIONS if len(plans) > 1 else {}),
+    }
+    what = draw(st.sampled_from(list(table)))
+    table[what](draw, subject)
     return what, catalog
 
 

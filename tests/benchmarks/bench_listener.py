@@ -99,6 +99,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -781,7 +782,7 @@ def metrics_cost(n: int = 200_000) -> None:
         )
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -816,14 +817,66 @@ def main() -> int:
         help="the listener's client-side Stripe rate (KUPLOY_STRIPE_MAX_RPS); the default without it "
         "is Stripe's test-mode 25/s, which caps a listener's re-reads",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
     if args.metrics_cost:
         metrics_cost()
         return 0
-    default_events, default_subscriptions = DEFAULTS[args.workload]
-    count = args.events or default_events
-    rng = random.Random(args.seed)
+    # Undone in reverse on the way out: sockets, listener, its log, emulator, database.
+    with contextlib.ExitStack() as cleanup:
+        admin, dsn = cleanup.enter_context(bench_database())
+        emulator = start_in_thread()
+        cleanup.callback(emulator.stop)
+        log = cleanup.enter_context(tempfile.TemporaryFile())
+        connect_ms = migrate_and_time_connects(dsn)
+        client = stripe.StripeClient(KEY, base_addresses={"api": emulator.url})
+        load = make_workload(args, client, dsn)
+        postmaster = find_postmaster(admin)
+        emulator.emulator.reset_log()
 
+        proc, port = start_listener(dsn, emulator.url, args, log)
+        cleanup.callback(stop_listener, proc)
+        signed_at = int(time.time())  # the listener accepts signatures up to 300 s old
+        requests = [raw_request(e.body, port, signed_at) for e in load.events]
+        sockets = [connect(port) for _ in range(args.threads)]
+        cleanup.callback(close_all, sockets)  # the list: `balance` may replace some
+        spread = ""
+        if args.workers > 1:
+            spread = f"; connections per worker: {' + '.join(map(str, balance(proc.pid, port, sockets)))}"
+
+        run = measure(args, proc.pid, postmaster, port, requests, sockets)
+        tally = count_outcomes(dsn, load.events, run, emulator.emulator.requests)
+        print_figures(args, load, run, tally, spread=spread, postgres_found=postmaster is not None)
+        print(
+            f"  postgres connect (for comparison with the pool): p50 {statistics.median(connect_ms):.1f} ms"
+        )
+        checks = exactly_once_checks(load, tally)
+        if not args.no_metrics:
+            checks.update(metrics_checks(port, len(load.events), tally.reads))
+        wrong: list[str] = []
+        if load.finals:
+            wrong = check_finals(dsn, load.finals, load.lives)
+            checks["never backwards: every subscription ends in its final state"] = not wrong
+        stop_listener(proc)  # its log is complete once it has exited
+        lines = logged_events(log)
+        checks["exactly-once: one log line per event"] = len(lines) == len(load.events)
+        print_checks(checks, wrong)
+        if not all(checks.values()):
+            print(
+                f"  (rows {tally.rows}, re-reads {tally.reads} for {len(tally.refetching)} events, "
+                f"log lines {len(lines)})"
+            )
+            return 1
+        return 0
+
+
+@contextlib.contextmanager
+def bench_database() -> Iterator[tuple[str, str]]:
+    """(admin DSN, DSN of a fresh database on it): on `TEST_DATABASE_URL`, else on an embedded
+    PostgreSQL in a temporary folder; the database (and the embedded server) go at the end."""
     data_dir: Path | None = None
     admin = os.environ.get("TEST_DATABASE_URL")
     if admin is None:
@@ -832,166 +885,230 @@ def main() -> int:
     name = f"kuploy_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = psycopg.conninfo.make_conninfo(admin, dbname=name)
-    emulator = start_in_thread()
-    proc: subprocess.Popen[bytes] | None = None
-    sockets: list[socket.socket] = []
-    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            migrations.migrate(conn)
-            connect_ms = []
-            for _ in range(20):
-                t0 = time.perf_counter()
-                psycopg.connect(dsn).close()
-                connect_ms.append((time.perf_counter() - t0) * 1000)
-        client = stripe.StripeClient(KEY, base_addresses={"api": emulator.url})
-        price = make_price(client)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(
-                'INSERT INTO cloud_plans ("planId", name, "stripePriceId", price, currency, "billingCycle") '
-                "VALUES ('pro', 'Pro', %s, 2000, 'cad', 'monthly')",
-                (price,),
-            )
-        subs = make_subscriptions(client, price, args.subscriptions or default_subscriptions)
-        lives: list[Life] = []
-        finals: dict[str, Final] = {}
-        if args.workload == "lifecycle":
-            lives = plan_lifecycles(subs, int(count / (1 + args.duplicates)), rng)
-            settle_in_emulator(client, lives)
-            events, finals, span = lifecycle_events(lives, count, args.window, rng)
-            order = f"shuffled in windows of {args.window}" if args.window > 0 else "shuffled"
-            scenarios = Counter(life.scenario for life in lives)
-            workload = (
-                f"{', '.join(f'{k} {scenarios[k]}' for k in SCENARIOS)}; "
-                f"{sum(len(life.renewals) for life in lives)} renewals over {span} s of Stripe time, {order}"
-            )
-        else:
-            events = storm_events(subs, count, args.duplicates, rng)
-            workload = "every event in the same second, shuffled"
-        postmaster = find_postmaster(admin)
-        emulator.emulator.reset_log()
-
-        proc, port = start_listener(dsn, emulator.url, args, log)
-        signed_at = int(time.time())  # the listener accepts signatures up to 300 s old
-        requests = [raw_request(e.body, port, signed_at) for e in events]
-        sockets = [connect(port) for _ in range(args.threads)]
-        spread = ""
-        if args.workers > 1:
-            spread = f"; connections per worker: {' + '.join(map(str, balance(proc.pid, port, sockets)))}"
-
-        warmup = min(args.warmup, len(requests) // 2)  # the pools fill, code paths and statements warm up
-        cold = send_all(port, requests[:warmup], sockets)
-        before, machine_before = Cpu.sample(proc.pid, postmaster), Machine.sample()
-        results = send_all(port, requests[warmup:], sockets, args.rate)
-        after, machine_after = Cpu.sample(proc.pid, postmaster), Machine.sample()
-
-        statuses, replies = cold.statuses + results.statuses, cold.replies + results.replies
-        outcomes = Counter(outcome_of(s, r) for s, r in zip(statuses, replies, strict=True))
-        unique_ids = {e.id for e in events}
-        refetching = {e.id for e in events if e.type.startswith(REFETCHING)}
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            rows = conn.execute("SELECT count(*), count(DISTINCT id) FROM cloud_stripe_events").fetchone()
-        assert rows is not None
-        reads = sum(
-            1
-            for r in emulator.emulator.requests
-            if r["method"] == "GET" and str(r["path"]).startswith("/v1/subscriptions/")
-        )
-        n = len(results.latencies)
-        ms = sorted(x * 1000 for x in results.latencies)
-
-        def p(q: float) -> float:
-            return ms[min(len(ms) - 1, int(q * len(ms)))]
-
-        used = {
-            k: (getattr(after, k) - getattr(before, k)) * 1000 / n for k in ("bench", "listener", "postgres")
-        }
-        busy = sum(used.values()) * n / 1000 / results.elapsed
-        machine = (machine_after[0] - machine_before[0]) / results.elapsed
-        iowait = (machine_after[1] - machine_before[1]) / results.elapsed
-        pg_label = "postgres" if postmaster is not None else "postgres (every process named postgres)"
-        print(
-            f"listener benchmark ({args.workload}): {len(events)} events ({len(unique_ids)} distinct) over "
-            f"{len(subs)} subscriptions, {args.threads} threads, "
-            f"{args.workers} worker{'s' if args.workers > 1 else ''}{spread}"
-            f"{', no metrics' if args.no_metrics else ', metrics on'}"
-        )
-        print(f"  {workload}")
-        pace = f"sent at {args.rate:g}/s" if args.rate else "each thread sends when answered"
-        cold_ms = max(cold.latencies, default=0.0) * 1000
-        print(f"  after {warmup} warm-up events (max {cold_ms:.1f} ms), {n} measured, {pace}:")
-        print(f"  {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'mean ms':>8}  elapsed")
-        print(
-            f"  {n / results.elapsed:>10.1f} {p(0.50):>8.1f} {p(0.99):>8.1f} {ms[-1]:>8.1f} "
-            f"{statistics.fmean(ms):>8.1f}  {results.elapsed:.2f}s"
-        )
-        print(f"  outcomes: {dict(sorted(outcomes.items()))}")
-        print(
-            f"  Stripe re-reads (GET /v1/subscriptions/…): {reads}, "
-            f"for {len(refetching)} checkout/invoice/subscription events"
-        )
-        print(
-            f"  cpu ms/event: bench+emulator {used['bench']:.3f}, listener {used['listener']:.3f}, "
-            f"{pg_label} {used['postgres']:.3f}  (client threads alone {results.client_cpu * 1000 / n:.3f})"
-        )
-        others = machine - busy
-        print(
-            f"  cores busy: {busy:.2f} by these, {machine:.2f} on the machine ({os.cpu_count()} cores), "
-            f"iowait {iowait:.2f}{'  (other processes: figures disturbed)' if others > 0.1 else ''}"
-        )
-        print(
-            f"  postgres connect (for comparison with the pool): p50 {statistics.median(connect_ms):.1f} ms"
-        )
-        checks = {
-            "exactly-once: every answer 200": set(statuses) == {200},
-            "exactly-once: one row per distinct event": rows[0] == rows[1] == len(unique_ids),
-            "exactly-once: duplicates answered as duplicates": outcomes["duplicate"]
-            == len(events) - len(unique_ids),
-            # Subscription events from a later second than the stored state need no re-read; checkout
-            # and invoice events (for a new subscription), and same-second ties, do: at most one each.
-            "exactly-once: at most one Stripe re-read per processed event": reads <= len(refetching),
-        }
-        if not args.no_metrics:
-            samples = scrape_metrics(port)
-            counted = sum(v for (k, _), v in samples.items() if k == "kuploy_listener_events_total")
-            rereads = samples.get(("kuploy_listener_stripe_rereads_total", "{}"), 0.0)
-            print(f"  /metrics: {counted:.0f} events counted, {rereads:.0f} Stripe re-reads")
-            checks["metrics: every event counted once, every re-read counted"] = (
-                counted == len(events) and rereads == reads
-            )
-        wrong: list[str] = []
-        if finals:
-            wrong = check_finals(dsn, finals, lives)
-            label = "never backwards: every subscription ends in its final state"
-            checks[label] = not wrong
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.seek(0)
-        lines = [line for line in log.read().decode().splitlines() if "stripe_event id=" in line]
-        checks["exactly-once: one log line per event"] = len(lines) == len(events)
-        for check, ok in checks.items():
-            extra = f" ({len(wrong)} wrong)" if wrong and check.startswith("never") else ""
-            print(f"  {check}: {'OK' if ok else 'FAILED'}{extra}")
-        for line in wrong[:3]:
-            print(f"    {line}")
-        if not all(checks.values()):
-            print(f"  (rows {rows}, re-reads {reads} for {len(refetching)} events, log lines {len(lines)})")
-            return 1
-        return 0
+        yield admin, psycopg.conninfo.make_conninfo(admin, dbname=name)
     finally:
-        for sock in sockets:
-            sock.close()
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
-        log.close()
-        emulator.stop()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         if data_dir is not None:
             stop_embedded_postgres(data_dir)
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def migrate_and_time_connects(dsn: str) -> list[float]:
+    """Migrate the database; returns the milliseconds 20 fresh connections took (to compare with the
+    listener's pool)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrations.migrate(conn)
+        connect_ms = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            psycopg.connect(dsn).close()
+            connect_ms.append((time.perf_counter() - t0) * 1000)
+    return connect_ms
+
+
+def stop_listener(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def close_all(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
+
+
+def logged_events(log: Any) -> list[str]:
+    """The listener's log lines for an event."""
+    log.seek(0)
+    return [line for line in log.read().decode().splitlines() if "stripe_event id=" in line]
+
+
+@dataclass(slots=True)
+class Workload:
+    subscriptions: int
+    events: list[Event]
+    description: str
+    lives: list[Life] = field(default_factory=list)
+    finals: dict[str, Final] = field(default_factory=dict)
+    """lifecycle: each subscription's row as it must end."""
+
+
+def make_workload(args: argparse.Namespace, client: stripe.StripeClient, dsn: str) -> Workload:
+    """The owned price and its `pro` plan, the subscriptions, and the events of `--workload`."""
+    default_events, default_subscriptions = DEFAULTS[args.workload]
+    count = args.events or default_events
+    rng = random.Random(args.seed)
+    price = make_price(client)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            'INSERT INTO cloud_plans ("planId", name, "stripePriceId", price, currency, "billingCycle") '
+            "VALUES ('pro', 'Pro', %s, 2000, 'cad', 'monthly')",
+            (price,),
+        )
+    subs = make_subscriptions(client, price, args.subscriptions or default_subscriptions)
+    if args.workload != "lifecycle":
+        events = storm_events(subs, count, args.duplicates, rng)
+        return Workload(len(subs), events, "every event in the same second, shuffled")
+    lives = plan_lifecycles(subs, int(count / (1 + args.duplicates)), rng)
+    settle_in_emulator(client, lives)
+    events, finals, span = lifecycle_events(lives, count, args.window, rng)
+    order = f"shuffled in windows of {args.window}" if args.window > 0 else "shuffled"
+    scenarios = Counter(life.scenario for life in lives)
+    description = (
+        f"{', '.join(f'{k} {scenarios[k]}' for k in SCENARIOS)}; "
+        f"{sum(len(life.renewals) for life in lives)} renewals over {span} s of Stripe time, {order}"
+    )
+    return Workload(len(subs), events, description, lives, finals)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """What sending the events measured: the warm-up apart, then the clock's part with the CPU
+    and the machine's busy time sampled around it."""
+
+    warmup: int
+    cold: Results
+    results: Results
+    cpu: tuple[Cpu, Cpu]
+    machine: tuple[tuple[float, float], tuple[float, float]]
+
+
+def measure(
+    args: argparse.Namespace,
+    listener: int,
+    postmaster: int | None,
+    port: int,
+    requests: list[bytes],
+    sockets: list[socket.socket],
+) -> Run:
+    warmup = min(args.warmup, len(requests) // 2)  # the pools fill, code paths and statements warm up
+    cold = send_all(port, requests[:warmup], sockets)
+    before, machine_before = Cpu.sample(listener, postmaster), Machine.sample()
+    results = send_all(port, requests[warmup:], sockets, args.rate)
+    after, machine_after = Cpu.sample(listener, postmaster), Machine.sample()
+    return Run(warmup, cold, results, (before, after), (machine_before, machine_after))
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What came of the events: answers, stored rows, the emulator's re-reads."""
+
+    statuses: list[int]
+    outcomes: Counter[str]
+    unique_ids: set[str]
+    refetching: set[str]
+    """Ids of the events that may need a Stripe re-read."""
+    rows: tuple[int, int]
+    """`cloud_stripe_events`: rows, distinct ids."""
+    reads: int
+    """GET /v1/subscriptions/… the emulator served."""
+
+
+def count_outcomes(dsn: str, events: list[Event], run: Run, emulator_log: list[dict[str, Any]]) -> Tally:
+    statuses, replies = run.cold.statuses + run.results.statuses, run.cold.replies + run.results.replies
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT count(*), count(DISTINCT id) FROM cloud_stripe_events").fetchone()
+    assert rows is not None
+    return Tally(
+        statuses=statuses,
+        outcomes=Counter(outcome_of(s, r) for s, r in zip(statuses, replies, strict=True)),
+        unique_ids={e.id for e in events},
+        refetching={e.id for e in events if e.type.startswith(REFETCHING)},
+        rows=(rows[0], rows[1]),
+        reads=sum(
+            1
+            for r in emulator_log
+            if r["method"] == "GET" and str(r["path"]).startswith("/v1/subscriptions/")
+        ),
+    )
+
+
+def print_figures(
+    args: argparse.Namespace, load: Workload, run: Run, tally: Tally, *, spread: str, postgres_found: bool
+) -> None:
+    """The workload, then throughput, latency, outcomes, re-reads and CPU of the measured events."""
+    results = run.results
+    n = len(results.latencies)
+    ms = sorted(x * 1000 for x in results.latencies)
+    print(
+        f"listener benchmark ({args.workload}): {len(load.events)} events ({len(tally.unique_ids)} distinct) "
+        f"over {load.subscriptions} subscriptions, {args.threads} threads, "
+        f"{args.workers} worker{'s' if args.workers > 1 else ''}{spread}"
+        f"{', no metrics' if args.no_metrics else ', metrics on'}"
+    )
+    print(f"  {load.description}")
+    pace = f"sent at {args.rate:g}/s" if args.rate else "each thread sends when answered"
+    cold_ms = max(run.cold.latencies, default=0.0) * 1000
+    print(f"  after {run.warmup} warm-up events (max {cold_ms:.1f} ms), {n} measured, {pace}:")
+    print(f"  {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'mean ms':>8}  elapsed")
+    print(
+        f"  {n / results.elapsed:>10.1f} {percentile(ms, 0.50):>8.1f} {percentile(ms, 0.99):>8.1f} "
+        f"{ms[-1]:>8.1f} {statistics.fmean(ms):>8.1f}  {results.elapsed:.2f}s"
+    )
+    print(f"  outcomes: {dict(sorted(tally.outcomes.items()))}")
+    print(
+        f"  Stripe re-reads (GET /v1/subscriptions/…): {tally.reads}, "
+        f"for {len(tally.refetching)} checkout/invoice/subscription events"
+    )
+    print_cpu(run, postgres_found=postgres_found)
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def print_cpu(run: Run, *, postgres_found: bool) -> None:
+    """CPU per measured event by process, and the cores these kept busy beside the machine's."""
+    results, (before, after), (machine_before, machine_after) = run.results, run.cpu, run.machine
+    n = len(results.latencies)
+    used = {k: (getattr(after, k) - getattr(before, k)) * 1000 / n for k in ("bench", "listener", "postgres")}
+    busy = sum(used.values()) * n / 1000 / results.elapsed
+    machine = (machine_after[0] - machine_before[0]) / results.elapsed
+    iowait = (machine_after[1] - machine_before[1]) / results.elapsed
+    pg_label = "postgres" if postgres_found else "postgres (every process named postgres)"
+    print(
+        f"  cpu ms/event: bench+emulator {used['bench']:.3f}, listener {used['listener']:.3f}, "
+        f"{pg_label} {used['postgres']:.3f}  (client threads alone {results.client_cpu * 1000 / n:.3f})"
+    )
+    others = machine - busy
+    print(
+        f"  cores busy: {busy:.2f} by these, {machine:.2f} on the machine ({os.cpu_count()} cores), "
+        f"iowait {iowait:.2f}{'  (other processes: figures disturbed)' if others > 0.1 else ''}"
+    )
+
+
+def exactly_once_checks(load: Workload, tally: Tally) -> dict[str, bool]:
+    unique = len(tally.unique_ids)
+    return {
+        "exactly-once: every answer 200": set(tally.statuses) == {200},
+        "exactly-once: one row per distinct event": tally.rows[0] == tally.rows[1] == unique,
+        "exactly-once: duplicates answered as duplicates": tally.outcomes["duplicate"]
+        == len(load.events) - unique,
+        # Subscription events from a later second than the stored state need no re-read; checkout
+        # and invoice events (for a new subscription), and same-second ties, do: at most one each.
+        "exactly-once: at most one Stripe re-read per processed event": tally.reads <= len(tally.refetching),
+    }
+
+
+def metrics_checks(port: int, events: int, reads: int) -> dict[str, bool]:
+    """The listener's `/metrics` (scraped after the clock stops) counts every event and re-read."""
+    samples = scrape_metrics(port)
+    counted = sum(v for (k, _), v in samples.items() if k == "kuploy_listener_events_total")
+    rereads = samples.get(("kuploy_listener_stripe_rereads_total", "{}"), 0.0)
+    print(f"  /metrics: {counted:.0f} events counted, {rereads:.0f} Stripe re-reads")
+    return {
+        "metrics: every event counted once, every re-read counted": counted == events and rereads == reads
+    }
+
+
+def print_checks(checks: dict[str, bool], wrong: list[str]) -> None:
+    for check, ok in checks.items():
+        extra = f" ({len(wrong)} wrong)" if wrong and check.startswith("never") else ""
+        print(f"  {check}: {'OK' if ok else 'FAILED'}{extra}")
+    for line in wrong[:3]:
+        print(f"    {line}")
 
 
 if __name__ == "__main__":
