@@ -1,4 +1,5 @@
-"""The operations the command line (and later the listener) offers.
+"""The operations behind the commands: plan, apply (also from a saved plan), drift, export, migrate,
+seed. Called by `cli` and by `sandbox/checkout`.
 
 Each opens its connections, holds the advisory lock where it writes, and hands pure values to
 `diff` and `apply`. Nothing here parses argv or prints.
@@ -197,6 +198,8 @@ def _check_webhook(
 
 
 def _plan(calls: StripeCalls, catalog: Catalog, current: CurrentState, *, adopt: bool) -> Plan:
+    """`diff`, then, when the plan archives Prices, `Plan.subscriptions`: the active subscriptions on
+    them, counted in Stripe (diff itself does no I/O)."""
     planned = diff(catalog, current, adopt=adopt)
     if not planned.archived_price_ids():
         return planned
@@ -369,6 +372,7 @@ def _rounds(
     adopt: bool,
     secrets: WebhookSecretDestination | None,
 ) -> ApplyOutcome:
+    """Run `apply_plan` up to `ROUNDS` times: after a transient failure, re-read and re-plan what is left."""
     count, todo = 0, planned
     for round in range(ROUNDS):
         try:

@@ -26,7 +26,7 @@ class SchemaError(KuployError):
 
 
 class StateReadError(KuployError):
-    """Current state could not be read from Postgres or Stripe."""
+    """Current state could not be read from Stripe (a rejected key, an error listing Products/Prices)."""
 
 
 class ApplyError(KuployError):

@@ -261,7 +261,8 @@ class StripeWebhookEndpoint:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StripeState:
-    """Every Product and Price the tool owns (marked in metadata), active or archived."""
+    """Stripe as read: every Product and Price, active or archived, the owned ones (marked in
+    metadata) apart from the unowned; and, when read, every webhook endpoint of the account."""
 
     products: tuple[StripeProduct, ...] = ()
     prices: tuple[StripePrice, ...] = ()

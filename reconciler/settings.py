@@ -1,4 +1,7 @@
-"""`Settings` from flags and the guide's environment variables. Secrets stay masked."""
+"""What the operator configures, and keeping its secrets out of output. `Settings` and `Environment`
+from flags and the guide's environment variables, `CatalogFetch` (license sync); `Secret`, which masks
+its repr; DSN and log redaction (`redact_dsn`, `scrub`, `redact`, `RedactingFilter`); Stripe key and
+header checks; `NumberRange`, the one way a number is read from a flag or variable."""
 
 from __future__ import annotations
 

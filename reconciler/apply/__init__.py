@@ -1,4 +1,5 @@
 """Executes a `Plan`: Stripe additive steps, then one Postgres transaction, then Stripe archives.
+`apply_plan` runs one round; `api._rounds` calls it, once per round of an apply.
 
 Deciding what changes is `diff.py`'s job; this package only carries operations out, in the
 crash-safe order documented in `plan.py`, and reports each one as it completes. Within a phase,

@@ -1,4 +1,5 @@
-"""Where Postgres is written: `cloud_plans` rows, all of one apply in one transaction."""
+"""Where Postgres is written: the `cloud_plans` rows of one apply and its record in
+`cloud_reconciler_applies`, in one transaction (`record_catalog`: the record alone)."""
 
 from __future__ import annotations
 

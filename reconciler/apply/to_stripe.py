@@ -1,5 +1,6 @@
-"""Where Stripe is written: one handler per Stripe operation, each call through `StripeCalls`
-(client-side rate limit, bounded retries).
+"""Where Stripe is written: `run_stripe_op`, one handler per Stripe operation, called by the apply
+package's `_Run` (`apply/__init__.py`); each call goes through `StripeCalls` (client-side rate
+limit, bounded retries).
 
 Idempotency keys:
 - A create carries a key derived from the request itself (and the apply round), so a retry, or a

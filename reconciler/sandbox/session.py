@@ -1,5 +1,6 @@
 """The sandbox a command runs against when neither DATABASE_URL nor STRIPE_SECRET_KEY is set: the
-embedded PostgreSQL and the Stripe emulator, started for the command and stopped at its end."""
+embedded PostgreSQL and the Stripe emulator, started for the command and stopped at its end (the
+PostgreSQL stays running if `sandbox start` keeps it; the emulator always runs in this process)."""
 
 from __future__ import annotations
 

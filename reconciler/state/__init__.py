@@ -1,1 +1,3 @@
-"""Readers of current state: Postgres rows and owned Stripe objects, as `model` values."""
+"""Current state as `model` values: readers of Postgres rows (`from_postgres`) and of owned Stripe
+objects (`from_stripe`); and `subscriptions`, the one writer here: the listener's rows in
+`cloud_stripe_events` and `cloud_subscriptions`."""

@@ -1,4 +1,7 @@
-"""Read `cloud_plans` into `PlanRow`s. One query; writes nothing."""
+"""Postgres as `model` values; writes nothing. `cloud_plans` as `PlanRow`s (`read_rows`: does the
+table exist, then its rows), the apply records in `cloud_reconciler_applies` (`read_last_applied`,
+`read_plan_file_applied`), and the listener's drift events in `cloud_stripe_events`
+(`read_drift_events`)."""
 
 from __future__ import annotations
 
