@@ -157,7 +157,9 @@ class ReactivatePrice(Op):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SetLookupKey(Op):
-    """Gives an active Price (new or adopted) the plan's lookup key, taking it from any other Price."""
+    """Gives the plan's Price (one just created, or an existing one diff found active) the plan's
+    lookup key, taking it from any other Price. Executed as the same call as `ReactivatePrice`: it
+    sets `active: true` too, so a Price archived since the plan was read comes back active."""
 
     phase: ClassVar[Phase] = Phase.PREPARE
     price: Ref

@@ -56,8 +56,8 @@ def _no_destination(endpoint_id: str, secret: Secret) -> None:
 class StripeWriter:
     calls: StripeCalls
     round: int = 0
-    on_webhook_secret: OnWebhookSecret = _no_destination
     """Which attempt of this apply: round 0 keys are pure content, so a re-run after a crash replays."""
+    on_webhook_secret: OnWebhookSecret = _no_destination
     ids: dict[tuple[str, str], str] = field(default_factory=dict)
     """Ids of objects created during this apply, by (plan slug, "product" | "price")."""
 
@@ -152,6 +152,7 @@ def _(op: SetLookupKey, writer: StripeWriter) -> None:
 
 
 def _claim_price(writer: StripeWriter, price_id: str, lookup_key: str) -> None:
+    """`ReactivatePrice` and `SetLookupKey` alike: active, with the plan's lookup key taken from any other."""
     writer.update("prices", price_id, {"active": True, "lookup_key": lookup_key, "transfer_lookup_key": True})
 
 
