@@ -27,10 +27,6 @@ class BillingCycle(StrEnum):
     def stripe_interval(self) -> str:
         return "month" if self is BillingCycle.MONTHLY else "year"
 
-    @classmethod
-    def from_stripe_interval(cls, interval: str) -> BillingCycle | None:
-        return {"month": cls.MONTHLY, "year": cls.ANNUAL}.get(interval)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
