@@ -17,9 +17,9 @@ from pathlib import Path
 
 import psycopg
 
-from reconciler import migrations
+from reconciler import migrations, tool_version
 from reconciler.apply import OnOp, Progress, apply_plan
-from reconciler.apply.to_postgres import ApplyRecord, record_catalog, tool_version
+from reconciler.apply.to_postgres import ApplyRecord, record_catalog
 from reconciler.catalog import load_catalog
 from reconciler.connections import connect_postgres, stripe_client
 from reconciler.diff import diff

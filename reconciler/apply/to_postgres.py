@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from reconciler import tool_version
 from reconciler.model import CLOUD_PLANS_COLUMNS, Catalog, PlanSpec, fingerprint
 from reconciler.plan import WriteRow
 
@@ -80,10 +80,3 @@ def _insert_record(cur: psycopg.Cursor[Any], record: ApplyRecord) -> None:
         'ON CONFLICT ("planFileId") DO NOTHING',
         (Jsonb(catalog), fingerprint(catalog), Jsonb(record.summary), record.plan_file_id, tool_version()),
     )
-
-
-def tool_version() -> str:
-    try:
-        return version("kuploy-reconciler")
-    except PackageNotFoundError:
-        return "unknown"
