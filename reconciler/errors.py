@@ -41,7 +41,7 @@ class ApplyError(KuployError):
 
 
 class LockTimeout(KuployError):
-    """Another apply or migrate holds the reconciler's advisory lock."""
+    """Another apply, migrate or seed holds the reconciler's advisory lock."""
 
 
 class MassArchiveRefused(KuployError):

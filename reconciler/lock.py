@@ -1,4 +1,4 @@
-"""The Postgres advisory lock that keeps two applies (or migrates) from interleaving."""
+"""The Postgres advisory lock that keeps the writing commands (apply, migrate, seed) from interleaving."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def advisory_lock(conn: psycopg.Connection, *, timeout: float) -> Iterator[None]
         )
     except psycopg.errors.LockNotAvailable:
         raise LockTimeout(
-            f"another kuploy-reconciler apply or migrate holds the lock ({_holder(conn)}); "
+            f"another kuploy-reconciler apply, migrate or seed holds the lock ({_holder(conn)}); "
             f"waited {timeout:g}s. Retry when it has finished."
         ) from None
     try:
