@@ -1,33 +1,6 @@
-"""What `listen` tells its operator: Prometheus metrics (`GET /metrics`) and JSON log lines.
-
-**Metrics** use the prometheus-client library. Each app has its own `ListenerMetrics` (its own
-registry, no module state). The Stripe event type is a label: only events whose signature verified
-are counted, so its values are Stripe's own event types.
-
-| metric | kind | labels |
-| --- | --- | --- |
-| `kuploy_listener_events_total` | counter: verified events by how they ended | `type`, `outcome` |
-| `kuploy_listener_event_duration_seconds` | histogram: from request to answer, per event | |
-| `kuploy_listener_rejected_requests_total` | counter: 400s (bad signature or mode, not an event) | |
-| `kuploy_listener_unavailable_total` | counter: 503s (Stripe retries them), by what failed | `cause` |
-| `kuploy_listener_database_errors_total` | counter: events that failed on a database error | |
-| `kuploy_listener_stripe_rereads_total` | counter: requests re-reading a subscription from Stripe | |
-
-`outcome` is `processed`, `stale`, `ignored`, `drift`, `apply`, `duplicate`, `retry` (503) or
-`error` (500); `cause` is `database`, `stripe` or `other`. With one process, the registry also has
-the process collector's `process_*` (CPU, memory, file descriptors).
-
-**Several workers.** `listen --workers N` runs N processes, and a scrape reaches one of them. So
-`listen` itself makes a temporary directory (`multiprocess_directory`), names it in
-`PROMETHEUS_MULTIPROC_DIR` before the workers start (prometheus-client chooses its multi-process
-mode when a process imports it), and deletes it when it ends: each worker writes its values
-there, and `/metrics` of any worker answers the sum over all of them. A user sets nothing.
-
-**JSON logs** (`listen --log-format json`): every log line is one JSON object (`time`, `level`,
-`logger`, `pid` of the worker, `message`), and a line about an event carries its fields:
-`event_id`, `type`, `outcome`, `subscription`, `ms`. Never a body, a header or a secret: only what
-the listener put there.
-"""
+"""What `listen` tells its operator: Prometheus metrics (`GET /metrics`, `ListenerMetrics`) and JSON
+log lines (`use_json_logs`). The metrics and log fields are listed in the README's "Webhook listener";
+the rules behind them (labels, `--workers`, what a log line never holds) are in docs/listener.md."""
 
 from __future__ import annotations
 
