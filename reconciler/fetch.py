@@ -1,26 +1,7 @@
-"""Fetch the kuploy.app catalog from a URL (license sync), safely.
-
-An outage of kuploy.app must never turn into "archive every plan", so anything but a valid catalog
-stops here with a `FetchError` (exit 1) before any state is read or written:
-
-- the request carries `KUPLOY_LICENSE_KEY` as a bearer token, held in `Secret` and never shown; it is
-  not sent on to another address (redirects are refused, not followed);
-- deadlines: `KUPLOY_CATALOG_TIMEOUT` (10 s) bounds connecting and every read, and the whole answer,
-  body included, must arrive within it too, so a server dripping a few bytes a second cannot hold
-  the fetch (each read waits at most the timeout, and no read starts past the deadline: an attempt
-  ends within twice the timeout at worst). A fetch therefore ends within
-  `(KUPLOY_CATALOG_RETRIES + 1) × 2 × KUPLOY_CATALOG_TIMEOUT` plus the waits between attempts (at
-  most 8 s each);
-- 5xx, 408, 429, timeouts, answers cut off by the deadline, bodies cut short (fewer bytes than their
-  Content-Length) and connection errors are retried with exponential backoff and jitter; other
-  answers (401/403, 404, …) are final;
-- `ETag`/`If-None-Match`: the last good answer is cached under the state folder; a 304 reuses it;
-- a JSON body may start with a UTF-8 byte order mark, as a catalog file may;
-- an empty, non-JSON or invalid answer is refused with what was wrong; the cache keeps the last
-  good catalog and is written only after a new one validated, and only when the caller asks.
-
-No database and no Stripe here: this only turns a URL into a `Catalog`.
-"""
+"""Fetch the kuploy.app catalog from a URL (license sync), safely: anything but a valid catalog stops
+here with a `FetchError` (exit 1) before any state is read or written, so an outage of kuploy.app never
+becomes "archive every plan". No database, no Stripe. The rules (the bearer key, never sent on: redirects
+are refused; deadlines; retries; the ETag cache) are the README's "License sync"."""
 
 from __future__ import annotations
 

@@ -1,15 +1,6 @@
-"""The plan as a GitHub pull-request comment: summary first, billing changes next, details folded.
-
-The head names every re-priced and every archived plan by slug, as comma lists, before any folded
-detail: on a big change a reviewer sees at once which plans bill differently. The lists take at most
-three quarters of the comment and are cut with a count only past that (a few thousand slugs).
-Every plan's block is whole or absent: the comment is cut only between blocks, never inside a
-`<details>` block, and ends with a note of what was left out. Text from the catalog (slugs, names,
-descriptions) goes through `_escape`, so it cannot close a `<details>` block, split a table row or
-open a code span, carry a control character or a bidirectional override (shown escaped, as
-`render_text` shows them), or mention anyone: `@name` gets a zero-width joiner after the `@`, so a
-plan called "@octocat" never notifies a GitHub user or team. Values are shown as JSON.
-"""
+"""The plan as a GitHub pull-request comment: summary first, every re-priced and archived plan named in
+the head, each plan's details folded. Cut to fit only between whole plan blocks, ending with a note of
+what was left out; text from the catalog always goes through `_escape`."""
 
 from __future__ import annotations
 
@@ -211,4 +202,7 @@ def _shorten(text: str) -> str:
 
 
 def _escape(text: str) -> str:
+    """Catalog text that cannot close a `<details>` block, split a table row, open a code span, carry a
+    control character or a bidirectional override (shown escaped, as `render_text` shows them), or
+    mention anyone (a plan called "@octocat" never notifies a GitHub user or team)."""
     return _MENTION.sub("@&#8205;", printable(text).translate(_ESCAPES))

@@ -1,15 +1,7 @@
-"""Read every Product, Price and webhook endpoint: list calls only, 100 a page, all pages, each
-through the throttle and its retries (`throttle.StripeCalls`), for plan, apply, drift and doctor alike.
-
-Never the Search API (it lags writes) and never one retrieve per object. Archived objects are read
-too: re-adding a plan reactivates its archived Product instead of creating another.
-
-The Products and the Prices lists are read at the same time, one cursor each (each list's pages
-follow one another, the two lists do not wait for each other), so the read takes about half the
-round trips one after the other would. Pages are read as JSON through the SDK's `raw_request` and
-become model values directly: building the SDK's `StripeObject` trees only to read them back was
-about half the client's CPU of a read.
-"""
+"""Read every Product, Price and webhook endpoint, archived ones too (re-adding a plan reactivates its
+archived Product), for plan, apply, drift and doctor alike: list calls only, 100 a page, through
+`throttle.StripeCalls`; never the Search API (it lags writes). Why the two lists are read at once, as
+raw JSON pages: BENCHMARKS.md ("Where the time goes" and round 2)."""
 
 from __future__ import annotations
 
