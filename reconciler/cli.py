@@ -31,7 +31,9 @@ from reconciler.render.doctor import render_checks_json, render_checks_text
 from reconciler.render.drift import render_drift_json, render_drift_text
 from reconciler.render.json import render_json
 from reconciler.render.markdown import render_markdown
-from reconciler.render.text import render_text, summary_line
+from reconciler.render.outcome import mass_archive_warning, render_applied, render_stripe_calls
+from reconciler.render.sandbox import render_database_line, render_sandbox_status
+from reconciler.render.text import render_text
 from reconciler.settings import (
     ARCHIVE_SHARE,
     LOCK_TIMEOUT,
@@ -50,7 +52,6 @@ if TYPE_CHECKING:
     # Imported by the commands that use them: `api` brings stripe, psycopg and deepdiff (~0.3 s),
     # which `--version` and `validate` do not need (start-up in BENCHMARKS.md).
     from reconciler import api
-    from reconciler.sandbox.postgres import DatabaseStatus
 
 
 class Number(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic since click 8.2
@@ -160,13 +161,8 @@ def _required(catalog: Catalog | None) -> Catalog:
 
 
 def _warn_mass_archive(outcome: api.PlanOutcome) -> None:
-    found = outcome.mass_archive
-    if found.archived and found.active_paid:
-        click.echo(
-            f"Warning: this plan archives {found.describe()}; apply and sync refuse more than "
-            f"--max-archive-share (default 50%) without --allow-mass-archive.{found.hint}",
-            err=True,
-        )
+    if (warning := mass_archive_warning(outcome.mass_archive)) is not None:
+        click.echo(warning, err=True, nl=False)
 
 
 # click.Path (not checked, kept a str: a catalog may be a URL) so that shells complete file names.
@@ -409,16 +405,9 @@ def _report(outcome: api.ApplyOutcome) -> int:
         return 0
     if not outcome.confirmed:
         raise KuployError("apply cancelled: nothing was changed")
-    if outcome.migrations:
-        click.echo(f"Migrations applied: {', '.join(outcome.migrations)}")
-    click.echo(f"Apply complete: {outcome.operations} operation(s). {summary_line(outcome.plan)}")
+    click.echo(render_applied(outcome), nl=False)
     if outcome.stats is not None:
-        stats = outcome.stats
-        click.echo(
-            f"Stripe: {stats.reads} read(s), {stats.writes} write(s), {stats.retries} retried "
-            f"({stats.rate_limited} rate-limited); {outcome.rounds} round(s).",
-            err=True,
-        )
+        click.echo(render_stripe_calls(outcome.stats, rounds=outcome.rounds), err=True, nl=False)
     return 0
 
 
@@ -612,18 +601,10 @@ def listen(
     else:
         if metrics:  # the workers' metrics, summed on every worker's /metrics; deleted at the end
             ctx.with_resource(multiprocess_directory())
-        # Workers are new processes that import the app: hand them the resolved settings (the
-        # sandbox's too, which this process keeps serving) through the environment they inherit,
-        # each at least the lowest rate a worker accepts (the limiter never goes below it anyway).
-        share = max(MAX_RPS.minimum, settings.effective_max_rps / workers)
         os.environ.update(
-            settings.environment(max_rps=share),
-            **{
-                listener.WORKER_LIVE_ENV: "1" if live else "0",
-                listener.WORKER_DEBUG_ENV: "1" if logging.getLogger().isEnabledFor(logging.DEBUG) else "0",
-                listener.WORKER_LOG_FORMAT_ENV: log_format,
-                listener.WORKER_METRICS_ENV: "1" if metrics else "0",
-            },
+            listener.worker_environment(
+                settings, workers=workers, live=live, log_format=log_format, metrics=metrics
+            )
         )
     # uvicorn shuts down gracefully on SIGTERM, then raises it again: leave through the context's
     # cleanup (the sandbox database this command started is stopped), not by dying on it.
@@ -653,38 +634,13 @@ def sandbox() -> None:
     (serve) and a test checkout."""
 
 
-def _database_line(status: DatabaseStatus) -> str:
-    if not status.running:
-        data = f"its data in {status.data_dir}/" if status.data_dir.exists() else "no data yet"
-        return f"PostgreSQL: not running, {data}"
-    how = (
-        "kept running until `kuploy-reconciler sandbox stop`"
-        if status.kept
-        else "started by a command, stopped when no command uses it"
-    )
-    return (
-        f"PostgreSQL: running, pid {status.pid}, port {status.port} on the Unix socket in "
-        f"{status.socket_dir} (no TCP), since {status.started_at:%Y-%m-%d %H:%M:%S} UTC; {how}"
-    )
-
-
 @sandbox.command("status", epilog=examples("sandbox status"))
 def sandbox_status() -> int:
     """Show what the sandbox runs and where its state is (KUPLOY_STATE_DIR, default .kuploy-sandbox/).
     Starts or stops nothing."""
-    from reconciler.sandbox.postgres import EMULATOR_STATE, database_status, in_use
+    from reconciler.sandbox.postgres import sandbox_status
 
-    state = state_dir()
-    status = database_status(state)
-    click.echo(f"state dir: {state.resolve()}/")
-    click.echo(_database_line(status))
-    if status.running:
-        click.echo(f"  connect: psql '{status.uri}'")
-        if in_use(state):
-            click.echo("  in use by a running kuploy-reconciler command")
-    emulator_state = state / EMULATOR_STATE
-    objects = f"objects in {emulator_state}" if emulator_state.exists() else "no objects yet"
-    click.echo(f"Stripe emulator: not a server, it runs inside each command; {objects}")
+    click.echo(render_sandbox_status(sandbox_status(state_dir())), nl=False)
     return 0
 
 
@@ -695,7 +651,7 @@ def sandbox_start() -> int:
     from reconciler.sandbox.postgres import keep_sandbox_database
 
     status = keep_sandbox_database(state_dir())
-    click.echo(_database_line(status))
+    click.echo(render_database_line(status), nl=False)
     return 0
 
 

@@ -17,6 +17,7 @@ from reconciler.listener.workers import (
     configure_logging,
     uvicorn_log_config,
     webhook_secret_from_environment,
+    worker_environment,
 )
 from reconciler.model import WEBHOOK_PATH
 
@@ -43,4 +44,5 @@ __all__ = [
     "process_event",
     "uvicorn_log_config",
     "webhook_secret_from_environment",
+    "worker_environment",
 ]

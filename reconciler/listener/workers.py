@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 
 from reconciler.errors import ConfigError
 from reconciler.listener.app import create_app, logger
-from reconciler.settings import Environment, RedactingFilter, Secret, redact_logging
+from reconciler.settings import MAX_RPS, Environment, RedactingFilter, Secret, Settings, redact_logging
 from reconciler.telemetry import use_json_logs
 
 WORKER_LIVE_ENV = "KUPLOY_LISTENER_LIVE"
@@ -59,6 +59,24 @@ def webhook_secret_from_environment() -> Secret:
             "endpoint pointing at this listener (Stripe Dashboard → Developers → Webhooks)"
         )
     return Secret(secret)
+
+
+def worker_environment(
+    settings: Settings, *, workers: int, live: bool, log_format: str, metrics: bool
+) -> dict[str, str]:
+    """What `listen --workers N` hands its worker processes through the environment they inherit
+    (they import the app, so only the environment crosses): the resolved settings (the sandbox's too,
+    which `listen` keeps serving), each worker at its share of the Stripe rate but at least the lowest
+    rate a worker accepts (the limiter never goes below it anyway), and what `app_from_environment`
+    reads to configure the worker like `listen` itself."""
+    share = max(MAX_RPS.minimum, settings.effective_max_rps / workers)
+    return {
+        **settings.environment(max_rps=share),
+        WORKER_LIVE_ENV: "1" if live else "0",
+        WORKER_DEBUG_ENV: "1" if logging.getLogger().isEnabledFor(logging.DEBUG) else "0",
+        WORKER_LOG_FORMAT_ENV: log_format,
+        WORKER_METRICS_ENV: "1" if metrics else "0",
+    }
 
 
 def app_from_environment() -> Starlette:

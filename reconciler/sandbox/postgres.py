@@ -80,6 +80,8 @@ class DatabaseStatus:
     started_at: datetime | None
     kept: bool
     """Left running between commands (`sandbox start`); otherwise stopped when no command uses it."""
+    has_data: bool
+    """Its data folder exists (a server ran here once)."""
 
     @property
     def running(self) -> bool:
@@ -110,7 +112,13 @@ def database_status(state_dir: Path) -> DatabaseStatus:
             socket_dir = Path(lines[4].strip()) if lines[4].strip() else None
     kept = pid is not None and not (state_dir / TRANSIENT_MARK).exists()
     return DatabaseStatus(
-        state_dir=state_dir, pid=pid, port=port, socket_dir=socket_dir, started_at=started_at, kept=kept
+        state_dir=state_dir,
+        pid=pid,
+        port=port,
+        socket_dir=socket_dir,
+        started_at=started_at,
+        kept=kept,
+        has_data=(state_dir / DATABASE_DIR).exists(),
     )
 
 
@@ -125,6 +133,31 @@ def _is_postgres(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/comm").read_text().strip() == "postgres"
     return True  # no /proc (macOS): the pid is alive
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxStatus:
+    """What `sandbox status` shows: the database, whether a command uses it, the emulator's objects."""
+
+    state_dir: Path
+    """Resolved (the status shows where the state is, wherever the command ran)."""
+    database: DatabaseStatus
+    in_use: bool
+    """A running command uses the database (asked only while it runs)."""
+    emulator_objects: Path | None
+    """The Stripe emulator's state file, once it wrote one."""
+
+
+def sandbox_status(state_dir: Path) -> SandboxStatus:
+    """The sandbox of `state_dir` as it is now; starts or stops nothing."""
+    database = database_status(state_dir)
+    emulator_state = state_dir / EMULATOR_STATE
+    return SandboxStatus(
+        state_dir=state_dir.resolve(),
+        database=database,
+        in_use=database.running and in_use(state_dir),
+        emulator_objects=emulator_state if emulator_state.exists() else None,
+    )
 
 
 def in_use(state_dir: Path) -> bool:
