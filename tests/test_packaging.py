@@ -173,7 +173,7 @@ def test_the_healthcheck_asks_the_listeners_liveness_endpoint() -> None:
     port = re.search(r"KUPLOY_HEALTHCHECK_PORT=(\d+)", "\n".join(final))
     assert port is not None and f"EXPOSE {port[1]}" in final
     listen_default = re.search(
-        r'"--port", type=int, default=(\d+)', (ROOT / "reconciler" / "cli.py").read_text()
+        r'"--port", type=int, default=(\d+)', (ROOT / "reconciler" / "cli" / "service.py").read_text()
     )
     assert listen_default is not None and listen_default[1] == port[1]
 
