@@ -392,7 +392,11 @@ def test_confirm_pays_a_subscription_session(stripe_client: stripe.StripeClient)
     answer = confirm(stripe_client, session.id, method.id, 2000)
     assert (answer["status"], answer["payment_status"]) == ("complete", "paid")
     assert new_types(stripe_client, before) == [
+        "payment_intent.created",
+        "charge.succeeded",
+        "payment_intent.succeeded",
         "customer.created",
+        "payment_method.attached",
         "customer.subscription.created",
         "invoice.created",
         "invoice.finalized",

@@ -359,7 +359,7 @@ def _drive_checkout(url: str) -> None:
             options: dict[str, Any] = {"stripe_version": version} if version else {}
             session = c.v1.checkout.sessions.create(params=cast(Any, params), options=cast(Any, options))
             answer = _admin_post(url, f"/_emulator/checkout/{session.id}/complete", {"card": card})
-            if answer.get("payment_intent"):
+            if answer["outcome"] == "requires_action":
                 _admin_post(url, f"/_emulator/payment_intents/{answer['payment_intent']}/authenticate", {})
             sessions.append(session)
     spare = c.v1.checkout.sessions.create(
