@@ -128,7 +128,9 @@ def fulfil_session(ctx: Ctx, session: JSON, method: JSON, details: JSON, payment
     finalize_invoice(ctx, invoice)  # paid at once when nothing is due
     answer: JSON = {"outcome": "succeeded", "subscription": sub["id"], "invoice": invoice["id"]}
     if payment is not None:
-        payment.intent["customer"] = customer["id"]
+        for paid in (payment.intent, payment.charge):  # made before the customer existed
+            if paid is not None:
+                paid["customer"] = customer["id"]
         attach_payment(ctx, invoice, payment)
         answer["payment_intent"] = payment.intent["id"]
     complete_session(ctx, session, sub=sub, invoice=invoice)
