@@ -14,8 +14,12 @@ What paying does, by mode:
   stays open for another card. `capture_method=manual` completes the session `unpaid` (the funds
   are not available yet, as Stripe defines `unpaid`; no recorded Stripe answer confirms it), the
   PaymentIntent `requires_capture`.
-- subscription: the customer, the subscription and its paid first invoice, as described in
-  docs/stripe-emulator.md (before and after 2025-03-31.basil).
+- subscription, since 2025-03-31.basil: a PaymentIntent for the first invoice's amount first (made and
+  reused as in payment mode, `setup_future_usage=off_session`); once it went through, the customer,
+  the card saved for it (payment_method.attached), the subscription and its first invoice, paid by
+  that intent, then checkout.session.completed. A decline leaves only the intent and its failed
+  Charge. Before basil: an incomplete subscription and its open first invoice, which Billing charges
+  (`invoicing.collect`) at each attempt. docs/stripe-emulator.md lists the sequences.
 - setup: the session's SetupIntent is confirmed (setup_intent.succeeded, payment_method.attached when
   the session has a customer), then checkout.session.completed.
 """
