@@ -29,6 +29,8 @@ from reconciler.sandbox.emulator import (
     start_in_thread,
 )
 
+from conftest import PAID_SUBSCRIPTION_CHECKOUT
+
 KEY = "sk_test_checkout"
 OK_CARD = "4242 4242 4242 4242"
 DECLINED_CARD = "4000 0000 0000 0002"
@@ -36,22 +38,8 @@ THREE_DS_CARD = "4000 0000 0000 3220"
 LEGACY_VERSION = "2025-02-24.acacia"  # before 2025-03-31.basil: Checkout's incomplete-subscription flow
 WAIT = 30.0  # an upper bound for the delivery queue to drain, never a timing assertion
 
-# What Stripe sends for a paid subscription Checkout since 2025-03-31.basil (see the emulator's module notes
-# for the sources): the payment first (the subscription is made only once it went through), then the
-# customer with the card saved for its renewals, the subscription and its first invoice, paid by it.
-PAID_CHECKOUT = [
-    "payment_intent.created",
-    "charge.succeeded",
-    "payment_intent.succeeded",
-    "customer.created",
-    "payment_method.attached",
-    "customer.subscription.created",
-    "invoice.created",
-    "invoice.finalized",
-    "invoice.paid",
-    "invoice.payment_succeeded",
-    "checkout.session.completed",
-]
+# What Stripe sends for a paid subscription Checkout (see the emulator's module notes for the sources).
+PAID_CHECKOUT = PAID_SUBSCRIPTION_CHECKOUT
 
 
 # --- a webhook receiver ----------------------------------------------------------------------------
