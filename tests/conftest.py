@@ -3,6 +3,7 @@ Stripe emulator over HTTP, reached through the real `stripe` SDK. Nothing is moc
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -10,7 +11,8 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import hypothesis
 import psycopg
@@ -23,6 +25,24 @@ from reconciler.sandbox.postgres import start_embedded_postgres, stop_embedded_p
 from reconciler.settings import Secret, Settings
 
 TEST_KEY = "sk_test_kuployTests000000000000000000"
+
+# What Stripe sends for a subscription-mode Checkout paid since 2025-03-31.basil, which creates the
+# subscription only once the payment went through (docs.stripe.com/changelog/basil/2025-03-31/
+# checkout-legacy-subscription-upgrade): the payment, then the customer with the card saved for its
+# renewals, the subscription and its first invoice, paid by that payment.
+PAID_SUBSCRIPTION_CHECKOUT = [
+    "payment_intent.created",
+    "charge.succeeded",
+    "payment_intent.succeeded",
+    "customer.created",
+    "payment_method.attached",
+    "customer.subscription.created",
+    "invoice.created",
+    "invoice.finalized",
+    "invoice.paid",
+    "invoice.payment_succeeded",
+    "checkout.session.completed",
+]
 
 # Hypothesis profiles (see tests/test_hostile.py). `ci`, the default: the same examples every run, and
 # no example database (nothing written into the repository). `explore`: new examples each run, five
@@ -82,6 +102,33 @@ def emulator() -> Iterator[RunningEmulator]:
 @pytest.fixture
 def stripe_client(emulator: RunningEmulator) -> stripe.StripeClient:
     return stripe.StripeClient(TEST_KEY, base_addresses={"api": emulator.url})
+
+
+def post_admin(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST a JSON body to one of the emulator's `/_emulator/*` admin routes; its answer, which must be
+    a 200."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    try:
+        conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+        assert response.status == 200, answer
+        return cast(dict[str, Any], answer)
+    finally:
+        conn.close()
+
+
+def monthly_price(client: stripe.StripeClient, amount: int = 1500) -> stripe.Price:
+    """A monthly USD price of a new product "Pro"."""
+    return client.v1.prices.create(
+        params={
+            "currency": "usd",
+            "unit_amount": amount,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Pro"},
+        }
+    )
 
 
 @pytest.fixture

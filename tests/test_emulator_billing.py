@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import stripe
 
+from conftest import monthly_price
+
 PAID = [
     "invoice.finalized",
     "payment_intent.created",
@@ -44,17 +46,6 @@ def customer(client: stripe.StripeClient, card: str | None = None) -> Any:
     if card is not None:
         params |= {"payment_method": card, "invoice_settings": {"default_payment_method": card}}
     return client.v1.customers.create(params=params)  # type: ignore[arg-type]
-
-
-def monthly_price(client: stripe.StripeClient, amount: int = 1500) -> Any:
-    return client.v1.prices.create(
-        params={
-            "currency": "usd",
-            "unit_amount": amount,
-            "recurring": {"interval": "month"},
-            "product_data": {"name": "Pro"},
-        }
-    )
 
 
 def one_time_price(client: stripe.StripeClient, amount: int = 700) -> Any:

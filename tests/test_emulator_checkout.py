@@ -29,6 +29,8 @@ from reconciler.sandbox.emulator import (
     start_in_thread,
 )
 
+from conftest import PAID_SUBSCRIPTION_CHECKOUT
+
 KEY = "sk_test_checkout"
 OK_CARD = "4242 4242 4242 4242"
 DECLINED_CARD = "4000 0000 0000 0002"
@@ -37,15 +39,7 @@ LEGACY_VERSION = "2025-02-24.acacia"  # before 2025-03-31.basil: Checkout's inco
 WAIT = 30.0  # an upper bound for the delivery queue to drain, never a timing assertion
 
 # What Stripe sends for a paid subscription Checkout (see the emulator's module notes for the sources).
-PAID_CHECKOUT = [
-    "customer.created",
-    "customer.subscription.created",
-    "invoice.created",
-    "invoice.finalized",
-    "invoice.paid",
-    "invoice.payment_succeeded",
-    "checkout.session.completed",
-]
+PAID_CHECKOUT = PAID_SUBSCRIPTION_CHECKOUT
 
 
 # --- a webhook receiver ----------------------------------------------------------------------------
@@ -360,12 +354,25 @@ def test_0002_is_declined_in_checkout_and_nothing_is_created(
     assert answer["outcome"] == "declined"
     assert answer["error"]["code"] == "card_declined" and answer["error"]["decline_code"] == "generic_decline"
     assert answer["checkout_session"]["status"] == "open"
-    assert event_types(client, before) == []
+    # Only the attempt stands: its PaymentIntent and failed Charge.
+    assert event_types(client, before) == [
+        "payment_intent.created",
+        "charge.failed",
+        "payment_intent.payment_failed",
+    ]
     assert client.v1.customers.list().data == [] and client.v1.subscriptions.list().data == []
     assert client.v1.invoices.list().data == []
-    # The customer tries another card on the same page: it goes through.
-    assert complete(running, session.id, OK_CARD)["outcome"] == "succeeded"
-    assert event_types(client, before) == PAID_CHECKOUT
+    [intent] = client.v1.payment_intents.list().data
+    assert intent.id == answer["payment_intent"] and intent.status == "requires_payment_method"
+    # The customer tries another card on the same page: the same PaymentIntent goes through.
+    paid = complete(running, session.id, OK_CARD)
+    assert paid["outcome"] == "succeeded" and paid["payment_intent"] == intent.id
+    assert event_types(client, before) == [
+        "payment_intent.created",
+        "charge.failed",
+        "payment_intent.payment_failed",
+        *PAID_CHECKOUT[1:],
+    ]
 
 
 def test_3220_waits_for_3d_secure_then_completes(
@@ -376,12 +383,17 @@ def test_3220_waits_for_3d_secure_then_completes(
     answer = complete(running, session.id, THREE_DS_CARD)
     assert answer["outcome"] == "requires_action" and answer["payment_intent"].startswith("pi_")
     assert answer["checkout_session"]["status"] == "open"
-    assert event_types(client, before) == []  # nothing exists until the payment succeeds
+    # Nothing but the PaymentIntent exists until the payment succeeds.
+    assert event_types(client, before) == ["payment_intent.created", "payment_intent.requires_action"]
     assert client.v1.subscriptions.list(params={"status": "all"}).data == []
 
     done = authenticate(running, answer["payment_intent"])
     assert done["outcome"] == "succeeded" and done["checkout_session"]["status"] == "complete"
-    assert event_types(client, before) == PAID_CHECKOUT
+    assert event_types(client, before) == [
+        "payment_intent.created",
+        "payment_intent.requires_action",
+        *PAID_CHECKOUT[1:],
+    ]
     assert client.v1.subscriptions.retrieve(done["subscription"]).status == "active"
     status, body = admin(
         running.url, "POST", f"/_emulator/payment_intents/{answer['payment_intent']}/authenticate", {}
@@ -397,7 +409,12 @@ def test_3220_failed_authentication_leaves_the_session_open(
     intent = complete(running, session.id, THREE_DS_CARD)["payment_intent"]
     failed = authenticate(running, intent, "failed")
     assert failed["outcome"] == "failed" and failed["checkout_session"]["status"] == "open"
-    assert event_types(client, before) == []
+    assert event_types(client, before) == [
+        "payment_intent.created",
+        "payment_intent.requires_action",
+        "payment_intent.payment_failed",
+    ]
+    assert client.v1.subscriptions.list(params={"status": "all"}).data == []
 
 
 # --- before 2025-03-31.basil: incomplete subscriptions with an open first invoice ------------------
@@ -415,6 +432,8 @@ def test_legacy_3220_is_incomplete_until_authenticated(
         "customer.subscription.created",
         "invoice.created",
         "invoice.finalized",
+        "payment_intent.created",
+        "payment_intent.requires_action",
         "invoice.payment_action_required",
     ]
     sub = client.v1.subscriptions.retrieve(answer["subscription"])
@@ -426,9 +445,12 @@ def test_legacy_3220_is_incomplete_until_authenticated(
     done = authenticate(running, answer["payment_intent"])
     assert done["checkout_session"]["status"] == "complete"
     assert event_types(client, after_auth) == [
+        "charge.succeeded",
+        "payment_intent.succeeded",
         "invoice.paid",
         "invoice.payment_succeeded",
         "customer.subscription.updated",
+        "payment_method.attached",  # the card that paid is saved for the renewals
         "checkout.session.completed",
     ]
     updated = client.v1.events.list(params={"type": "customer.subscription.updated", "limit": 1}).data[0]
@@ -453,10 +475,14 @@ def test_legacy_0002_fails_the_first_invoice_then_another_card_pays_it(
     paid = complete(running, session.id, OK_CARD)
     assert paid["subscription"] == sub.id and paid["invoice"] == invoice.id  # the same ones, now paid
     assert client.v1.subscriptions.retrieve(sub.id).status == "active"
-    assert event_types(client, before)[-4:] == [
+    assert event_types(client, before)[-8:] == [
+        "payment_intent.created",
+        "charge.succeeded",
+        "payment_intent.succeeded",
         "invoice.paid",
         "invoice.payment_succeeded",
         "customer.subscription.updated",
+        "payment_method.attached",
         "checkout.session.completed",
     ]
 
@@ -724,6 +750,9 @@ def test_default_incomplete_subscription_waits_for_its_first_invoice(
     assert status == 200 and paid["outcome"] == "succeeded"
     assert client.v1.subscriptions.retrieve(sub.id).status == "active"
     assert event_types(client, before)[5:] == [
+        "payment_intent.created",
+        "charge.succeeded",
+        "payment_intent.succeeded",
         "invoice.paid",
         "invoice.payment_succeeded",
         "customer.subscription.updated",
@@ -762,6 +791,9 @@ def test_renewal_paid_then_failed_then_recovered(
         "customer.subscription.updated",
         "invoice.created",
         "invoice.finalized",
+        "payment_intent.created",
+        "charge.succeeded",
+        "payment_intent.succeeded",
         "invoice.paid",
         "invoice.payment_succeeded",
     ]
@@ -780,6 +812,9 @@ def test_renewal_paid_then_failed_then_recovered(
         "customer.subscription.updated",
         "invoice.created",
         "invoice.finalized",
+        "payment_intent.created",
+        "charge.failed",
+        "payment_intent.payment_failed",
         "invoice.payment_failed",
         "customer.subscription.updated",
     ]
@@ -810,7 +845,11 @@ def test_renewal_with_a_3ds_card_needs_action(running: RunningEmulator, client: 
         running.url, "POST", f"/_emulator/subscriptions/{sub.id}/renew", {"card": THREE_DS_CARD}
     )
     assert status == 200 and answer["outcome"] == "requires_action"
-    assert event_types(client)[-2:] == ["invoice.payment_action_required", "customer.subscription.updated"]
+    assert event_types(client)[-3:] == [
+        "payment_intent.requires_action",
+        "invoice.payment_action_required",
+        "customer.subscription.updated",
+    ]
     assert client.v1.subscriptions.retrieve(sub.id).status == "past_due"
     authenticate(running, answer["payment_intent"])
     assert client.v1.subscriptions.retrieve(sub.id).status == "active"

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import http.client
-import json
 import re
 from collections.abc import Iterator
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 import pytest
 import stripe
@@ -17,6 +14,7 @@ import stripe
 from reconciler.sandbox.emulator import RunningEmulator, start_in_thread
 
 import stripe_contract as contract
+from conftest import post_admin
 
 
 @pytest.fixture
@@ -314,19 +312,6 @@ def test_request_validator_coerces_and_rejects() -> None:
     assert contract.validate_request("GET", "/v1/unknown", {})
 
 
-def _admin_post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
-    try:
-        conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
-        response = conn.getresponse()
-        answer = json.loads(response.read())
-        assert response.status == 200, answer
-        return cast(dict[str, Any], answer)
-    finally:
-        conn.close()
-
-
 def _drive_checkout(url: str) -> None:
     """Checkout sessions through each test card, renewals, invoices and events, errors included."""
     c = _client(url)
@@ -358,9 +343,9 @@ def _drive_checkout(url: str) -> None:
                 params["customer_email"] = f"owner{i}@example.com"
             options: dict[str, Any] = {"stripe_version": version} if version else {}
             session = c.v1.checkout.sessions.create(params=cast(Any, params), options=cast(Any, options))
-            answer = _admin_post(url, f"/_emulator/checkout/{session.id}/complete", {"card": card})
-            if answer.get("payment_intent"):
-                _admin_post(url, f"/_emulator/payment_intents/{answer['payment_intent']}/authenticate", {})
+            answer = post_admin(url, f"/_emulator/checkout/{session.id}/complete", {"card": card})
+            if answer["outcome"] == "requires_action":
+                post_admin(url, f"/_emulator/payment_intents/{answer['payment_intent']}/authenticate", {})
             sessions.append(session)
     spare = c.v1.checkout.sessions.create(
         params={
@@ -377,9 +362,9 @@ def _drive_checkout(url: str) -> None:
     c.v1.checkout.sessions.list(params={"status": "complete", "customer": known.id})
 
     subs = c.v1.subscriptions.list(params={"status": "active"}).data
-    _admin_post(url, f"/_emulator/subscriptions/{subs[0].id}/renew", {"outcome": "paid"})
-    _admin_post(url, f"/_emulator/subscriptions/{subs[1].id}/renew", {"outcome": "failed"})
-    _admin_post(url, f"/_emulator/subscriptions/{subs[2].id}/cancel", {})
+    post_admin(url, f"/_emulator/subscriptions/{subs[0].id}/renew", {"outcome": "paid"})
+    post_admin(url, f"/_emulator/subscriptions/{subs[1].id}/renew", {"outcome": "failed"})
+    post_admin(url, f"/_emulator/subscriptions/{subs[2].id}/cancel", {})
     c.v1.subscriptions.retrieve(subs[0].id, params={"expand": ["latest_invoice"]})
 
     invoices = c.v1.invoices.list(params={"limit": 100}).data

@@ -1,7 +1,8 @@
 """What completing a Checkout Session makes: its customer (the session's, else a new one from the
-details typed on the page), in subscription mode its subscription (`fulfil_session`: with the paid
-first invoice, as since 2025-03-31.basil), then `checkout.session.completed`. Paying a session, and
-which flow its API version follows (`CHECKOUT_BASIL`), is `payment_pages.pay_session`."""
+details typed on the page), in subscription mode the card saved for the customer and its subscription
+(`fulfil_session`: with the first invoice paid by the session's PaymentIntent, as since
+2025-03-31.basil), then `checkout.session.completed`. Paying a session, and which flow its API version
+follows (`CHECKOUT_BASIL`), is `payment_pages.pay_session`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from ..context import Ctx
 from ..errors import JSON, StripeError, admin_error
 from ..events import emit
 from .customers import create_customer
-from .invoices import build_invoice, finalize_invoice, mark_paid
+from .invoices import build_invoice, finalize_invoice
+from .invoicing import attach_payment
+from .payment_methods import attach_method
+from .payments import Payment
 from .subscription_items import check_items, new_item
 from .subscriptions import build_subscription
 
@@ -38,8 +42,9 @@ def checkout_customer(ctx: Ctx, session: JSON, args: JSON) -> JSON:
     return customer
 
 
-def checkout_subscription(ctx: Ctx, session: JSON, customer: JSON, card: str, method: str) -> JSON:
-    """The session's subscription for `customer`, paid with PaymentMethod `method` (test card `card`)."""
+def checkout_subscription(ctx: Ctx, session: JSON, customer: JSON, method: str) -> JSON:
+    """The session's subscription for `customer`, paid with PaymentMethod `method` (its
+    `default_payment_method`: its renewals are charged to it)."""
     now = int(time.time())
     sub_id = ctx.fresh_id("sub_", 24)
     items = []
@@ -63,7 +68,6 @@ def checkout_subscription(ctx: Ctx, session: JSON, customer: JSON, card: str, me
         ctx.internal(session["id"])["subscription_description"],
     )
     sub["default_payment_method"] = method
-    ctx.internal(sub["id"])["card"] = card
     customer["currency"] = customer["currency"] or currency
     return sub
 
@@ -100,17 +104,34 @@ def complete_session(
     emit(ctx, "checkout.session.completed", "checkout_session", session)
 
 
-def fulfil_session(ctx: Ctx, session: JSON, card: str, method: str, args: JSON) -> JSON:
-    """The paid session (API 2025-03-31.basil on): payment first, then customer, an active
-    subscription and its paid first invoice, then `checkout.session.completed`."""
-    customer = checkout_customer(ctx, session, args)
-    sub = checkout_subscription(ctx, session, customer, card, method)
+def save_card(ctx: Ctx, method: JSON, customer: JSON) -> None:
+    """The card that paid a subscription session is saved for its customer (`payment_method.attached`):
+    the subscription's renewals are charged to it. Saved by this very payment, so not used up (Stripe's
+    one-use rule is for a PaymentMethod used without a customer)."""
+    if method["customer"] is None:
+        ctx.internal(method["id"]).pop("used", None)
+        attach_method(ctx, method, customer)
+
+
+def fulfil_session(ctx: Ctx, session: JSON, method: JSON, details: JSON, payment: Payment | None) -> JSON:
+    """The paid session (API 2025-03-31.basil on): `payment` went through first (None when nothing
+    was due); then the customer, the card saved for it, an active subscription and its first invoice,
+    paid by that PaymentIntent, then `checkout.session.completed`."""
+    customer = checkout_customer(ctx, session, details)
+    save_card(ctx, method, customer)
+    sub = checkout_subscription(ctx, session, customer, method["id"])
     now = int(sub["created"])
     invoice = build_invoice(ctx, sub, "subscription_create", now, now)
     ctx.put("subscription", sub)
     emit(ctx, "customer.subscription.created", "subscription", sub)
     emit(ctx, "invoice.created", "invoice", invoice)
-    finalize_invoice(ctx, invoice)
-    mark_paid(ctx, invoice)
+    finalize_invoice(ctx, invoice)  # paid at once when nothing is due
+    answer: JSON = {"outcome": "succeeded", "subscription": sub["id"], "invoice": invoice["id"]}
+    if payment is not None:
+        for paid in (payment.intent, payment.charge):  # made before the customer existed
+            if paid is not None:
+                paid["customer"] = customer["id"]
+        attach_payment(ctx, invoice, payment)
+        answer["payment_intent"] = payment.intent["id"]
     complete_session(ctx, session, sub=sub, invoice=invoice)
-    return {"outcome": "succeeded", "subscription": sub["id"], "invoice": invoice["id"]}
+    return answer

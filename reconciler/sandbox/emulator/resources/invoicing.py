@@ -188,21 +188,30 @@ def collect(ctx: Ctx, invoice: JSON, payment_method: str | None, *, off_session:
         invoice=invoice["id"],
         off_session=off_session,
     )
+    attach_payment(ctx, invoice, payment)
+    return payment
+
+
+def attach_payment(ctx: Ctx, invoice: JSON, payment: Payment) -> None:
+    """`payment` pays the open `invoice` (one of its `payments`, its `confirmation_secret`) and the
+    invoice follows it. Also for a PaymentIntent made before its invoice: Checkout's since
+    2025-03-31.basil, which charges first and creates the subscription after."""
+    ctx.internal(payment.intent["id"])["invoice"] = invoice["id"]
     set_confirmation_secret(ctx, invoice, payment.intent)
     follow_payment(ctx, invoice, payment)
-    return payment
 
 
 def follow_payment(ctx: Ctx, invoice: JSON, payment: Payment) -> None:
     """The invoice after a payment attempt on it, and its subscription: paid (an `incomplete`,
-    `past_due` or `unpaid` subscription becomes `active`), failed (an active subscription's renewal
-    makes it `past_due`), or waiting for authentication. No attempt (no payment method): nothing."""
+    `past_due` or `unpaid` subscription becomes `active`), failed (declined, or 3-D Secure failed: an
+    active subscription's renewal makes it `past_due`), or waiting for authentication. No attempt (no
+    payment method): nothing."""
     status = payment.intent["status"]
     if status == "succeeded":
         mark_paid(ctx, invoice)
     elif status == "requires_action":
         mark_failed(ctx, invoice, action_required=True)
-    elif payment.charge is not None:
+    elif payment.error is not None:
         mark_failed(ctx, invoice, action_required=False)
     else:
         return

@@ -14,15 +14,19 @@ What paying does, by mode:
   stays open for another card. `capture_method=manual` completes the session `unpaid` (the funds
   are not available yet, as Stripe defines `unpaid`; no recorded Stripe answer confirms it), the
   PaymentIntent `requires_capture`.
-- subscription: the customer, the subscription and its paid first invoice, as described in
-  docs/stripe-emulator.md (before and after 2025-03-31.basil).
+- subscription, since 2025-03-31.basil: a PaymentIntent for the first invoice's amount first (made and
+  reused as in payment mode, `setup_future_usage=off_session`); once it went through, the customer,
+  the card saved for it (payment_method.attached), the subscription and its first invoice, paid by
+  that intent, then checkout.session.completed. A decline leaves only the intent and its failed
+  Charge. Before basil: an incomplete subscription and its open first invoice, which Billing charges
+  (`invoicing.collect`) at each attempt. docs/stripe-emulator.md lists the sequences.
 - setup: the session's SetupIntent is confirmed (setup_intent.succeeded, payment_method.attached when
   the session has a customer), then checkout.session.completed.
 """
 
 from __future__ import annotations
 
-from ..cards import card_arg, card_outcome, decline
+from ..cards import card_arg
 from ..context import Ctx
 from ..errors import JSON, StripeError, admin_error, param_error
 from ..events import emit
@@ -35,20 +39,15 @@ from .checkout_completion import (
     checkout_subscription,
     complete_session,
     fulfil_session,
+    save_card,
 )
-from .invoices import build_invoice, finalize_invoice, mark_failed
-from .payment_methods import attach_method, check_reusable, method_card, payment_method_for_card
-from .payments import (
-    AFTER_AUTHENTICATION,
-    Payment,
-    authenticate_intent,
-    charge_invoice,
-    confirm_intent,
-    new_intent,
-    new_payment_intent,
-    settle_invoice,
-)
+from .invoices import build_invoice, finalize_invoice
+from .invoicing import collect
+from .payment_methods import attach_method, check_reusable, payment_method_for_card
+from .payments import AFTER_AUTHENTICATION, Payment, authenticate_intent, confirm_intent, new_intent
+from .renewals import payment_answer, subscription_of
 from .setup_intents import confirm_setup, fail_setup_authentication, succeed_setup
+from .subscriptions import set_status
 
 
 def pay_session(ctx: Ctx, session: JSON, method: JSON, details: JSON) -> JSON:
@@ -59,52 +58,87 @@ def pay_session(ctx: Ctx, session: JSON, method: JSON, details: JSON) -> JSON:
         return _pay_payment(ctx, session, method, details)
     if session["mode"] == "setup":
         return _set_up(ctx, session, method, details)
-    card = method_card(ctx, method).number
     if str(ctx.internal(session["id"])["api_version"]) >= CHECKOUT_BASIL:
-        return _subscribe(ctx, session, method, card, details)
-    return _subscribe_legacy(ctx, session, method, card, details)
+        return _subscribe(ctx, session, method, details)
+    return _subscribe_legacy(ctx, session, method, details)
 
 
-def _subscribe(ctx: Ctx, session: JSON, method: JSON, card: str, details: JSON) -> JSON:
-    """Subscription mode since 2025-03-31.basil: the customer and the subscription are made once the
-    payment went through."""
-    outcome, decline_code = card_outcome(card)
-    if outcome == "succeeded":
-        return fulfil_session(ctx, session, card, method["id"], details)
-    if outcome == "declined":
-        # Checkout shows the decline on its page; nothing is created and the session stays open.
-        return {"outcome": "declined", "error": decline(decline_code)}
-    intent = new_payment_intent(
-        ctx, card, session["amount_total"], session["currency"], session=session["id"], invoice=None
-    )
-    ctx.internal(intent["id"])["args"] = details
-    return {"outcome": "requires_action", "payment_intent": intent["id"]}
+def _session_intent(ctx: Ctx, session: JSON, fields: JSON) -> JSON:
+    """The session's PaymentIntent: made with `fields` at the first confirmation (since API
+    2022-08-01), `payment_intent.created`, and reused by the next attempts."""
+    info = ctx.internal(session["id"])
+    intent = ctx.get("payment_intent", info.get("payment_intent") or "")
+    if intent is None:
+        intent = new_intent(ctx, fields)
+        ctx.internal(intent["id"])["checkout_session"] = session["id"]
+        info["payment_intent"] = intent["id"]
+        emit(ctx, "payment_intent.created", "payment_intent", intent)
+    return intent
 
 
-def _subscribe_legacy(ctx: Ctx, session: JSON, method: JSON, card: str, details: JSON) -> JSON:
-    """Subscription mode before 2025-03-31.basil: Checkout made an incomplete subscription with an open
-    first invoice, then attempted the payment; a declined card left them for the next attempt."""
-    sub_id = ctx.internal(session["id"])["pending_subscription"]
-    if sub_id is None:
-        sub, invoice = _incomplete_subscription(ctx, session, method, card, details)
-    else:
-        sub = ctx.acct.subscriptions[sub_id]
-        invoice = ctx.acct.invoices[sub["latest_invoice"]]
-    answer = charge_invoice(ctx, invoice, card)
-    if answer["outcome"] == "requires_action":
-        ctx.internal(answer["payment_intent"])["checkout_session"] = session["id"]
-    if answer["outcome"] == "succeeded":
-        complete_session(ctx, session, sub=sub, invoice=invoice)
+def _not_paid(payment: Payment) -> JSON:
+    """The answer of an attempt that did not go through: declined (Stripe's card_error), or waiting
+    for 3-D Secure on its PaymentIntent."""
+    answer: JSON = {"outcome": payment.outcome, "payment_intent": payment.intent["id"]}
+    if payment.outcome == "declined":
+        answer["error"] = payment.error
     return answer
 
 
-def _incomplete_subscription(
-    ctx: Ctx, session: JSON, method: JSON, card: str, details: JSON
-) -> tuple[JSON, JSON]:
+def _subscribe(ctx: Ctx, session: JSON, method: JSON, details: JSON) -> JSON:
+    """Subscription mode since 2025-03-31.basil: the payment first, by a PaymentIntent for the first
+    invoice's amount (a decline leaves only it and its failed Charge, and the session open for another
+    card); the customer and the subscription are made once it went through (`fulfil_session`)."""
+    if not session["amount_total"]:
+        return fulfil_session(ctx, session, method, details, None)
+    fields: JSON = {
+        "amount": session["amount_total"],
+        "currency": session["currency"],
+        "customer": session["customer"],
+        "payment_method_types": ["card"],
+        "setup_future_usage": "off_session",  # the card is saved for the renewals
+    }
+    intent = _session_intent(ctx, session, fields)
+    ctx.internal(intent["id"])["details"] = details
+    payment = confirm_intent(ctx, intent, method, off_session=False)
+    if payment.outcome == "succeeded":
+        return fulfil_session(ctx, session, method, details, payment)
+    return _not_paid(payment)
+
+
+def _subscribe_legacy(ctx: Ctx, session: JSON, method: JSON, details: JSON) -> JSON:
+    """Subscription mode before 2025-03-31.basil: Checkout made an incomplete subscription with an open
+    first invoice, then Billing charged the invoice; a declined card left them for the next attempt."""
+    sub_id = ctx.internal(session["id"])["pending_subscription"]
+    if sub_id is None:
+        sub, invoice = _incomplete_subscription(ctx, session, method, details)
+    else:
+        sub = ctx.acct.subscriptions[sub_id]
+        invoice = ctx.acct.invoices[sub["latest_invoice"]]
+        sub["default_payment_method"] = method["id"]  # the card tried now
+    answer: JSON = {"outcome": "succeeded", "invoice": invoice["id"], "subscription": sub["id"]}
+    if invoice["status"] == "open":  # else nothing was due
+        payment = collect(ctx, invoice, method["id"])
+        ctx.internal(payment.intent["id"])["checkout_session"] = session["id"]
+        answer = payment_answer(invoice, payment)
+    if answer["outcome"] == "succeeded":
+        _complete_legacy(ctx, session, sub, invoice, method)
+    return answer
+
+
+def _complete_legacy(ctx: Ctx, session: JSON, sub: JSON, invoice: JSON, method: JSON) -> None:
+    """The legacy flow's first invoice is paid: the subscription is active, the card saved for the
+    customer, the session complete."""
+    set_status(ctx, sub, "active")
+    save_card(ctx, method, ctx.acct.customers[sub["customer"]])
+    complete_session(ctx, session, sub=sub, invoice=invoice)
+
+
+def _incomplete_subscription(ctx: Ctx, session: JSON, method: JSON, details: JSON) -> tuple[JSON, JSON]:
     """The legacy flow's first attempt: the customer, an `incomplete` subscription and its finalized
     first invoice, with their events."""
     customer = checkout_customer(ctx, session, details)
-    sub = checkout_subscription(ctx, session, customer, card, method["id"])
+    sub = checkout_subscription(ctx, session, customer, method["id"])
     now = int(sub["created"])
     invoice = build_invoice(ctx, sub, "subscription_create", now, now)
     sub["status"] = "incomplete"
@@ -117,31 +151,23 @@ def _incomplete_subscription(
 
 
 def _pay_payment(ctx: Ctx, session: JSON, method: JSON, details: JSON) -> JSON:
-    info = ctx.internal(session["id"])
-    data = info["payment_intent_data"] or {}
+    data = ctx.internal(session["id"])["payment_intent_data"] or {}
     if session["customer"] is None and session["customer_creation"] == "always":
         checkout_customer(ctx, session, details)
-    intent = ctx.get("payment_intent", session["payment_intent"] or "")
-    if intent is None:
-        fields: JSON = {
-            "amount": session["amount_total"],
-            "currency": session["currency"],
-            "customer": session["customer"],
-            "description": data.get("description"),
-            "metadata": data.get("metadata") or {},
-            "payment_method_types": ["card"],
-        }
-        fields.update({k: data[k] for k in ("capture_method", "shipping") if k in data})
-        intent = new_intent(ctx, fields)
-        intent["setup_future_usage"] = data.get("setup_future_usage")
-        ctx.internal(intent["id"])["checkout_session"] = session["id"]
-        session["payment_intent"] = intent["id"]
-        emit(ctx, "payment_intent.created", "payment_intent", intent)
+    fields: JSON = {
+        "amount": session["amount_total"],
+        "currency": session["currency"],
+        "customer": session["customer"],
+        "description": data.get("description"),
+        "metadata": data.get("metadata") or {},
+        "payment_method_types": ["card"],
+    }
+    fields.update({k: data[k] for k in ("capture_method", "shipping", "setup_future_usage") if k in data})
+    intent = _session_intent(ctx, session, fields)
+    session["payment_intent"] = intent["id"]
     payment = confirm_intent(ctx, intent, method, off_session=False)
-    if intent["status"] == "requires_action":
-        return {"outcome": "requires_action", "payment_intent": intent["id"]}
-    if payment.error is not None:
-        return {"outcome": "declined", "error": payment.error, "payment_intent": intent["id"]}
+    if payment.outcome != "succeeded":
+        return _not_paid(payment)
     paid(ctx, session, intent, method)
     return {"outcome": "succeeded", "payment_intent": intent["id"]}
 
@@ -162,13 +188,25 @@ def paid(ctx: Ctx, session: JSON, intent: JSON, method: JSON) -> None:
 
 
 def _after_authentication(ctx: Ctx, payment: Payment) -> None:
-    """A payment-mode session's PaymentIntent passed 3-D Secure and went through: the session is paid."""
+    """A session's PaymentIntent passed 3-D Secure and went through: a payment-mode session is paid; a
+    subscription-mode one completes (since basil its subscription is made now; before, the intent paid
+    its first invoice, which `invoicing.settle` followed first: this module imports `invoicing`, so
+    its hook is registered before this one)."""
     intent = payment.intent
-    session = ctx.get("checkout_session", ctx.internal(intent["id"]).get("checkout_session") or "")
-    if session is None or session["mode"] != "payment" or session["status"] != "open":
+    info = ctx.internal(intent["id"])
+    session = ctx.get("checkout_session", info.get("checkout_session") or "")
+    if session is None or session["status"] != "open" or payment.outcome != "succeeded":
         return
-    if payment.error is None and intent["status"] in ("succeeded", "requires_capture"):
-        paid(ctx, session, intent, ctx.need("payment_method", str(intent["payment_method"])))
+    method = ctx.need("payment_method", str(intent["payment_method"]))
+    if session["mode"] == "payment":
+        paid(ctx, session, intent, method)
+        return
+    invoice = ctx.get("invoice", info.get("invoice") or "")
+    if invoice is None:
+        fulfil_session(ctx, session, method, info.get("details") or {}, payment)
+    elif invoice["status"] == "paid":
+        sub = ctx.acct.subscriptions[invoice["parent"]["subscription_details"]["subscription"]]
+        _complete_legacy(ctx, session, sub, invoice, method)
 
 
 AFTER_AUTHENTICATION.append(_after_authentication)
@@ -203,43 +241,16 @@ def complete_checkout(ctx: Ctx, session: JSON, args: JSON) -> JSON:
 
 
 def authenticate_payment(ctx: Ctx, intent: JSON, args: JSON) -> JSON:
+    """3-D Secure of `intent` ends; what it pays follows (`AFTER_AUTHENTICATION`). The answer names the
+    invoice and subscription it paid, and its Checkout Session."""
     result = _authentication_outcome(intent, "PaymentIntent", args)
+    payment = authenticate_intent(ctx, intent, result == "succeeded")
     info = ctx.internal(intent["id"])
-    session = ctx.acct.checkout_sessions.get(info.get("checkout_session") or "")
-    if "card" not in info:  # a PaymentIntent of the API or of a payment-mode session: its payment goes on
-        payment = authenticate_intent(ctx, intent, result == "succeeded")
-        answer: JSON = {
-            "payment_intent": render(ctx, "payment_intent", payment.intent, []),
-            "outcome": result,
-        }
-        return _with_session(ctx, answer, session)
-    intent["status"] = "succeeded" if result == "succeeded" else "requires_payment_method"
-    intent["next_action"] = None
-    answer = {"payment_intent": intent["id"], "outcome": result}
-    if info["invoice"] is None:  # a Checkout payment (basil): nothing exists before it succeeds
-        assert session is not None
-        if result == "succeeded":
-            if session["status"] != "open":
-                raise admin_error(f"The Checkout Session {session['id']} is {session['status']}.")
-            method = str(intent["payment_method"])
-            answer.update(fulfil_session(ctx, session, info["card"], method, info.get("args", {})))
-    else:
-        answer.update(_invoice_authenticated(ctx, info, session, result))
-    return _with_session(ctx, answer, session)
-
-
-def _invoice_authenticated(ctx: Ctx, info: JSON, session: JSON | None, result: str) -> JSON:
-    """3-D Secure of an invoice's payment with a test card ended: the invoice is paid (and the
-    legacy Checkout Session waiting for it completes), or the payment failed."""
-    invoice = ctx.acct.invoices[info["invoice"]]
-    sub = ctx.acct.subscriptions[invoice["parent"]["subscription_details"]["subscription"]]
-    if result == "succeeded" and invoice["status"] == "open":
-        settle_invoice(ctx, invoice, sub, info["card"])
-        if session is not None and session["status"] == "open":
-            complete_session(ctx, session, sub=sub, invoice=invoice)
-    elif result == "failed":
-        mark_failed(ctx, invoice, action_required=False)
-    return {"invoice": invoice["id"], "subscription": sub["id"]}
+    answer: JSON = {"payment_intent": render(ctx, "payment_intent", payment.intent, []), "outcome": result}
+    invoice = ctx.get("invoice", info.get("invoice") or "")
+    if invoice is not None:
+        answer.update(invoice=invoice["id"], subscription=subscription_of(invoice))
+    return _with_session(ctx, answer, ctx.get("checkout_session", info.get("checkout_session") or ""))
 
 
 def authenticate_setup(ctx: Ctx, intent: JSON, args: JSON) -> JSON:

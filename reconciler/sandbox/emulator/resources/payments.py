@@ -2,10 +2,9 @@
 attempt (`confirm_intent`: the Charge, the events, Stripe's `card_error` of a decline, or 3-D Secure's
 `requires_action`); the end of 3-D Secure (`authenticate_intent`, for the admin route
 `/_emulator/payment_intents/{id}/authenticate`); the hooks by which the module owning what an intent
-pays follows it. And what Billing and Checkout charge through: `attempt_payment` (invoices and
-subscriptions), `charge_invoice` (a test card on an invoice: the admin routes, renewals, Checkout
-before 2025-03-31.basil), `new_payment_intent`. The API's routes are in `payment_intents`. Internal
-facts (the invoice or Checkout Session paid, the card of the payment page) live in `ctx.internal(id)`,
+pays follows it. And what Billing charges every invoice through, whoever asks (the API's `/pay`,
+subscription create, renewals, Checkout): `attempt_payment`. The API's routes are in
+`payment_intents`. Internal facts (the invoice or Checkout Session paid) live in `ctx.internal(id)`,
 never in the object."""
 
 from __future__ import annotations
@@ -14,15 +13,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..cards import authentication_failure, card_outcome, charge_result, decline
+from ..cards import authentication_failure, charge_result, decline
 from ..context import Ctx
 from ..errors import JSON, StripeError
 from ..events import emit
 from ..rendering import render
 from .charges import new_charge
-from .invoices import mark_failed, mark_paid
-from .payment_methods import check_reusable, method_card, payment_method_for_card, resolve_method
-from .subscriptions import set_status
+from .payment_methods import check_reusable, method_card, resolve_method
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +28,14 @@ class Payment:
     charge: JSON | None  # the Charge attempted (succeeded or failed), None if none was attempted
     error: JSON | None  # Stripe's error body (type card_error, code, decline_code, message,
     #   payment_intent...) when declined or when authentication is required
+
+    @property
+    def outcome(self) -> str:
+        """What the admin routes answer for it: succeeded, requires_action or declined."""
+        status = self.intent["status"]
+        if status == "requires_action":
+            return "requires_action"
+        return "succeeded" if status in ("succeeded", "requires_capture") else "declined"
 
 
 def attempt_payment(
@@ -134,7 +139,7 @@ def new_intent(ctx: Ctx, p: JSON) -> JSON:
         "processing": None,
         "receipt_email": p.get("receipt_email"),
         "review": None,
-        "setup_future_usage": None,
+        "setup_future_usage": p.get("setup_future_usage"),  # Checkout's; refused by the API here
         "shipping": shipping_of(p["shipping"]) if p.get("shipping") else None,
         "source": None,
         "statement_descriptor": p.get("statement_descriptor"),
@@ -289,50 +294,3 @@ def raise_declined(payment: Payment) -> None:
     raise StripeError(
         402, str(error["message"]), type_="card_error", code=str(error["code"]), kept=True, extra=extra
     )
-
-
-# ----------------------------------------------------------------- the payment page and renewals
-
-
-def new_payment_intent(
-    ctx: Ctx, card: str, amount: int, currency: str, *, session: str | None, invoice: str | None
-) -> JSON:
-    """A PaymentIntent waiting for 3-D Secure on the hosted payment page (Checkout) or for an invoice
-    payment of the admin routes: no events (those flows emit their own)."""
-    intent = new_intent(ctx, {"amount": amount, "currency": currency, "payment_method_types": ["card"]})
-    intent["payment_method"] = payment_method_for_card(ctx, card)
-    intent["status"] = "requires_action"
-    ctx.internal(intent["id"]).update({"card": card, "checkout_session": session, "invoice": invoice})
-    return intent
-
-
-def charge_invoice(ctx: Ctx, invoice: JSON, card: str) -> JSON:
-    """One payment attempt on an open invoice with a test card; the subscription follows. Returns the
-    admin answer (`outcome`, and the PaymentIntent to authenticate when 3D Secure is required)."""
-    outcome, decline_code = card_outcome(card)
-    sub = ctx.acct.subscriptions[invoice["parent"]["subscription_details"]["subscription"]]
-    first = invoice["billing_reason"] == "subscription_create"
-    answer: JSON = {"outcome": outcome, "invoice": invoice["id"], "subscription": sub["id"]}
-    if outcome == "succeeded":
-        settle_invoice(ctx, invoice, sub, card)
-        return answer
-    if outcome == "requires_action":
-        intent = new_payment_intent(
-            ctx, card, invoice["amount_due"], invoice["currency"], session=None, invoice=invoice["id"]
-        )
-        answer["payment_intent"] = intent["id"]
-    else:
-        answer["error"] = decline(decline_code)
-    mark_failed(ctx, invoice, action_required=outcome == "requires_action")
-    if not first and sub["status"] == "active":
-        set_status(ctx, sub, "past_due")
-    return answer
-
-
-def settle_invoice(ctx: Ctx, invoice: JSON, sub: JSON, card: str) -> None:
-    """`invoice` of subscription `sub` is paid with test card `card`: the card pays its renewals, and
-    a subscription waiting for a payment is active again."""
-    ctx.internal(sub["id"])["card"] = card
-    mark_paid(ctx, invoice)
-    if sub["status"] in ("incomplete", "past_due", "unpaid"):
-        set_status(ctx, sub, "active")
