@@ -45,6 +45,7 @@ __all__ = [
     "DeliverySettings",
     "Job",
     "sign",
+    "signed_headers",
 ]
 
 USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
@@ -77,7 +78,8 @@ def sign(body: bytes, secret: str, timestamp: int) -> str:
 
 @dataclass(frozen=True)
 class Job:
-    """One event for one endpoint."""
+    """One event for one endpoint, or (`listener`) for one `stripe listen` session: then `endpoint_id`
+    is its websocket id and the event is pushed over its websocket (`listen_sessions`), not POSTed."""
 
     mode: str
     event_id: str
@@ -86,6 +88,18 @@ class Job:
     url: str
     secret: str
     body: bytes
+    listener: bool = False
+
+
+def signed_headers(job: Job) -> dict[str, str]:
+    """The headers of one delivery attempt of `job`, signed now (every attempt signs anew)."""
+    return {
+        "Content-Type": "application/json; charset=utf-8",
+        "User-Agent": USER_AGENT,
+        "Accept": "*/*; q=0.5, application/xml",
+        "Cache-Control": "no-cache",
+        "Stripe-Signature": sign(job.body, job.secret, int(time.time())),
+    }
 
 
 @dataclass(order=True)
@@ -243,15 +257,7 @@ class Deliverer:
 
     def _post(self, job: Job) -> tuple[int | None, str | None]:
         parts = urlsplit(job.url)
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "User-Agent": USER_AGENT,
-            "Accept": "*/*; q=0.5, application/xml",
-            "Cache-Control": "no-cache",
-            "Stripe-Signature": sign(job.body, job.secret, timestamp),
-            "Content-Length": str(len(job.body)),
-        }
+        headers = {**signed_headers(job), "Content-Length": str(len(job.body))}
         conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         target = parts.path or "/"
         if parts.query:
