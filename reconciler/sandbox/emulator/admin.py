@@ -117,7 +117,7 @@ def _run_action(
             return Reply(exc.status, exc.body())
         jobs.extend(events.commit(ctx))
         emu.store.save()
-    emu.deliverer.enqueue(jobs)
+    emu.send(jobs)
     return Reply(200, result)
 
 

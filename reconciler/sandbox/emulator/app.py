@@ -16,6 +16,7 @@ from . import admin, pipeline
 from .delivery import DEFAULT_DELIVERIES, Deliverer, DeliverySettings, Job
 from .errors import JSON, EmulatorConfigError
 from .faults import FAULTS, NO_FAULTS, Faults, FaultSettings, number
+from .listen_sessions import ListenSessions
 from .pipeline import Reply
 from .store import Store
 
@@ -50,6 +51,7 @@ class Emulator:
                 raise
             raise EmulatorConfigError(f"Stripe emulator delivery_retry_delays: {exc}") from exc
         self.store = Store(self.state_file)
+        self.listen_sessions = ListenSessions(self._stripecli_session)
 
     @property
     def _accounts(self) -> dict[str, Any]:
@@ -71,8 +73,14 @@ class Emulator:
             return admin.handle(self, method, split.path, body, hdrs)
         with self._lock:
             reply, jobs = pipeline.run(self, method, split.path, split.query, hdrs, body)
-        self.deliverer.enqueue(jobs)  # outside the lock: delivery never holds it
+        self.send(jobs)
         return reply
+
+    def send(self, jobs: list[Job]) -> None:
+        """Hand committed jobs over: to webhook delivery, or to the `stripe listen` sessions. Never call
+        it while holding the emulator's lock (neither ever takes it while sending)."""
+        self.deliverer.enqueue([job for job in jobs if not job.listener])
+        self.listen_sessions.push(job for job in jobs if job.listener)
 
     # ------------------------------------------------------------------ request log
 
@@ -163,6 +171,17 @@ class Emulator:
         """Every delivery attempt so far, oldest first."""
         return self.deliverer.attempts()
 
+    def _stripecli_session(self, websocket_id: str) -> JSON | None:
+        """The stored `stripe listen` session with this websocket id, of either mode (None: unknown)."""
+        with self._lock, self.store.transaction():
+            for mode in self.store.accounts:
+                session = self.store.get(mode, "stripecli_session", websocket_id)
+                if session is not None:
+                    return dict(session)
+            return None
+
     def close(self) -> None:
-        """Stop the delivery thread (queued and scheduled deliveries are dropped)."""
+        """Stop the delivery thread (queued and scheduled deliveries are dropped) and close the `stripe
+        listen` websockets."""
         self.deliverer.stop()
+        self.listen_sessions.close()

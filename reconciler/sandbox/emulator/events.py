@@ -90,9 +90,13 @@ def discard(ctx: Ctx) -> None:
     ctx.emitted = []
 
 
+def _body(event: JSON) -> bytes:
+    return (json.dumps(event, indent=2) + "\n").encode("utf-8")
+
+
 def commit(ctx: Ctx) -> list[Job]:
-    """A delivery job per matching enabled endpoint, for each event of the request (sent by the caller
-    once the lock is released)."""
+    """A delivery job per matching enabled endpoint and per `stripe listen` session, for each event of
+    the request (sent by the caller once the lock is released)."""
     jobs: list[Job] = []
     acct = ctx.acct
     for event in ctx.emitted:
@@ -104,9 +108,17 @@ def commit(ctx: Ctx) -> list[Job]:
         ]
         event["pending_webhooks"] = len(endpoints)
         for we in endpoints:
-            body = (json.dumps(in_version(ctx, event, we["api_version"]), indent=2) + "\n").encode("utf-8")
+            body = _body(in_version(ctx, event, we["api_version"]))
             jobs.append(
                 Job(ctx.mode, event["id"], event["type"], we["id"], we["url"], str(we["secret"]), body)
+            )
+        # Every event goes to every `stripe listen` session (the CLI applies `--events` itself), in the
+        # account's default version (the CLI's `--latest` asks for the same one here: listen_sessions).
+        sessions = list(acct.stripecli_sessions.values())
+        body = _body(event) if sessions else b""
+        for session in sessions:
+            jobs.append(
+                Job(ctx.mode, event["id"], event["type"], session["id"], "", session["secret"], body, True)
             )
     if ctx.emitted:
         ctx.dirty = True

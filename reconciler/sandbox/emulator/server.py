@@ -106,6 +106,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         emulator = cast(_Server, self.server).emulator
+        if method == "GET" and self.headers.get("Upgrade", "").lower() == "websocket":
+            self.close_connection = True  # the socket is the websocket's now, then closed
+            emulator.listen_sessions.serve(self.connection, self.path, self.headers.items())
+            return
         try:
             body = self._read_body()
         except _BodyError as exc:

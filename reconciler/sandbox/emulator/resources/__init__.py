@@ -18,6 +18,7 @@ from . import (
     products,
     renewals,
     setup_intents,
+    stripecli_sessions,
     subscriptions,
     webhook_endpoints,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "products",
     "renewals",
     "setup_intents",
+    "stripecli_sessions",
     "subscriptions",
     "webhook_endpoints",
 ]
