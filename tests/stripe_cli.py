@@ -1,4 +1,4 @@
-"""Run the official Stripe CLI (`stripe trigger`, `stripe fixtures`) against the emulator.
+"""Run the official Stripe CLI (`stripe trigger`, `stripe fixtures`, `stripe listen`) against the emulator.
 
 The CLI is the npm package `@stripe/cli`, pinned in `tools/package.json` and installed by `.ci/run`
 (`npm install --prefix tools`). It is found, in this order, at `KUPLOY_STRIPE_CLI`, at
@@ -19,11 +19,16 @@ Each run is isolated from the user's machine and from the network:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import signal
 import subprocess
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +66,29 @@ def find_cli() -> str | None:
     return shutil.which("stripe")
 
 
+def isolated_env(home: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The CLI's environment: the caller's without its STRIPE_*, KUPLOY_* and proxy variables, HOME
+    in `home`, the update check sent to a closed port; `env` adds variables."""
+    full_env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.upper().startswith(
+            ("STRIPE_", "KUPLOY_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+        )
+    }
+    full_env.update(
+        HOME=home,
+        XDG_CONFIG_HOME=str(Path(home) / "config"),
+        STRIPE_CLI_TELEMETRY_OPTOUT="1",
+        HTTPS_PROXY=CLOSED_PORT_PROXY,
+        HTTP_PROXY=CLOSED_PORT_PROXY,
+        NO_PROXY="127.0.0.1,localhost,::1",
+        NO_COLOR="1",
+    )
+    full_env.update(env or {})
+    return full_env
+
+
 def run(
     cli: str,
     args: list[str],
@@ -73,27 +101,10 @@ def run(
     """`stripe ARGS --api-key KEY --api-base URL` in an isolated home; `env` adds variables
     (e.g. for `${.env:NAME}` in a fixture file). A run over `timeout` seconds raises TimeoutExpired."""
     with tempfile.TemporaryDirectory(prefix="kuploy-stripe-cli-") as home:
-        full_env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.upper().startswith(
-                ("STRIPE_", "KUPLOY_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
-            )
-        }
-        full_env.update(
-            HOME=home,
-            XDG_CONFIG_HOME=str(Path(home) / "config"),
-            STRIPE_CLI_TELEMETRY_OPTOUT="1",
-            HTTPS_PROXY=CLOSED_PORT_PROXY,
-            HTTP_PROXY=CLOSED_PORT_PROXY,
-            NO_PROXY="127.0.0.1,localhost,::1",
-            NO_COLOR="1",
-        )
-        full_env.update(env or {})
         done = subprocess.run(
             [cli, *args, "--api-key", api_key, "--api-base", api_base],
             cwd=home,
-            env=full_env,
+            env=isolated_env(home, env),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -120,3 +131,77 @@ def fixtures(
     return run(
         cli, ["fixtures", str(path.resolve())], api_base=api_base, api_key=api_key, env=env, timeout=timeout
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """A running `stripe listen`: the signing secret its "Ready!" line printed, and its output so far."""
+
+    secret: str
+    home: Path
+
+    def output(self) -> str:
+        """For assertion messages: both streams so far."""
+        return "\n".join(
+            f"--- {name}\n{(self.home / name).read_text(errors='replace')}" for name in ("stdout", "stderr")
+        )
+
+
+READY = re.compile(r"Ready! .*Your webhook signing secret is (whsec_\w+)")
+
+
+@contextmanager
+def listening(
+    cli: str, args: list[str], *, api_base: str, api_key: str, ready_timeout: float = 120.0
+) -> Iterator[Listening]:
+    """`stripe listen ARGS` in the background, isolated as `run`; yields once its websocket is connected
+    (the "Ready! ... Your webhook signing secret is whsec_..." line). Its streams go to files (a full
+    pipe would stall it). At exit its process group is killed: the npm package's `stripe` is a Node shim
+    that runs the Go binary as a child, which a signal to the shim alone would leave running."""
+    with tempfile.TemporaryDirectory(prefix="kuploy-stripe-listen-") as home:
+        folder = Path(home)
+        with open(folder / "stdout", "wb") as out, open(folder / "stderr", "wb") as err:
+            proc = subprocess.Popen(
+                [cli, "listen", *args, "--api-key", api_key, "--api-base", api_base],
+                cwd=home,
+                env=isolated_env(home),
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        try:
+            yield Listening(_wait_ready(proc, folder, ready_timeout), folder)
+        finally:
+            _kill_group(proc)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], folder: Path, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = READY.search((folder / "stderr").read_text(errors="replace"))
+        if found:
+            return found.group(1)
+        listening_so_far = Listening("", folder)
+        assert proc.poll() is None, f"stripe listen exited {proc.returncode}\n{listening_so_far.output()}"
+        assert time.monotonic() < deadline, (
+            f"stripe listen not ready in {timeout} s\n{listening_so_far.output()}"
+        )
+        time.sleep(0.1)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the CLI's process group (the Go CLI exits on it); SIGKILL to whatever is left of the
+    group after 15 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15.0
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the shim, or the group never looks empty
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=15.0)

@@ -500,12 +500,34 @@ def test_a_price_change_made_with_the_stripe_cli_is_seen_as_drift(
 # --- end to end: Checkout paid with the CLI lands in cloud_subscriptions -----------------------------
 
 
+def subscription_checkout_trigger(price_id: str, organization: str, amount: int = 2000) -> list[str]:
+    """`stripe trigger checkout.session.completed` turned into a subscription Checkout of `price_id`
+    for `organization` (`--override`, `--add`, `--remove` are the CLI's own flags for this)."""
+    return [
+        "trigger",
+        "checkout.session.completed",
+        "--override",
+        "checkout_session:mode=subscription",
+        # The CLI's `path.to.param` form replaces the fixture's line item; the bracketed
+        # form would add a second `line_items[0][price]` beside it, in random order.
+        "--override",
+        f"checkout_session:line_items.0.price={price_id}",
+        "--override",
+        "checkout_session:line_items.0.quantity=1",
+        "--remove",
+        "checkout_session:payment_intent_data",
+        "--add",
+        f"checkout_session:client_reference_id={organization}",
+        "--override",
+        f"payment_page_confirm:expected_amount={amount}",
+    ]
+
+
 def test_checkout_completed_with_the_cli_lands_in_cloud_subscriptions(
     cli: str, database_url: str, db: psycopg.Connection, tmp_path: Path
 ) -> None:
     """`sandbox serve` + `listen`, a webhook endpoint on the emulator for the listener, and `stripe
-    trigger checkout.session.completed` turned into a subscription Checkout of the catalog's plan
-    (`--override`, `--add`, `--remove` are the CLI's own flags for this)."""
+    trigger checkout.session.completed` turned into a subscription Checkout of the catalog's plan."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         migrations.migrate(conn)
     with sandbox_serve() as stripe_url:
@@ -534,27 +556,7 @@ def test_checkout_completed_with_the_cli_lands_in_cloud_subscriptions(
         listen = [sys.executable, "-m", "reconciler", "listen", "--port", str(port)]
         with started(listen, f"http://127.0.0.1:{port}/readyz", env):
             result = stripe_cli.run(
-                cli,
-                [
-                    "trigger",
-                    "checkout.session.completed",
-                    "--override",
-                    "checkout_session:mode=subscription",
-                    # The CLI's `path.to.param` form replaces the fixture's line item; the bracketed
-                    # form would add a second `line_items[0][price]` beside it, in random order.
-                    "--override",
-                    f"checkout_session:line_items.0.price={price_id}",
-                    "--override",
-                    "checkout_session:line_items.0.quantity=1",
-                    "--remove",
-                    "checkout_session:payment_intent_data",
-                    "--add",
-                    "checkout_session:client_reference_id=org_cli",
-                    "--override",
-                    "payment_page_confirm:expected_amount=2000",
-                ],
-                api_base=stripe_url,
-                api_key=TEST_KEY,
+                cli, subscription_checkout_trigger(price_id, "org_cli"), api_base=stripe_url, api_key=TEST_KEY
             )
             assert result.returncode == 0 and "Trigger succeeded" in result.stdout, result.describe()
             flush = urllib.request.Request(
