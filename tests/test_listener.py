@@ -656,6 +656,73 @@ def test_concurrent_events_for_one_subscription_end_in_the_latest_state(
     assert row is not None and row["status"] == "canceled" and row["latestInvoiceStatus"] == "paid"
 
 
+def test_the_row_read_with_the_events_insert_is_what_the_locks_last_holder_committed(migrated: str) -> None:
+    """The stored row is read in the same round trip as the INSERT that takes the subscription's lock
+    (a pipeline). It must still be read after the lock is granted: here a peer holds the lock while
+    making the stored state newer than the event, and commits only once the event waits for the lock.
+    Read before the wait, the event would store its older snapshot over the peer's state."""
+    now = int(time.time())
+    no_stripe: Any = None  # no tie: Stripe is never asked
+
+    def event(n: int, created: int, status: str) -> Event:
+        subscription = {"id": "sub_race", "status": status}
+        return Event(
+            id=f"evt_race_{n}",
+            type="customer.subscription.updated",
+            created=created,
+            livemode=False,
+            object=subscription,
+            idempotency_key=None,
+        )
+
+    async def waiting_for_the_lock(admin: psycopg.AsyncConnection) -> bool:
+        cur = await admin.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = %s",
+            (LOCK_SPACE,),
+        )
+        row = await cur.fetchone()
+        return row is not None and row[0] > 0
+
+    async def scenario() -> tuple[Any, Any]:
+        pool = ConnectionPool(Secret(migrated), size=1)
+        await pool.open()
+        async with pool.connection() as conn:
+            await process_event(conn, no_stripe, event(1, now - 10, "active"), datetime.now(UTC))
+        async with (
+            await psycopg.AsyncConnection.connect(migrated, autocommit=True) as holder,
+            await psycopg.AsyncConnection.connect(migrated, autocommit=True) as admin,
+        ):
+            async with holder.transaction():
+                await holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext('sub_race'))", (LOCK_SPACE,))
+                await holder.execute(
+                    "UPDATE cloud_subscriptions SET status = 'canceled', \"stateAsOf\" = %s "
+                    "WHERE \"stripeSubscriptionId\" = 'sub_race'",
+                    (now,),
+                )
+
+                async def late() -> Any:
+                    async with pool.connection() as conn:
+                        return await process_event(
+                            conn, no_stripe, event(2, now - 5, "past_due"), datetime.now(UTC)
+                        )
+
+                task = asyncio.ensure_future(late())
+                while not await waiting_for_the_lock(admin):
+                    assert not task.done(), task
+                    await asyncio.sleep(0.01)
+            outcome = await task
+            cur = await admin.execute(
+                'SELECT status FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s', ("sub_race",)
+            )
+            row = await cur.fetchone()
+        await pool.close()
+        return outcome, row
+
+    outcome, row = asyncio.run(scenario())
+    assert outcome.kind == "stale", outcome
+    assert row == ("canceled",)
+
+
 # --- rejected before any write -------------------------------------------------------------------
 
 
@@ -926,10 +993,12 @@ def test_an_event_costs_its_own_statements_and_the_pool_none(
         assert cost(ignored, threads=4) == {"INSERT": 12}  # recorded in one statement each
         assert cost(ignored[:1]) == {"INSERT": 1}  # a duplicate: the same INSERT, no row
         created = make_event("customer.subscription.created", new_subscription(stripe_client, catalog))
-        # BEGIN, the event row and the lock, the stored state's second, the snapshot, the outcome, COMMIT.
+        # BEGIN, the event row and the lock, the stored row, the snapshot, the outcome, COMMIT: pipelined,
+        # the first three in one round trip, the last three in another.
         snapshot = {"BEGIN": 1, "INSERT": 1, "SELECT": 1, "WITH": 1, "UPDATE": 1, "COMMIT": 1}
         assert cost([created]) == snapshot
-        assert cost([created]) == {"BEGIN": 1, "INSERT": 1, "COMMIT": 1}  # a duplicate takes no lock
+        # A duplicate takes no lock; the read sent with its INSERT is answered, and its answer unused.
+        assert cost([created]) == {"BEGIN": 1, "INSERT": 1, "SELECT": 1, "COMMIT": 1}
         assert counter["SET"] <= 8  # once per connection of the pool (8 at most), never per checkout
 
 

@@ -1,14 +1,16 @@
 """The listener's rows: `cloud_stripe_events` (one per Stripe event, its outcome and detail) and
 `cloud_subscriptions` (one per subscription). Every statement the listener runs is here, static SQL;
-the caller owns the transaction and the subscription's advisory lock."""
+the caller owns the transaction (`pipelined_transaction`) and the subscription's advisory lock."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg.rows import class_row
 
 _INSERT_EVENT = (
     "INSERT INTO cloud_stripe_events "
@@ -56,6 +58,40 @@ class SubscriptionState:
     read: bool
 
 
+@dataclass(frozen=True, slots=True)
+class StoredSubscription:
+    """What the listener's rules read of a stored subscription row."""
+
+    status: str
+    as_of: int | None
+    """The second its state is Stripe's as of."""
+    read: bool
+    """Whether that state was read from Stripe (vs. an event's snapshot)."""
+    invoice_id: str | None
+    invoice_status: str | None
+    invoice_created: int | None
+
+
+@contextlib.asynccontextmanager
+async def pipelined_transaction(conn: psycopg.AsyncConnection) -> AsyncIterator[None]:
+    """One transaction on an autocommit connection in pipeline mode: statements are sent as they are
+    executed and only reading a result waits for the server, so BEGIN travels with the first
+    statements and COMMIT with the last (a snapshot event: two round trips instead of six). Anything
+    raised in the block, or by a statement the server ran in the pipeline, rolls it all back."""
+    try:
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            yield
+            await conn.execute("COMMIT")  # sent, and waited for, by the pipeline's closing sync
+    except BaseException:
+        # The pipeline is closed (its sync ended what the server skipped after an error): the
+        # transaction is open or failed. A broken connection has nothing to roll back; the pool
+        # replaces it.
+        with contextlib.suppress(psycopg.Error):
+            await conn.rollback()
+        raise
+
+
 def plan_detail(plan: str, what: str) -> str:
     """The detail stored for a Product/Price event of `plan` (the plan itself goes in its own column)."""
     return f"{_PLAN_PREFIX}{plan}: {what}"
@@ -88,20 +124,37 @@ async def record_event(
     return await cur.fetchone() is not None
 
 
-async def record_event_and_lock(
+_READ_SUBSCRIPTION = (
+    'SELECT status, "stateAsOf" AS as_of, "stateRead" AS read, "latestInvoiceId" AS invoice_id, '
+    '"latestInvoiceStatus" AS invoice_status, '
+    'extract(epoch FROM "latestInvoiceCreated")::bigint AS invoice_created '
+    'FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s'
+)
+
+
+async def record_event_and_read(
     conn: psycopg.AsyncConnection, event: EventRow, lock_space: int, sub_id: str
-) -> bool:
-    """Record an event as processing and take its subscription's lock, in one statement; False (and no
-    lock) when it was recorded before. A copy racing on another connection waits here for this
-    transaction to end."""
-    cur = await conn.execute(
+) -> tuple[bool, StoredSubscription | None]:
+    """Record an event as processing and take its subscription's lock (one statement), then read the
+    subscription's row: (False, …) without the lock when the event was recorded before (a copy racing
+    on another connection waits for that transaction to end), else (True, the row or None).
+
+    Both go in one round trip in a pipeline, and the read is still taken under the lock: the server
+    runs them in order, and under READ COMMITTED a statement's snapshot is taken when it starts, so
+    after the INSERT (and the lock wait in its RETURNING) finished: it sees what the previous holder
+    of the lock committed."""
+    inserted = await conn.execute(
         _RECORD_EVENT_AND_LOCK,
         (
             event.id, event.type, event.object_id, event.created, event.livemode, event.received,
             "processing", None, None, lock_space, sub_id,
         ),
     )  # fmt: skip
-    return await cur.fetchone() is not None
+    read = await conn.cursor(row_factory=class_row(StoredSubscription)).execute(_READ_SUBSCRIPTION, (sub_id,))
+    stored = await read.fetchone()  # the round trip: the INSERT's answer (or its error) comes first
+    if await inserted.fetchone() is None:
+        return False, None
+    return True, stored
 
 
 async def finish_event(
@@ -116,41 +169,14 @@ async def finish_event(
 
 async def attach_checkout(
     conn: psycopg.AsyncConnection, sub_id: str, organization: str | None, customer: str | None
-) -> str | None:
-    """Give a stored subscription the organization (and customer) of its checkout; its status, or
-    None when there is no row yet."""
-    cur = await conn.execute(
+) -> None:
+    """Give a stored subscription the organization (and customer) of its checkout."""
+    await conn.execute(
         'UPDATE cloud_subscriptions SET "organizationId" = COALESCE(%s, "organizationId"), '
         '"stripeCustomerId" = COALESCE("stripeCustomerId", %s), "updatedAt" = now() '
-        'WHERE "stripeSubscriptionId" = %s RETURNING status',
+        'WHERE "stripeSubscriptionId" = %s',
         (organization, customer, sub_id),
     )
-    row = await cur.fetchone()
-    return None if row is None else row[0]
-
-
-async def read_state_as_of(conn: psycopg.AsyncConnection, sub_id: str) -> tuple[int | None, bool]:
-    """The second the stored state is Stripe's as of, and whether it was read from Stripe (vs. an event
-    snapshot); (None, False) without a row."""
-    cur = await conn.execute(
-        'SELECT "stateAsOf", "stateRead" FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s',
-        (sub_id,),
-    )
-    row = await cur.fetchone()
-    return (row[0], row[1]) if row is not None else (None, False)
-
-
-async def read_latest_invoice(
-    conn: psycopg.AsyncConnection, sub_id: str
-) -> tuple[str | None, str | None, int | None] | None:
-    """(invoice id, status, created second) of the stored latest invoice; None without a row."""
-    cur = await conn.execute(
-        'SELECT "latestInvoiceId", "latestInvoiceStatus", extract(epoch FROM "latestInvoiceCreated")::bigint '
-        'FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s',
-        (sub_id,),
-    )
-    row = await cur.fetchone()
-    return None if row is None else (row[0], row[1], row[2])
 
 
 async def store_latest_invoice(
