@@ -42,6 +42,8 @@ from starlette.applications import Starlette
 
 from reconciler import migrations
 from reconciler.listener import LOCK_SPACE, ConnectionPool, Event, create_app, process_event
+from reconciler.listener.pool import DOWN_WAIT
+from reconciler.listener.verification import Unavailable
 from reconciler.model import WEBHOOK_PATH, ownership_metadata
 from reconciler.sandbox.emulator import RunningEmulator
 from reconciler.settings import Secret, Settings
@@ -1100,6 +1102,56 @@ def test_a_lock_timeout_fails_the_event_but_keeps_the_pools_connections(migrated
     assert after == before  # the same two server sessions: nothing was dropped and reopened
     with psycopg.connect(migrated, autocommit=True) as db:
         assert count(db, "cloud_stripe_events") == 0  # rolled back with the failed wait
+
+
+def test_a_database_the_pool_cannot_reach_answers_503_at_once_an_exhausted_pool_after_its_wait(
+    settings: Settings, migrated: str
+) -> None:
+    """Down (every attempt to connect fails): 503 within `DOWN_WAIT`, well before the event deadline.
+    Up but every connection busy: the full `wait`, then 503."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"postgresql://postgres@127.0.0.1:{probe.getsockname()[1]}/postgres"
+
+    async def refusal(pool: ConnectionPool) -> tuple[str, float]:
+        """Why a checkout from `pool` is refused, and how long it waited."""
+        started = time.monotonic()
+        with pytest.raises(Unavailable) as refused:
+            async with pool.connection():
+                pass
+        return str(refused.value), time.monotonic() - started
+
+    async def down() -> tuple[str, float]:
+        pool = ConnectionPool(Secret(dead), size=2)
+        await pool.open()
+        while not pool._reconnecting_fails():  # the first attempts, refused
+            await asyncio.sleep(0.01)
+        refused = await refusal(pool)
+        await pool.close()
+        return refused
+
+    async def exhausted() -> tuple[str, float]:
+        pool = ConnectionPool(Secret(migrated), size=1, wait=1.5)
+        await pool.open()
+        async with pool.connection():  # the only one
+            refused = await refusal(pool)
+        await pool.close()
+        return refused
+
+    reason, seconds = asyncio.run(down())
+    assert reason == "database unavailable" and seconds < 4 * DOWN_WAIT
+    reason, seconds = asyncio.run(exhausted())
+    assert reason == "no database connection free" and seconds >= 1.5
+    # Over HTTP: the event is answered 503 long before its 8 s deadline.
+    with serve(
+        create_app(dataclasses.replace(settings, database_url=Secret(dead)), webhook_secret=Secret(SECRET))
+    ) as running:
+        started = time.monotonic()
+        reply = running.post(
+            make_event("customer.subscription.created", {"id": "sub_down", "object": "subscription"})
+        )
+        assert reply == Reply(503, {"error": "database unavailable; retry later"})
+        assert time.monotonic() - started < 4.0
 
 
 def test_a_stalled_database_answers_503_by_the_event_deadline_then_the_retry_converges(

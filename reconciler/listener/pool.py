@@ -1,7 +1,8 @@
 """The listener's database connections: a `psycopg_pool.AsyncConnectionPool` of `size` async
 autocommit connections, each with a 30 s lock timeout, opened and closed with the app's lifespan (so
 each `listen --workers N` process has its own). A broken connection drains the idle ones; an exhausted
-pool answers `Unavailable` (503) after `wait` seconds."""
+pool answers `Unavailable` (503) after `wait` seconds, a pool that cannot reach the database after
+`DOWN_WAIT`."""
 
 from __future__ import annotations
 
@@ -14,11 +15,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from reconciler.listener.verification import Unavailable
 from reconciler.settings import Secret
 
-
-async def _configure(conn: psycopg.AsyncConnection) -> None:
-    """Once per new connection. Per session, like apply's advisory lock: DATABASE_URL must not be a
-    transaction-mode pooler. A stuck peer answers 503, and Stripe retries."""
-    await conn.execute("SET lock_timeout = '30s'")
+DOWN_WAIT = 0.5
+"""Seconds an event waits for a connection when none is free and the pool's last attempt to connect
+failed: the database is down, and waiting the full `wait` would only answer 503 later."""
 
 
 class ConnectionPool:
@@ -36,11 +35,23 @@ class ConnectionPool:
             min_size=size,
             max_size=size,
             open=False,
-            configure=_configure,
+            configure=self._configure,
             check=None,
             timeout=wait,
             name="listener",
         )
+        self._wait = wait
+        self._errors_when_connected = 0
+        """The pool's count of failed connection attempts at its last successful one."""
+
+    async def _configure(self, conn: psycopg.AsyncConnection) -> None:
+        """Once per new connection. Per session, like apply's advisory lock: DATABASE_URL must not be a
+        transaction-mode pooler. A stuck peer answers 503, and Stripe retries."""
+        await conn.execute("SET lock_timeout = '30s'")
+        self._errors_when_connected = self._pool.get_stats().get("connections_errors", 0)
+
+    def _reconnecting_fails(self) -> bool:
+        return self._pool.get_stats().get("connections_errors", 0) > self._errors_when_connected
 
     async def open(self) -> None:
         """Start filling the pool in the background; events wait for their connection (a database
@@ -50,12 +61,22 @@ class ConnectionPool:
     async def close(self) -> None:
         await self._pool.close()
 
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def _getconn(self) -> psycopg.AsyncConnection:
+        """A free connection. Waiting for one, a pool whose last attempt to connect failed gives up
+        after `DOWN_WAIT` (the database is down); else after `wait` (all busy)."""
         try:
-            conn = await self._pool.getconn()
+            return await self._pool.getconn(timeout=min(DOWN_WAIT, self._wait))
+        except PoolTimeout:
+            if self._reconnecting_fails():
+                raise Unavailable("database unavailable") from None
+        try:
+            return await self._pool.getconn(timeout=max(self._wait - DOWN_WAIT, 0.0))
         except PoolTimeout:
             raise Unavailable("no database connection free") from None
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        conn = await self._getconn()
         try:
             yield conn
         finally:
