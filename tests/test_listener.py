@@ -1070,6 +1070,44 @@ def test_stripe_unreachable_answers_503_with_nothing_written_then_the_retry_conv
     assert count(db, "cloud_stripe_events") == 1 and count(db, "cloud_subscriptions") == 1
 
 
+def test_a_write_the_server_refuses_late_in_the_pipeline_rolls_back_the_whole_event(migrated: str) -> None:
+    """The writes and COMMIT are sent together: when the server refuses one of them (here a period end
+    Postgres cannot store, which verification would have refused), the COMMIT is skipped, the
+    transaction rolled back with the event's row, and the connection is left idle for the next event."""
+    no_stripe: Any = None  # a first snapshot: Stripe is never asked
+
+    def event(event_id: str, period_end: int) -> Event:
+        subscription = {"id": "sub_late", "status": "active", "current_period_end": period_end}
+        return Event(
+            id=event_id,
+            type="customer.subscription.created",
+            created=int(time.time()),
+            livemode=False,
+            object=subscription,
+            idempotency_key=None,
+        )
+
+    async def scenario() -> tuple[Any, Any]:
+        pool = ConnectionPool(Secret(migrated), size=1)
+        await pool.open()
+        async with pool.connection() as conn:
+            with pytest.raises(psycopg.DataError):
+                await process_event(conn, no_stripe, event("evt_late", 10**15), datetime.now(UTC))
+            status = conn.info.transaction_status
+        async with pool.connection() as conn:  # the same connection, usable
+            outcome = await process_event(
+                conn, no_stripe, event("evt_late", 1_800_000_000), datetime.now(UTC)
+            )
+        await pool.close()
+        return status, outcome
+
+    status, outcome = asyncio.run(scenario())
+    assert status == psycopg.pq.TransactionStatus.IDLE
+    assert outcome is not None and outcome.kind == "processed"  # the retry is not a duplicate
+    with psycopg.connect(migrated, autocommit=True) as db:
+        assert count(db, "cloud_stripe_events") == 1 and count(db, "cloud_subscriptions") == 1
+
+
 def test_a_lock_timeout_fails_the_event_but_keeps_the_pools_connections(migrated: str) -> None:
     event = Event(
         id="evt_hot",
