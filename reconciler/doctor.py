@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 
 import psycopg
 import stripe
@@ -12,20 +11,13 @@ from reconciler import migrations
 from reconciler.connections import connect_postgres, stripe_client
 from reconciler.errors import KuployError
 from reconciler.model import WEBHOOK_EVENTS, WEBHOOK_PATH, StripePrice, owned_slug
+from reconciler.results import Check
 from reconciler.settings import Settings, check_key_pair, key_mode
 from reconciler.state.from_postgres import read_rows
 from reconciler.state.from_stripe import check_key, read_prices, read_webhook_endpoints
 from reconciler.throttle import StripeCalls
 
 WEBHOOK_EVENT_SET = frozenset(WEBHOOK_EVENTS)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
 
 
 def run_checks(
