@@ -12,7 +12,6 @@ from reconciler.cli.context import command_settings
 from reconciler.cli.options import examples
 from reconciler.errors import ConfigError, KuployError
 from reconciler.render.checkout import render_checkout
-from reconciler.render.sandbox import render_database_line, render_sandbox_status
 from reconciler.settings import state_dir
 
 
@@ -31,6 +30,7 @@ def sandbox_status() -> int:
     """Show what the sandbox runs and where its state is (KUPLOY_STATE_DIR, default .kuploy-sandbox/).
     Starts or stops nothing."""
     from reconciler.sandbox import postgres
+    from reconciler.sandbox.status import render_sandbox_status
 
     click.echo(render_sandbox_status(postgres.sandbox_status(state_dir())), nl=False)
     return 0
@@ -41,6 +41,7 @@ def sandbox_start() -> int:
     """Start the sandbox PostgreSQL and keep it running between commands (each command then skips its
     start) until `sandbox stop`. Without it, a command starts it for itself and stops it at its end."""
     from reconciler.sandbox.postgres import keep_sandbox_database
+    from reconciler.sandbox.status import render_database_line
 
     status = keep_sandbox_database(state_dir())
     click.echo(render_database_line(status), nl=False)
