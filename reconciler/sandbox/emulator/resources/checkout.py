@@ -278,6 +278,7 @@ def _render(ctx: Ctx, obj: JSON, out: JSON, groups: dict[str, list[str]], depth:
     return groups
 
 
+# Declared as every Kind is (invoices.py alike): the registry's form, this resource's fields.
 register_kind(
     Kind(
         "checkout_session",

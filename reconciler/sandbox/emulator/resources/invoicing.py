@@ -34,13 +34,8 @@ from .payments import (
     attempt_payment,
     default_payment_method,
 )
-from .subscriptions import set_status
+from .subscriptions import NO_PAYMENT_METHOD, set_status
 
-NO_PAYMENT_METHOD = (
-    "This customer has no attached payment source or default payment method. Please consider adding a "
-    "default payment method. For more information, visit "
-    "https://stripe.com/docs/billing/subscriptions/payment-methods-setting#payment-method-priority."
-)
 REQUIRES_ACTION = (
     "This payment requires additional user action before it can be completed successfully. Payment can "
     "be completed using the PaymentIntent associated with the invoice. For more details see: "

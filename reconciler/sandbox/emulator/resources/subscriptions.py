@@ -20,6 +20,8 @@ from .subscription_items import check_items, created_items, updated_items
 if TYPE_CHECKING:
     from .payments import Payment
 
+# Stripe's answer when neither the invoice nor the customer has a payment method; `invoicing` pays
+# invoices with the same answer.
 NO_PAYMENT_METHOD = (
     "This customer has no attached payment source or default payment method. Please consider adding a "
     "default payment method. For more information, visit "
