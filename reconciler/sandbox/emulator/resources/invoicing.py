@@ -43,6 +43,7 @@ REQUIRES_ACTION = (
 )
 
 
+# Begins as `create_subscription` does (an existing customer is required); what follows differs.
 def create_invoice(ctx: Ctx, p: JSON) -> JSON:
     if "customer" not in p:
         raise missing("customer")
