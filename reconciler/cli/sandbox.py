@@ -4,7 +4,9 @@ test checkout."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -131,6 +133,11 @@ def sandbox_checkout(
     return 0 if report.consistent else 1
 
 
+def _fault_share(flag: str, help: str) -> Callable[[Any], Any]:
+    """A fault of `sandbox serve` given as the share of requests it hits: 0 to 1, none by default."""
+    return click.option(flag, type=click.FloatRange(0, 1), default=0.0, show_default=True, help=help)
+
+
 @sandbox.command(
     "serve", epilog=examples("sandbox serve", "sandbox serve --port 12111 --latency-ms 50 --rate-limit 25")
 )
@@ -144,20 +151,8 @@ def sandbox_checkout(
     default=None,
     help="Answer Stripe's 429 beyond N requests per second (default: no limit).",
 )
-@click.option(
-    "--error-rate",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Share of requests answered 500 api_error (half before, half after the write).",
-)
-@click.option(
-    "--timeout-rate",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Share of requests whose connection hangs, then closes without an answer.",
-)
+@_fault_share("--error-rate", "Share of requests answered 500 api_error (half before, half after the write).")
+@_fault_share("--timeout-rate", "Share of requests whose connection hangs, then closes without an answer.")
 @click.option("--hang-seconds", type=click.FloatRange(0, 600), default=30.0, show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed the faults for a reproducible run.")
 def sandbox_serve(
