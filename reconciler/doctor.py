@@ -90,10 +90,9 @@ def _stripe_checks(settings: Settings, calls: StripeCalls, env: Mapping[str, str
                 detail=f"secret and publishable keys are both {key_mode(secret)}",
             )
         except KuployError as e:
-            yield Check(
-                name="test/live mode",
-                ok=False,
-                detail=str(e),
+            yield _user_error(
+                "test/live mode",
+                e,
                 fix="use the secret and publishable keys of one mode (Dashboard → Developers → API keys)",
             )
 
@@ -106,6 +105,11 @@ def _stripe_checks(settings: Settings, calls: StripeCalls, env: Mapping[str, str
             detail="not checked: the secret key does not work",
             fix="fix the secret key first",
         )
+
+
+def _user_error(name: str, error: KuployError, *, fix: str) -> Check:
+    """The check `name` failed on a user error: its one line is the detail."""
+    return Check(name=name, ok=False, detail=str(error), fix=fix)
 
 
 def _webhook_endpoint(calls: StripeCalls) -> Check:
@@ -144,12 +148,7 @@ def _database_checks(settings: Settings, calls: StripeCalls) -> Iterator[Check]:
     try:
         conn = connect_postgres(settings)
     except KuployError as e:
-        yield Check(
-            name="database",
-            ok=False,
-            detail=str(e),
-            fix="check DATABASE_URL: host, port, database, credentials",
-        )
+        yield _user_error("database", e, fix="check DATABASE_URL: host, port, database, credentials")
         return
     with conn:
         yield Check(name="database", ok=True, detail=f"connected to {settings.database_label}")
@@ -163,11 +162,8 @@ def _database_checks(settings: Settings, calls: StripeCalls) -> Iterator[Check]:
         try:
             migrations.check_cloud_plans(conn)
         except KuployError as e:
-            yield Check(
-                name="cloud_plans shape",
-                ok=False,
-                detail=str(e),
-                fix="fix or rename the table by hand; the tool never drops columns",
+            yield _user_error(
+                "cloud_plans shape", e, fix="fix or rename the table by hand; the tool never drops columns"
             )
             return
         yield Check(name="cloud_plans shape", ok=True, detail="compatible")
