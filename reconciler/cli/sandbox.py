@@ -173,6 +173,7 @@ def sandbox_serve(
 
     click.echo(f"Stripe emulator on http://{host}:{port} (STRIPE_API_BASE); Ctrl-C stops it", err=True)
     try:
+        # One keyword a line, as DatabaseStatus(...) in sandbox/postgres.py: alike in shape, nothing shared.
         faults = emulator.FaultSettings(
             rate_limit=rate_limit,
             error_rate=error_rate,

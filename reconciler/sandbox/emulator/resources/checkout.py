@@ -53,6 +53,7 @@ def create_checkout_session(ctx: Ctx, p: JSON) -> JSON:
     expires_at = _checked_expiry(p, now)
     data = p.get(MODE_DATA[mode]) or {}
     data_metadata = merge_metadata({}, data.get("metadata"), f"{MODE_DATA[mode]}[metadata]")
+    # One keyword a line, as FaultSettings(...) in cli/sandbox.py: alike in shape, nothing shared.
     session = _new_session(
         ctx,
         p,
