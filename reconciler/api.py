@@ -20,6 +20,7 @@ import psycopg
 from reconciler import migrations, tool_version
 from reconciler.apply import OnOp, Progress, apply_plan
 from reconciler.apply.to_postgres import ApplyRecord, record_catalog
+from reconciler.callstats import CallStats
 from reconciler.catalog import load_catalog
 from reconciler.connections import connect_postgres, stripe_client
 from reconciler.diff import diff
@@ -28,6 +29,7 @@ from reconciler.errors import ApplyError, ApplyInterrupted, ConfigError, KuployE
 from reconciler.lock import advisory_lock
 from reconciler.model import Catalog, CurrentState, fingerprint
 from reconciler.plan import Plan
+from reconciler.results import ApplyOutcome, MassArchive
 from reconciler.savedplan import SavedPlan, check_fresh, read_saved_plan, write_saved_plan
 from reconciler.settings import Secret, Settings, scrub
 from reconciler.state.from_postgres import (
@@ -37,22 +39,12 @@ from reconciler.state.from_postgres import (
     read_rows,
 )
 from reconciler.state.from_stripe import count_active_subscriptions, read_stripe
-from reconciler.throttle import CallStats, StripeCalls
+from reconciler.throttle import StripeCalls
 
 log = logging.getLogger(__name__)
 
 ROUNDS = 5
 """An apply that stops on a transient Stripe failure re-reads the state and goes on, this often."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ApplyOutcome:
-    plan: Plan
-    confirmed: bool
-    operations: int = 0
-    migrations: tuple[str, ...] = ()
-    rounds: int = 0
-    stats: CallStats | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,37 +54,6 @@ class ArchiveGuard:
 
     max_share: float = 0.5
     allow: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MassArchive:
-    """What a plan archives, against the active paid plans counted in both places: `cloud_plans` can
-    be empty or stale (a wrong DATABASE_URL, a restored backup, a new install pointed at a live
-    account) while Stripe still sells every plan, so the larger count is the one guarded."""
-
-    archived: tuple[str, ...]
-    """Slugs of the active paid plans (in either place) the plan archives."""
-    in_postgres: int
-    in_stripe: int
-
-    @property
-    def active_paid(self) -> int:
-        return max(self.in_postgres, self.in_stripe)
-
-    def describe(self) -> str:
-        """`3 of 5 active paid plan(s) (pro, team, max; 0 in cloud_plans, 5 on sale in Stripe)`."""
-        names = ", ".join(self.archived)
-        counts = f"{self.in_postgres} in cloud_plans, {self.in_stripe} on sale in Stripe"
-        return f"{len(self.archived)} of {self.active_paid} active paid plan(s) ({names}; {counts})"
-
-    @property
-    def hint(self) -> str:
-        if self.in_postgres >= self.in_stripe:
-            return ""
-        return (
-            " cloud_plans has fewer active paid plans than Stripe sells: is DATABASE_URL the database "
-            "this Stripe account was applied with?"
-        )
 
 
 def mass_archive(planned: Plan, current: CurrentState) -> MassArchive:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 
 import psycopg
 import stripe
@@ -12,20 +11,13 @@ from reconciler import migrations
 from reconciler.connections import connect_postgres, stripe_client
 from reconciler.errors import KuployError
 from reconciler.model import WEBHOOK_EVENTS, WEBHOOK_PATH, StripePrice, owned_slug
+from reconciler.results import Check
 from reconciler.settings import Settings, check_key_pair, key_mode
 from reconciler.state.from_postgres import read_rows
 from reconciler.state.from_stripe import check_key, read_prices, read_webhook_endpoints
 from reconciler.throttle import StripeCalls
 
 WEBHOOK_EVENT_SET = frozenset(WEBHOOK_EVENTS)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
 
 
 def run_checks(
@@ -98,10 +90,9 @@ def _stripe_checks(settings: Settings, calls: StripeCalls, env: Mapping[str, str
                 detail=f"secret and publishable keys are both {key_mode(secret)}",
             )
         except KuployError as e:
-            yield Check(
-                name="test/live mode",
-                ok=False,
-                detail=str(e),
+            yield _user_error(
+                "test/live mode",
+                e,
                 fix="use the secret and publishable keys of one mode (Dashboard → Developers → API keys)",
             )
 
@@ -114,6 +105,11 @@ def _stripe_checks(settings: Settings, calls: StripeCalls, env: Mapping[str, str
             detail="not checked: the secret key does not work",
             fix="fix the secret key first",
         )
+
+
+def _user_error(name: str, error: KuployError, *, fix: str) -> Check:
+    """The check `name` failed on a user error: its one line is the detail."""
+    return Check(name=name, ok=False, detail=str(error), fix=fix)
 
 
 def _webhook_endpoint(calls: StripeCalls) -> Check:
@@ -152,12 +148,7 @@ def _database_checks(settings: Settings, calls: StripeCalls) -> Iterator[Check]:
     try:
         conn = connect_postgres(settings)
     except KuployError as e:
-        yield Check(
-            name="database",
-            ok=False,
-            detail=str(e),
-            fix="check DATABASE_URL: host, port, database, credentials",
-        )
+        yield _user_error("database", e, fix="check DATABASE_URL: host, port, database, credentials")
         return
     with conn:
         yield Check(name="database", ok=True, detail=f"connected to {settings.database_label}")
@@ -171,11 +162,8 @@ def _database_checks(settings: Settings, calls: StripeCalls) -> Iterator[Check]:
         try:
             migrations.check_cloud_plans(conn)
         except KuployError as e:
-            yield Check(
-                name="cloud_plans shape",
-                ok=False,
-                detail=str(e),
-                fix="fix or rename the table by hand; the tool never drops columns",
+            yield _user_error(
+                "cloud_plans shape", e, fix="fix or rename the table by hand; the tool never drops columns"
             )
             return
         yield Check(name="cloud_plans shape", ok=True, detail="compatible")

@@ -35,6 +35,7 @@ READ_SIZE = 64 * 1024
 USER_AGENT = "kuploy-reconciler (license sync)"
 
 
+# Declared as every value is (STYLE §5), like drift.DriftItem: only the form is shared.
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fetched:
     catalog: Catalog

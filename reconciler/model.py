@@ -227,6 +227,7 @@ class StripeProduct:
     created: int = 0
 
 
+# Alike in shape to StripeProduct by design: different records, different fields.
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StripePrice:
     id: str

@@ -235,6 +235,7 @@ class CreateWebhookEndpoint(Op):
         )
 
 
+# Alike in shape to UpdateProduct by design: one op type per Stripe object, each with before/after.
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpdateWebhookEndpoint(Op):
     """Sets URL, events or enabled in place: the endpoint and its signing secret stay."""

@@ -28,6 +28,7 @@ KIND = "kuploy-reconciler-plan"
 FORMAT_VERSION = "1"
 
 
+# Declared as every value is (STYLE §5), like drift.DriftItem and fetch.Fetched: only the form is shared.
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SavedPlan:
     id: str

@@ -24,6 +24,7 @@ from typing import TypeVar
 import stripe
 
 from reconciler import backoff
+from reconciler.callstats import CallStats
 
 T = TypeVar("T")
 
@@ -68,28 +69,6 @@ class Throttle:
         with self._lock:
             if self.rate < self.max_rps and self._clock() - self._last_cut > 1.0:
                 self.rate = min(self.max_rps, self.rate * 1.1)
-
-
-@dataclass
-class CallStats:
-    """Exact counts of what one command did against Stripe (thread-safe)."""
-
-    reads: int = 0
-    writes: int = 0
-    """Write requests sent, retries included."""
-    retries: int = 0
-    rate_limited: int = 0
-    written: int = 0
-    """Write calls Stripe answered with success: the writes made."""
-    unanswered: int = 0
-    """Write calls that ended without a clear answer (a network error, a timeout, a 5xx or 409):
-    Stripe may have made them."""
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, **counts: int) -> None:
-        with self._lock:
-            for name, n in counts.items():
-                setattr(self, name, getattr(self, name) + n)
 
 
 def retryable(error: stripe.StripeError) -> bool:

@@ -21,6 +21,7 @@ from reconciler import api
 from reconciler.catalog import load_catalog
 from reconciler.model import lookup_key, ownership_metadata
 from reconciler.plan import Action
+from reconciler.results import ApplyOutcome
 from reconciler.sandbox.emulator import start_in_thread
 from reconciler.settings import Secret, Settings
 
@@ -80,7 +81,7 @@ def catalog(run_id: str, **changes: dict[str, Any] | None) -> list[dict[str, Any
     return list(plans.values())
 
 
-def apply(settings: Settings, path: Path) -> api.ApplyOutcome:
+def apply(settings: Settings, path: Path) -> ApplyOutcome:
     return api.apply(settings, load_catalog(path), confirm=lambda plan: True)
 
 

@@ -19,13 +19,14 @@ from reconciler.catalog import load_catalog
 from reconciler.errors import SchemaError
 from reconciler.model import lookup_key, ownership_metadata
 from reconciler.plan import Action
+from reconciler.results import ApplyOutcome
 from reconciler.sandbox.emulator import RunningEmulator
 from reconciler.settings import Settings
 
 from conftest import kuploy_plan, standard_plans, stripe_writes, write_catalog
 
 
-def apply(settings: Settings, path: Path) -> api.ApplyOutcome:
+def apply(settings: Settings, path: Path) -> ApplyOutcome:
     return api.apply(settings, load_catalog(path), confirm=lambda plan: True)
 
 

@@ -22,6 +22,8 @@ from functools import singledispatch
 from typing import Any
 
 from reconciler.model import ownership_metadata, webhook_ownership_metadata
+
+# The op types diff.py imports too: diff makes them, this module carries them out.
 from reconciler.plan import (
     AdoptPrice,
     AdoptProduct,

@@ -35,6 +35,7 @@ from reconciler.render.json import render_json
 from reconciler.render.markdown import render_markdown
 from reconciler.render.outcome import mass_archive_warning, render_applied, render_stripe_calls
 from reconciler.render.text import render_text
+from reconciler.results import ApplyOutcome
 from reconciler.settings import Settings
 
 if TYPE_CHECKING:
@@ -201,7 +202,7 @@ def _write_settings(ctx: click.Context, write: WriteFlags) -> Settings:
     return command_settings(ctx, live=write.live, lock_timeout=write.lock_timeout, max_rps=write.max_rps)
 
 
-def _report(outcome: api.ApplyOutcome) -> int:
+def _report(outcome: ApplyOutcome) -> int:
     if not outcome.plan.has_changes:
         click.echo(render_text(outcome.plan), nl=False)
         return 0

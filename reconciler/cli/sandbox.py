@@ -4,7 +4,9 @@ test checkout."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -12,7 +14,6 @@ from reconciler.cli.context import command_settings
 from reconciler.cli.options import examples
 from reconciler.errors import ConfigError, KuployError
 from reconciler.render.checkout import render_checkout
-from reconciler.render.sandbox import render_database_line, render_sandbox_status
 from reconciler.settings import state_dir
 
 
@@ -31,6 +32,7 @@ def sandbox_status() -> int:
     """Show what the sandbox runs and where its state is (KUPLOY_STATE_DIR, default .kuploy-sandbox/).
     Starts or stops nothing."""
     from reconciler.sandbox import postgres
+    from reconciler.sandbox.status import render_sandbox_status
 
     click.echo(render_sandbox_status(postgres.sandbox_status(state_dir())), nl=False)
     return 0
@@ -41,6 +43,7 @@ def sandbox_start() -> int:
     """Start the sandbox PostgreSQL and keep it running between commands (each command then skips its
     start) until `sandbox stop`. Without it, a command starts it for itself and stops it at its end."""
     from reconciler.sandbox.postgres import keep_sandbox_database
+    from reconciler.sandbox.status import render_database_line
 
     status = keep_sandbox_database(state_dir())
     click.echo(render_database_line(status), nl=False)
@@ -130,6 +133,11 @@ def sandbox_checkout(
     return 0 if report.consistent else 1
 
 
+def _fault_share(flag: str, help: str) -> Callable[[Any], Any]:
+    """A fault of `sandbox serve` given as the share of requests it hits: 0 to 1, none by default."""
+    return click.option(flag, type=click.FloatRange(0, 1), default=0.0, show_default=True, help=help)
+
+
 @sandbox.command(
     "serve", epilog=examples("sandbox serve", "sandbox serve --port 12111 --latency-ms 50 --rate-limit 25")
 )
@@ -143,20 +151,8 @@ def sandbox_checkout(
     default=None,
     help="Answer Stripe's 429 beyond N requests per second (default: no limit).",
 )
-@click.option(
-    "--error-rate",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Share of requests answered 500 api_error (half before, half after the write).",
-)
-@click.option(
-    "--timeout-rate",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Share of requests whose connection hangs, then closes without an answer.",
-)
+@_fault_share("--error-rate", "Share of requests answered 500 api_error (half before, half after the write).")
+@_fault_share("--timeout-rate", "Share of requests whose connection hangs, then closes without an answer.")
 @click.option("--hang-seconds", type=click.FloatRange(0, 600), default=30.0, show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed the faults for a reproducible run.")
 def sandbox_serve(
@@ -177,6 +173,7 @@ def sandbox_serve(
 
     click.echo(f"Stripe emulator on http://{host}:{port} (STRIPE_API_BASE); Ctrl-C stops it", err=True)
     try:
+        # One keyword a line, as DatabaseStatus(...) in sandbox/postgres.py: alike in shape, nothing shared.
         faults = emulator.FaultSettings(
             rate_limit=rate_limit,
             error_rate=error_rate,

@@ -2,5 +2,6 @@
 
 One module per result: `text`, `json` and `markdown` (the pull-request comment) render a `Plan`;
 `drift` a drift report; `doctor` the doctor's checks; `outcome` an apply's summary and the
-mass-archive warning; `sandbox` the sandbox's status lines; `checkout` a sandbox checkout.
+mass-archive warning; `checkout` a sandbox checkout. (The sandbox's status lines are
+`sandbox/status.py`: the core never imports the sandbox.)
 """

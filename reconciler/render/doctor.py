@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Protocol
+
+from reconciler.results import Check
 
 
-class CheckResult(Protocol):
-    """What a check found (`doctor.Check`, which sits above render and is not imported here)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def ok(self) -> bool: ...
-    @property
-    def detail(self) -> str: ...
-    @property
-    def fix(self) -> str: ...
-
-
-def render_checks_text(checks: Sequence[CheckResult]) -> str:
+def render_checks_text(checks: Sequence[Check]) -> str:
     lines = []
     for c in checks:
         lines.append(f"{'ok  ' if c.ok else 'FAIL'}  {c.name}: {c.detail}\n")
@@ -29,7 +17,7 @@ def render_checks_text(checks: Sequence[CheckResult]) -> str:
     return "".join(lines)
 
 
-def render_checks_json(checks: Sequence[CheckResult]) -> str:
+def render_checks_json(checks: Sequence[Check]) -> str:
     payload = {
         "healthy": all(c.ok for c in checks),
         "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in checks],

@@ -111,6 +111,7 @@ def database_status(state_dir: Path) -> DatabaseStatus:
             port = int(lines[3]) if lines[3].strip() else None
             socket_dir = Path(lines[4].strip()) if lines[4].strip() else None
     kept = pid is not None and not (state_dir / TRANSIENT_MARK).exists()
+    # One keyword a line, as FaultSettings(...) in cli/sandbox.py: alike in shape, nothing shared.
     return DatabaseStatus(
         state_dir=state_dir,
         pid=pid,

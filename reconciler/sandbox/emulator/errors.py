@@ -107,6 +107,7 @@ def unmodelled_endpoint(method: str, path: str) -> StripeError:
     )
 
 
+# Alike in shape to `unmodelled_endpoint` by design: a 404 in Stripe's own words, not the emulator's 400.
 def unrecognized(method: str, path: str) -> StripeError:
     return StripeError(
         404,

@@ -24,13 +24,7 @@ def list_objects(ctx: Ctx, kind: str, p: JSON, expand: list[str]) -> JSON:
     for name, most in ARRAY_LIMITS.items():
         if len(p.get(name) or ()) > most:
             raise param_error(f"Array {name} exceeded maximum {most} allowed elements.", name)
-    limit = page_limit(p)
-    if "starting_after" in p and "ending_before" in p:
-        raise param_error(
-            "You may only specify one of these parameters: ending_before, starting_after.",
-            "ending_before",
-            "parameters_exclusive",
-        )
+    limit = list_page_limit(p)
     cursors: dict[str, tuple[int, int]] = {}
     for cursor_param in ("starting_after", "ending_before"):
         if cursor_param in p:
@@ -60,6 +54,19 @@ def page_limit(p: JSON) -> int:
     limit = int(p.get("limit", 10))
     if not 1 <= limit <= 100:
         raise param_error("Invalid limit: must be between 1 and 100", "limit")
+    return limit
+
+
+def list_page_limit(p: JSON) -> int:
+    """A list page's `limit`, refusing both cursors at once: a page starts after an object or ends
+    before one (a search page has a `page` token instead)."""
+    limit = page_limit(p)
+    if "starting_after" in p and "ending_before" in p:
+        raise param_error(
+            "You may only specify one of these parameters: ending_before, starting_after.",
+            "ending_before",
+            "parameters_exclusive",
+        )
     return limit
 
 

@@ -53,6 +53,7 @@ def create_checkout_session(ctx: Ctx, p: JSON) -> JSON:
     expires_at = _checked_expiry(p, now)
     data = p.get(MODE_DATA[mode]) or {}
     data_metadata = merge_metadata({}, data.get("metadata"), f"{MODE_DATA[mode]}[metadata]")
+    # One keyword a line, as FaultSettings(...) in cli/sandbox.py: alike in shape, nothing shared.
     session = _new_session(
         ctx,
         p,
@@ -278,6 +279,7 @@ def _render(ctx: Ctx, obj: JSON, out: JSON, groups: dict[str, list[str]], depth:
     return groups
 
 
+# Declared as every Kind is (invoices.py alike): the registry's form, this resource's fields.
 register_kind(
     Kind(
         "checkout_session",

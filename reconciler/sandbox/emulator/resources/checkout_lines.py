@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..common import check_currency
 from ..context import Ctx
 from ..errors import JSON, missing, no_such, param_error, unmodelled
-from ..listing import page_limit
+from ..listing import list_page_limit
 from ..rendering import list_object, render
 from .invoices import line_amount
 from .subscription_items import subscribable_price
@@ -134,13 +134,7 @@ def session_line_items(ctx: Ctx, session: JSON, p: JSON | None = None) -> JSON:
         )
     # Paged as `listing.list_objects` pages a kind, over a list that is not stored as one (the cursors
     # are the line items' made-up ids).
-    limit = page_limit(p)
-    if "starting_after" in p and "ending_before" in p:
-        raise param_error(
-            "You may only specify one of these parameters: ending_before, starting_after.",
-            "ending_before",
-            "parameters_exclusive",
-        )
+    limit = list_page_limit(p)
     ids = [item["id"] for item in data]
     for cursor in ("starting_after", "ending_before"):
         if cursor in p and p[cursor] not in ids:

@@ -171,6 +171,7 @@ def _invoice_settings(ctx: Ctx, customer: JSON, given: JSON | None) -> JSON:
 INVOICE_PREFIX_RE = re.compile(r"^[A-Z0-9]{3,12}$")
 
 
+# Declared as every Kind is (products.py alike): the registry's form, this resource's fields.
 register_kind(
     Kind(
         "customer",

@@ -34,13 +34,8 @@ from .payments import (
     attempt_payment,
     default_payment_method,
 )
-from .subscriptions import set_status
+from .subscriptions import NO_PAYMENT_METHOD, set_status
 
-NO_PAYMENT_METHOD = (
-    "This customer has no attached payment source or default payment method. Please consider adding a "
-    "default payment method. For more information, visit "
-    "https://stripe.com/docs/billing/subscriptions/payment-methods-setting#payment-method-priority."
-)
 REQUIRES_ACTION = (
     "This payment requires additional user action before it can be completed successfully. Payment can "
     "be completed using the PaymentIntent associated with the invoice. For more details see: "
@@ -48,6 +43,7 @@ REQUIRES_ACTION = (
 )
 
 
+# Begins as `create_subscription` does (an existing customer is required); what follows differs.
 def create_invoice(ctx: Ctx, p: JSON) -> JSON:
     if "customer" not in p:
         raise missing("customer")

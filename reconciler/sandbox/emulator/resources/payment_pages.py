@@ -316,6 +316,7 @@ def _retrieve(ctx: Ctx, call: Call) -> JSON:
     return _page(ctx, ctx.need("checkout_session", call.ids[0]), call.expand)
 
 
+# Begins as payment_intents' `_capture` does (need, check status), by design: a different object and answer.
 @route("POST", "/v1/payment_pages/{id}/confirm", "payment_page.confirm")
 def _confirm(ctx: Ctx, call: Call) -> JSON:
     session = ctx.need("checkout_session", call.ids[0])

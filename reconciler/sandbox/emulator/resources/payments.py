@@ -164,6 +164,7 @@ def shipping_of(given: JSON) -> JSON:
     }
 
 
+# Alike in signature only to api._execute (values, then keyword options): nothing is shared.
 def confirm_intent(
     ctx: Ctx,
     intent: JSON,

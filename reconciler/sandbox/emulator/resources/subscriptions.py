@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..common import merge_metadata
 from ..context import Ctx
-from ..errors import JSON, StripeError, missing, no_such, param_error, unmodelled
+from ..errors import JSON, StripeError, missing, param_error, unmodelled
 from ..events import emit, emit_update
 from ..listing import create_route, standard_routes, update_route
 from ..registry import KINDS, Call, Kind, register_kind, route
@@ -20,6 +20,8 @@ from .subscription_items import check_items, created_items, updated_items
 if TYPE_CHECKING:
     from .payments import Payment
 
+# Stripe's answer when neither the invoice nor the customer has a payment method; `invoicing` pays
+# invoices with the same answer.
 NO_PAYMENT_METHOD = (
     "This customer has no attached payment source or default payment method. Please consider adding a "
     "default payment method. For more information, visit "
@@ -30,9 +32,7 @@ NO_PAYMENT_METHOD = (
 def create_subscription(ctx: Ctx, p: JSON) -> JSON:
     if "customer" not in p:
         raise missing("customer")
-    customer = ctx.acct.customers.get(p["customer"])
-    if customer is None:
-        raise no_such("customer", p["customer"], "customer", status=400)
+    customer = ctx.need("customer", p["customer"], "customer", status=400)
     if not p.get("items"):
         raise missing("items")
     now = int(time.time())

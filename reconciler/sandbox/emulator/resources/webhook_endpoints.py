@@ -103,6 +103,7 @@ def _create(ctx: Ctx, call: Call) -> JSON:
     return ordered(out)
 
 
+# Alike in shape to invoicing's `_pay`; not `update_route`: Stripe sends no webhook_endpoint.updated event.
 @route("POST", "/v1/webhook_endpoints/{id}", "webhook_endpoint.update")
 def _update(ctx: Ctx, call: Call) -> JSON:
     endpoint = ctx.need("webhook_endpoint", call.ids[0])

@@ -1,50 +1,15 @@
 """`sandbox status` and `sandbox start` → the lines that say what the sandbox runs and where its state
-is. No I/O here."""
+is. No I/O here.
+
+It sits in the sandbox, above `postgres` whose values it shows, not in `render`: the core never
+imports the sandbox."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from pathlib import Path
-from typing import Protocol
+from reconciler.sandbox.postgres import DatabaseStatus, SandboxStatus
 
 
-class DatabaseState(Protocol):
-    """The sandbox PostgreSQL (`sandbox.postgres.DatabaseStatus`; render never imports the sandbox)."""
-
-    @property
-    def running(self) -> bool: ...
-    @property
-    def pid(self) -> int | None: ...
-    @property
-    def port(self) -> int | None: ...
-    @property
-    def socket_dir(self) -> Path | None: ...
-    @property
-    def started_at(self) -> datetime | None: ...
-    @property
-    def kept(self) -> bool: ...
-    @property
-    def data_dir(self) -> Path: ...
-    @property
-    def has_data(self) -> bool: ...
-    @property
-    def uri(self) -> str | None: ...
-
-
-class SandboxState(Protocol):
-    """The whole sandbox (`sandbox.postgres.SandboxStatus`)."""
-
-    @property
-    def state_dir(self) -> Path: ...
-    @property
-    def database(self) -> DatabaseState: ...
-    @property
-    def in_use(self) -> bool: ...
-    @property
-    def emulator_objects(self) -> Path | None: ...
-
-
-def render_database_line(status: DatabaseState) -> str:
+def render_database_line(status: DatabaseStatus) -> str:
     if not status.running:
         data = f"its data in {status.data_dir}/" if status.has_data else "no data yet"
         return f"PostgreSQL: not running, {data}\n"
@@ -59,7 +24,7 @@ def render_database_line(status: DatabaseState) -> str:
     )
 
 
-def render_sandbox_status(status: SandboxState) -> str:
+def render_sandbox_status(status: SandboxStatus) -> str:
     database = status.database
     lines = [f"state dir: {status.state_dir}/\n", render_database_line(database)]
     if database.running:
