@@ -124,6 +124,7 @@ def _subscription_of_invoice(invoice: Mapping[str, Any]) -> str | None:
     )
 
 
+# The three handlers share one signature by design: each is a `Handler`, chosen by `route_of`.
 async def _on_checkout(
     conn: psycopg.AsyncConnection,
     calls: StripeCalls,
