@@ -13,7 +13,6 @@ import click
 from reconciler.cli.context import command_settings
 from reconciler.cli.options import examples
 from reconciler.errors import ConfigError, KuployError
-from reconciler.render.checkout import render_checkout
 from reconciler.settings import state_dir
 
 
@@ -118,7 +117,7 @@ def sandbox_checkout(
 ) -> int:
     """The guide's "Test your setup": check out a plan with a test card in the sandbox and show the
     subscription as kuploy-cloud and as Stripe see it. Exit 0 when both agree."""
-    from reconciler.sandbox.checkout import run_checkout
+    from reconciler.sandbox.checkout import render_checkout, run_checkout
 
     report = run_checkout(
         command_settings(ctx),

@@ -2,6 +2,6 @@
 
 One module per result: `text`, `json` and `markdown` (the pull-request comment) render a `Plan`;
 `drift` a drift report; `doctor` the doctor's checks; `outcome` an apply's summary and the
-mass-archive warning; `checkout` a sandbox checkout. (The sandbox's status lines are
-`sandbox/status.py`: the core never imports the sandbox.)
+mass-archive warning. (The sandbox's status lines and checkout report are rendered in
+`sandbox/status.py` and `sandbox/checkout.py`: the core never imports the sandbox.)
 """

@@ -56,6 +56,22 @@ class CheckoutReport:
         return all(self.kuploy.get(k) == self.stripe.get(k) for k in keys)
 
 
+def render_checkout(report: CheckoutReport, *, card: str) -> str:
+    """The report as a side-by-side table of the subscription as kuploy-cloud and as Stripe see it,
+    and the result line; `card` as the user typed it (the report holds it without spaces). Here, not
+    in `render`, because the core never imports the sandbox."""
+    ours, theirs = report.kuploy or {}, report.stripe or {}
+    fields = sorted(set(ours) | set(theirs))
+    lines = [f"{'field':<22} {'kuploy-cloud (cloud_subscriptions)':<40} Stripe"]
+    lines += [f"{name:<22} {ours.get(name, '')!s:<40} {theirs.get(name, '')}" for name in fields]
+    if not fields:
+        lines.append(
+            f"no subscription: the card {card} was {report.outcome}, nothing was recorded on either side"
+        )
+    lines.append(f"Result: {'consistent' if report.consistent else 'INCONSISTENT'} ({report.outcome})")
+    return "".join(f"{line}\n" for line in lines)
+
+
 def run_checkout(
     settings: Settings, *, plan: str, organization: str, card: str, authenticate: bool = True
 ) -> CheckoutReport:
