@@ -294,3 +294,28 @@ def test_an_unwritable_sandbox_state_folder_names_it_and_why(
     assert_clean_failure(result)
     assert "unexpected" not in result.stderr and str(state) in result.stderr and reason in result.stderr
     assert "KUPLOY_STATE_DIR" in result.stderr, result.stderr
+
+
+def test_sandbox_checkout_prints_both_sides_and_exits_by_agreement(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`sandbox checkout` as typed: the side-by-side table on stdout, the steps on stderr, exit 0 when
+    kuploy-cloud and Stripe agree; a declined card records nothing on either side, which also agrees."""
+    catalog = write_catalog(tmp_path, standard_plans())
+    assert run("apply", "--auto-approve", str(catalog), env=cli_env).returncode == 0
+
+    paid = run("sandbox", "checkout", "--plan", "pro", "--org", "org_cli", env=cli_env)
+    assert paid.returncode == 0, paid.stderr
+    lines = paid.stdout.splitlines()
+    assert lines[0].split() == ["field", "kuploy-cloud", "(cloud_subscriptions)", "Stripe"]
+    assert lines[-1] == "Result: consistent (succeeded)"
+    (plan_row,) = [line.split() for line in lines if line.startswith("planId ")]
+    assert plan_row == ["planId", "pro", "pro"]
+
+    declined = run("sandbox", "checkout", "--plan", "pro", "--card", "4000 0000 0000 0002", env=cli_env)
+    assert declined.returncode == 0, declined.stderr
+    assert declined.stdout.splitlines() == [
+        f"{'field':<22} {'kuploy-cloud (cloud_subscriptions)':<40} Stripe",
+        "no subscription: the card 4000 0000 0000 0002 was declined, nothing was recorded on either side",
+        "Result: consistent (declined)",
+    ]
