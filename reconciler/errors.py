@@ -40,6 +40,23 @@ class ApplyError(KuployError):
         self.transient = transient
 
 
+class MigrationsInterrupted(KuployError):
+    """Ctrl-C during `migrate`: the migrations applied before it stay applied (each is its own
+    transaction), the one in progress was rolled back. `applied` and `not_applied` are labels."""
+
+    def __init__(self, applied: tuple[str, ...], not_applied: tuple[str, ...]) -> None:
+        self.applied = applied
+        self.not_applied = not_applied
+        done = f"applied before it stopped: {', '.join(applied)}" if applied else "no migration was applied"
+        rest = (
+            f"not applied: {', '.join(not_applied)} (the one in progress was rolled back). "
+            "Re-running migrate applies the rest."
+            if not_applied
+            else "none is left to apply."
+        )
+        super().__init__(f"migrate interrupted (Ctrl-C); {done}; {rest}")
+
+
 class LockTimeout(KuployError):
     """Another apply, migrate or seed holds the reconciler's advisory lock."""
 
