@@ -40,7 +40,11 @@ class ApplyError(KuployError):
         self.transient = transient
 
 
-class MigrationsInterrupted(KuployError):
+class Interrupted(KuployError):
+    """Ctrl-C while a command worked; the message says what it had changed by then."""
+
+
+class MigrationsInterrupted(Interrupted):
     """Ctrl-C during `migrate`: the migrations applied before it stay applied (each is its own
     transaction), the one in progress was rolled back. `applied` and `not_applied` are labels."""
 
@@ -65,7 +69,7 @@ class MassArchiveRefused(KuployError):
     """The plan archives too many active paid plans at once; nothing was written."""
 
 
-class ApplyInterrupted(KuployError):
+class ApplyInterrupted(Interrupted):
     """Ctrl-C during an apply; the message says what was written before it."""
 
 

@@ -3,6 +3,7 @@ the environment, the mass-archive guard, and what an interrupted apply or migrat
 
 from __future__ import annotations
 
+import io
 import re
 import signal
 import subprocess
@@ -324,3 +325,57 @@ def test_ctrl_c_while_apply_migrates_names_the_migrations_applied(
     assert stripe_writes(emulator) == []
     assert run("apply", "--auto-approve", catalog, env=cli_env).returncode == 0
     assert 8 in _ledger(db)
+
+
+# --- what Ctrl-C says elsewhere ------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_ctrl_c_at_a_prompt_says_nothing_was_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a prompt (here end of input, which click handles as Ctrl-C: `Abort` from None) nothing
+    was done yet: the sandbox's state is still there."""
+    (tmp_path / "postgres").mkdir()
+    monkeypatch.setattr(sys, "stdin", _Terminal(""))
+    code, out, err = run_in_process("sandbox", "reset", env={"KUPLOY_STATE_DIR": str(tmp_path)})
+    assert code == 1 and out.startswith("Delete the sandbox database"), (out, err)
+    assert err == "Aborted: nothing was changed.\n", err
+    assert (tmp_path / "postgres").is_dir()
+
+
+def test_ctrl_c_while_a_command_works_does_not_claim_nothing_was_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During the work (`Abort() from KeyboardInterrupt`), a command that does not say what it did
+    (sandbox reset: it may have deleted part of the state) says that what it did is not undone."""
+
+    def interrupted(state_dir: Path) -> list[Path]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("reconciler.sandbox.postgres.reset_sandbox", interrupted)
+    code, out, err = run_in_process("sandbox", "reset", "--yes", env={"KUPLOY_STATE_DIR": str(tmp_path)})
+    assert (code, out) == (1, ""), err
+    assert "nothing was changed" not in err.lower() and "Traceback" not in err, err
+    assert err.strip() == (
+        "Error: interrupted (Ctrl-C) before the command finished; what it had done by then was not undone."
+    )
+
+
+def test_ctrl_c_during_a_read_only_command_says_it_wrote_nothing(
+    cli_env: dict[str, str], tmp_path: Path, emulator: RunningEmulator, db: psycopg.Connection
+) -> None:
+    catalog = str(write_catalog(tmp_path, standard_plans()))
+    emulator.emulator.set_faults(latency_ms=300)
+    process = _start(cli_env, "plan", catalog)
+    _wait_for(lambda: len(emulator.emulator.requests) >= 1, process)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, (out, err)
+    (line,) = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert line == (
+        "Error: plan interrupted (Ctrl-C); it writes nothing to Postgres or Stripe: nothing was changed there"
+    ), err
+    assert "Traceback" not in err and stripe_writes(emulator) == []
