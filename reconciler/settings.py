@@ -110,9 +110,10 @@ _SECRET_VARIABLES = (
     "STRIPE_WEBHOOK_SECRET",
     "KUPLOY_LICENSE_KEY",
 )
-_STRIPE_BODIES = ("message='Post details'", "message='API response body'")
+_STRIPE_BODIES = re.compile(r"(?:^| )(message='(?:Post details|API response body)')(?: |$)")
 """The stripe SDK's DEBUG lines carrying a request's or a response's body (a webhook endpoint's
-signing secret, customers' data): replaced whole, whatever they hold."""
+signing secret, customers' data): replaced whole, whatever they hold. The SDK writes them as logfmt
+with the keys sorted, so `message=` is not first (`body=… message='API response body'`)."""
 
 
 _SECRET_SHAPES = ("_test_", "_live_", "whsec_", "bearer", "://", "password")
@@ -152,8 +153,8 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if record.name.startswith("stripe") and message.startswith(_STRIPE_BODIES):
-            message = message.split(" ", 1)[0] + " (body not logged)"
+        if record.name.startswith("stripe") and (body := _STRIPE_BODIES.search(message)):
+            message = f"{body[1]} (body not logged)"
         record.msg, record.args = redact(message, self.secrets), ()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)

@@ -665,6 +665,8 @@ def test_every_logger_the_tools_handlers_print_is_redacted(monkeypatch: pytest.M
     records = {
         "stripe": f"message='API response body' body='{{\"secret\": \"{WEBHOOK_SECRET}\"}}'",
         "stripe.x": f"message='Post details' post_data=metadata[k]={LICENSE_KEY}",
+        # As the SDK writes it (logfmt, keys sorted): a customer's data in a body, no secret to mask.
+        "stripe._util": "body='{\"email\": \"jane@customer.example\"}' message='API response body'",
         "urllib3.connectionpool": f'http://x "GET /v1/x?key={SECRET_KEY} HTTP/1.1" 200',
         "psycopg": f"connection failed: postgresql://u:{quote(DB_PASSWORD, safe='')}@db/k",
         "uvicorn.error": f"Authorization: Bearer {LICENSE_KEY}; password='{DB_PASSWORD} x'",
@@ -688,4 +690,5 @@ def test_every_logger_the_tools_handlers_print_is_redacted(monkeypatch: pytest.M
             logger.setLevel(level)
     shown = stream.getvalue()
     assert "(body not logged)" in shown and shown.count("Traceback") == len(records)
+    assert "jane@customer.example" not in shown
     assert not leaks(shown), shown
