@@ -172,6 +172,27 @@ def redact_logging() -> None:
             handler.addFilter(RedactingFilter())
 
 
+STRIPE_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
+"""The values of the SDK's `STRIPE_LOG` that make it print (it compares them exactly)."""
+
+
+def stripe_log_through_logging(variable: str = "STRIPE_LOG") -> None:
+    """Honour `STRIPE_LOG=debug|info` through logging, where `RedactingFilter` sees it: the SDK would
+    print its request lines to stderr itself, with `print()`. The variable is taken out of the
+    environment (the SDK reads it when imported: call this before), and the `stripe` logger gets its
+    level; its records go to the root handlers, which redact. `variable` is the one the workers of
+    `listen --workers N` are handed it in."""
+    level = STRIPE_LOG_LEVELS.get(os.environ.pop(variable, ""))
+    if level is not None:
+        logging.getLogger("stripe").setLevel(level)
+
+
+def stripe_log_level() -> str:
+    """`debug`, `info` or "": what `stripe_log_through_logging` set, to hand on to worker processes."""
+    level = logging.getLogger("stripe").level
+    return next((name for name, value in STRIPE_LOG_LEVELS.items() if value == level), "")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     database_url: Secret

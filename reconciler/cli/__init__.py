@@ -30,7 +30,7 @@ from reconciler.cli.reconciliation import (
 from reconciler.cli.sandbox import sandbox
 from reconciler.cli.service import doctor, listen, migrate, seed
 from reconciler.errors import KuployError
-from reconciler.settings import redact, redact_logging, secrets_in
+from reconciler.settings import redact, redact_logging, secrets_in, stripe_log_through_logging
 
 
 @click.group(
@@ -50,6 +50,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """Reconcile the kuploy-cloud plan catalog with cloud_plans and Stripe."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr)
     redact_logging()
+    stripe_log_through_logging()  # before any command imports stripe
 
 
 for command in (
