@@ -25,7 +25,14 @@ from reconciler.catalog import load_catalog
 from reconciler.connections import connect_postgres, stripe_client
 from reconciler.diff import diff
 from reconciler.drift import DriftReport, OutOfBandEvent, drift_report
-from reconciler.errors import ApplyError, ApplyInterrupted, ConfigError, KuployError, MassArchiveRefused
+from reconciler.errors import (
+    ApplyError,
+    ApplyInterrupted,
+    ConfigError,
+    KuployError,
+    MassArchiveRefused,
+    MigrationsInterrupted,
+)
 from reconciler.lock import advisory_lock
 from reconciler.model import Catalog, CurrentState, fingerprint
 from reconciler.plan import Plan
@@ -297,6 +304,10 @@ def _execute(
     except KeyboardInterrupt:
         raise ApplyInterrupted(
             f"apply interrupted (Ctrl-C). {_written(calls.stats, progress, ran)}"
+        ) from None
+    except MigrationsInterrupted as e:  # before any Stripe write; those it applied stay
+        raise ApplyInterrupted(
+            f"apply interrupted (Ctrl-C) while migrating. {_written(calls.stats, progress, e.applied)}"
         ) from None
     except (KuployError, psycopg.Error) as e:
         transient = isinstance(e, ApplyError) and e.transient

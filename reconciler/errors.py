@@ -40,6 +40,27 @@ class ApplyError(KuployError):
         self.transient = transient
 
 
+class Interrupted(KuployError):
+    """Ctrl-C while a command worked; the message says what it had changed by then."""
+
+
+class MigrationsInterrupted(Interrupted):
+    """Ctrl-C during `migrate`: the migrations applied before it stay applied (each is its own
+    transaction), the one in progress was rolled back. `applied` and `not_applied` are labels."""
+
+    def __init__(self, applied: tuple[str, ...], not_applied: tuple[str, ...]) -> None:
+        self.applied = applied
+        self.not_applied = not_applied
+        done = f"applied before it stopped: {', '.join(applied)}" if applied else "no migration was applied"
+        rest = (
+            f"not applied: {', '.join(not_applied)} (the one in progress was rolled back). "
+            "Re-running migrate applies the rest."
+            if not_applied
+            else "none is left to apply."
+        )
+        super().__init__(f"migrate interrupted (Ctrl-C); {done}; {rest}")
+
+
 class LockTimeout(KuployError):
     """Another apply, migrate or seed holds the reconciler's advisory lock."""
 
@@ -48,7 +69,7 @@ class MassArchiveRefused(KuployError):
     """The plan archives too many active paid plans at once; nothing was written."""
 
 
-class ApplyInterrupted(KuployError):
+class ApplyInterrupted(Interrupted):
     """Ctrl-C during an apply; the message says what was written before it."""
 
 

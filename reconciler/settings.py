@@ -110,9 +110,10 @@ _SECRET_VARIABLES = (
     "STRIPE_WEBHOOK_SECRET",
     "KUPLOY_LICENSE_KEY",
 )
-_STRIPE_BODIES = ("message='Post details'", "message='API response body'")
+_STRIPE_BODIES = re.compile(r"(?:^| )(message='(?:Post details|API response body)')(?: |$)")
 """The stripe SDK's DEBUG lines carrying a request's or a response's body (a webhook endpoint's
-signing secret, customers' data): replaced whole, whatever they hold."""
+signing secret, customers' data): replaced whole, whatever they hold. The SDK writes them as logfmt
+with the keys sorted, so `message=` is not first (`body=… message='API response body'`)."""
 
 
 _SECRET_SHAPES = ("_test_", "_live_", "whsec_", "bearer", "://", "password")
@@ -152,8 +153,8 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if record.name.startswith("stripe") and message.startswith(_STRIPE_BODIES):
-            message = message.split(" ", 1)[0] + " (body not logged)"
+        if record.name.startswith("stripe") and (body := _STRIPE_BODIES.search(message)):
+            message = f"{body[1]} (body not logged)"
         record.msg, record.args = redact(message, self.secrets), ()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -169,6 +170,27 @@ def redact_logging() -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+
+
+STRIPE_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
+"""The values of the SDK's `STRIPE_LOG` that make it print (it compares them exactly)."""
+
+
+def stripe_log_through_logging(variable: str = "STRIPE_LOG") -> None:
+    """Honour `STRIPE_LOG=debug|info` through logging, where `RedactingFilter` sees it: the SDK would
+    print its request lines to stderr itself, with `print()`. The variable is taken out of the
+    environment (the SDK reads it when imported: call this before), and the `stripe` logger gets its
+    level; its records go to the root handlers, which redact. `variable` is the one the workers of
+    `listen --workers N` are handed it in."""
+    level = STRIPE_LOG_LEVELS.get(os.environ.pop(variable, ""))
+    if level is not None:
+        logging.getLogger("stripe").setLevel(level)
+
+
+def stripe_log_level() -> str:
+    """`debug`, `info` or "": what `stripe_log_through_logging` set, to hand on to worker processes."""
+    level = logging.getLogger("stripe").level
+    return next((name for name, value in STRIPE_LOG_LEVELS.items() if value == level), "")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,8 +1,9 @@
 """The guards an operator relies on when something upstream is wrong: numbers read from flags and
-the environment, the mass-archive guard, and what an interrupted apply says it did."""
+the environment, the mass-archive guard, and what an interrupted apply or migrate says it did."""
 
 from __future__ import annotations
 
+import io
 import re
 import signal
 import subprocess
@@ -150,7 +151,7 @@ def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], tim
     deadline = time.monotonic() + timeout
     while not condition():
         assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the apply never got that far"
+        assert time.monotonic() < deadline, "the command never got that far"
         time.sleep(0.01)
 
 
@@ -161,8 +162,12 @@ def _interruptible() -> None:
 
 
 def _start_apply(catalog: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return _start(env, "apply", "--auto-approve", str(catalog))
+
+
+def _start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "apply", "--auto-approve", str(catalog)],
+        [sys.executable, "-m", "reconciler", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -230,3 +235,147 @@ def test_stripe_gone_mid_apply_says_exactly_what_was_written(
     assert rerun.returncode == 0, rerun.stderr
     assert run("plan", "--detailed-exitcode", str(catalog), env=cli_env).returncode == 0
     assert db.execute('SELECT count(*) FROM cloud_plans WHERE "isActive"').fetchone() == (13,)
+
+
+# --- a migrate stopped half-way says what it applied ---------------------------------------------
+
+
+def _ledger(db: psycopg.Connection) -> set[int]:
+    return {version for (version,) in db.execute("SELECT version FROM cloud_reconciler_migrations")}
+
+
+def _column_exists(db: psycopg.Connection, table: str, column: str) -> bool:
+    found = db.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = %s", (table, column)
+    ).fetchone()
+    return found is not None
+
+
+def _waiting_on_a_lock(db: psycopg.Connection) -> bool:
+    found = db.execute(
+        "SELECT 1 FROM pg_stat_activity "
+        "WHERE application_name = 'kuploy-reconciler' AND wait_event_type = 'Lock'"
+    ).fetchone()
+    return found is not None
+
+
+def _interrupt_while_0008_waits(
+    env: dict[str, str], database_url: str, db: psycopg.Connection, *args: str
+) -> tuple[int, str, str]:
+    """Migrate fully, un-apply 0007 and 0008 (both `ADD COLUMN IF NOT EXISTS`), hold a lock 0008
+    waits for, run the command, and send SIGINT once 0007 is committed and 0008 waits."""
+    assert run("migrate", env=env).returncode == 0
+    db.execute('ALTER TABLE cloud_subscriptions DROP COLUMN "stateRead"')
+    db.execute("ALTER TABLE cloud_stripe_events DROP COLUMN plan")
+    db.execute("DELETE FROM cloud_reconciler_migrations WHERE version IN (7, 8)")
+    with psycopg.connect(database_url) as holder:  # a transaction, open until the rollback below
+        holder.execute("LOCK TABLE cloud_stripe_events IN ACCESS EXCLUSIVE MODE")
+        process = _start(env, *args)
+        _wait_for(lambda: 7 in _ledger(db) and _waiting_on_a_lock(db), process)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        holder.rollback()
+    assert process.returncode == 1, (out, err)
+    assert "nothing was changed" not in err.lower() and "Traceback" not in err, err
+    assert 8 not in _ledger(db) and not _column_exists(db, "cloud_stripe_events", "plan")  # rolled back
+    assert _column_exists(db, "cloud_subscriptions", "stateRead")
+    return process.returncode, out, err
+
+
+def test_ctrl_c_during_migrate_names_what_was_applied_and_what_was_not(
+    cli_env: dict[str, str], database_url: str, db: psycopg.Connection
+) -> None:
+    """SIGINT during migrate printed "Aborted: nothing was changed." though the migrations before it
+    were committed (each is its own transaction). Now: 0007 is named applied, 0008 (blocked on a
+    lock when interrupted) not applied, and it really was rolled back; re-running migrate applies it."""
+    _code, _out, err = _interrupt_while_0008_waits(cli_env, database_url, db, "migrate")
+    (line,) = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert line == (
+        "Error: migrate interrupted (Ctrl-C); applied before it stopped: 0007_subscription_state_read; "
+        "not applied: 0008_stripe_event_plan (the one in progress was rolled back). "
+        "Re-running migrate applies the rest."
+    ), err
+
+    rerun = run("migrate", env=cli_env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout == "Migrations applied: 0008_stripe_event_plan\n"
+    assert _column_exists(db, "cloud_stripe_events", "plan") and 8 in _ledger(db)
+    assert run("migrate", env=cli_env).stdout == "Database is up to date.\n"
+
+
+def test_ctrl_c_while_apply_migrates_names_the_migrations_applied(
+    cli_env: dict[str, str],
+    database_url: str,
+    db: psycopg.Connection,
+    emulator: RunningEmulator,
+    tmp_path: Path,
+) -> None:
+    """An apply migrates first: interrupted there, it said "Nothing was changed." (the migrations it
+    had committed were not counted). Now it names them, and Stripe untouched."""
+    catalog = str(write_catalog(tmp_path, standard_plans()))
+    _code, _out, err = _interrupt_while_0008_waits(
+        cli_env, database_url, db, "apply", "--auto-approve", catalog
+    )
+    (line,) = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert line == (
+        "Error: apply interrupted (Ctrl-C) while migrating. Done before it stopped: Stripe untouched; "
+        "migrations 0007_subscription_state_read applied. Re-running apply is safe: it adopts what was "
+        "done and finishes the rest."
+    ), err
+    assert stripe_writes(emulator) == []
+    assert run("apply", "--auto-approve", catalog, env=cli_env).returncode == 0
+    assert 8 in _ledger(db)
+
+
+# --- what Ctrl-C says elsewhere ------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_ctrl_c_at_a_prompt_says_nothing_was_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a prompt (here end of input, which click handles as Ctrl-C: `Abort` from None) nothing
+    was done yet: the sandbox's state is still there."""
+    (tmp_path / "postgres").mkdir()
+    monkeypatch.setattr(sys, "stdin", _Terminal(""))
+    code, out, err = run_in_process("sandbox", "reset", env={"KUPLOY_STATE_DIR": str(tmp_path)})
+    assert code == 1 and out.startswith("Delete the sandbox database"), (out, err)
+    assert err == "Aborted: nothing was changed.\n", err
+    assert (tmp_path / "postgres").is_dir()
+
+
+def test_ctrl_c_while_a_command_works_does_not_claim_nothing_was_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During the work (`Abort() from KeyboardInterrupt`), a command that does not say what it did
+    (sandbox reset: it may have deleted part of the state) says that what it did is not undone."""
+
+    def interrupted(state_dir: Path) -> list[Path]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("reconciler.sandbox.postgres.reset_sandbox", interrupted)
+    code, out, err = run_in_process("sandbox", "reset", "--yes", env={"KUPLOY_STATE_DIR": str(tmp_path)})
+    assert (code, out) == (1, ""), err
+    assert "nothing was changed" not in err.lower() and "Traceback" not in err, err
+    assert err.strip() == (
+        "Error: interrupted (Ctrl-C) before the command finished; what it had done by then was not undone."
+    )
+
+
+def test_ctrl_c_during_a_read_only_command_says_it_wrote_nothing(
+    cli_env: dict[str, str], tmp_path: Path, emulator: RunningEmulator, db: psycopg.Connection
+) -> None:
+    catalog = str(write_catalog(tmp_path, standard_plans()))
+    emulator.emulator.set_faults(latency_ms=300)
+    process = _start(cli_env, "plan", catalog)
+    _wait_for(lambda: len(emulator.emulator.requests) >= 1, process)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, (out, err)
+    (line,) = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert line == (
+        "Error: plan interrupted (Ctrl-C); it writes nothing to Postgres or Stripe: nothing was changed there"
+    ), err
+    assert "Traceback" not in err and stripe_writes(emulator) == []

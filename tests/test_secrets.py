@@ -421,6 +421,32 @@ def test_no_command_shows_a_secret(
     transcript.assert_clean()
 
 
+def test_stripe_log_goes_through_the_redacting_logs(
+    secret_env: dict[str, str], tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """`STRIPE_LOG=debug` made the SDK print() its request lines to stderr, outside logging, response
+    bodies included (a webhook endpoint's signing secret). Now the tool takes it out of the
+    environment and logs the SDK's lines at that level through its redacting handler."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**secret_env, "STRIPE_LOG": "debug"}
+    catalog = str(write_catalog(work, standard_plans()))
+    transcript = Transcript()
+    planned = cli_run(("plan", catalog), env, work)
+    assert planned.returncode == 0, planned.stderr
+    assert "INFO:stripe:message='Request to Stripe api' method=get url=" in planned.stderr
+    assert "DEBUG:stripe:message='API response body' (body not logged)" in planned.stderr
+    secret_file = tmp_path / "whsec"
+    webhook = ("--webhook-url", "https://kuploy.example/api/webhooks/stripe", "--webhook-secret-file")
+    applied = cli_run(("apply", "--auto-approve", *webhook, str(secret_file), catalog), env, work)
+    assert applied.returncode == 0, applied.stderr
+    assert "DEBUG:stripe:message='Post details' (body not logged)" in applied.stderr
+    transcript.made.append(secret_file.read_text())
+    for label, result in (("plan", planned), ("apply", applied)):
+        transcript.add(f"STRIPE_LOG=debug {label}", result.stdout + "\n" + result.stderr)
+    transcript.assert_clean()
+
+
 # --- the webhook listener ------------------------------------------------------------------------
 
 
@@ -665,6 +691,8 @@ def test_every_logger_the_tools_handlers_print_is_redacted(monkeypatch: pytest.M
     records = {
         "stripe": f"message='API response body' body='{{\"secret\": \"{WEBHOOK_SECRET}\"}}'",
         "stripe.x": f"message='Post details' post_data=metadata[k]={LICENSE_KEY}",
+        # As the SDK writes it (logfmt, keys sorted): a customer's data in a body, no secret to mask.
+        "stripe._util": "body='{\"email\": \"jane@customer.example\"}' message='API response body'",
         "urllib3.connectionpool": f'http://x "GET /v1/x?key={SECRET_KEY} HTTP/1.1" 200',
         "psycopg": f"connection failed: postgresql://u:{quote(DB_PASSWORD, safe='')}@db/k",
         "uvicorn.error": f"Authorization: Bearer {LICENSE_KEY}; password='{DB_PASSWORD} x'",
@@ -688,4 +716,5 @@ def test_every_logger_the_tools_handlers_print_is_redacted(monkeypatch: pytest.M
             logger.setLevel(level)
     shown = stream.getvalue()
     assert "(body not logged)" in shown and shown.count("Traceback") == len(records)
+    assert "jane@customer.example" not in shown
     assert not leaks(shown), shown

@@ -30,7 +30,7 @@ from reconciler.cli.reconciliation import (
 from reconciler.cli.sandbox import sandbox
 from reconciler.cli.service import doctor, listen, migrate, seed
 from reconciler.errors import KuployError
-from reconciler.settings import redact, redact_logging, secrets_in
+from reconciler.settings import redact, redact_logging, secrets_in, stripe_log_through_logging
 
 
 @click.group(
@@ -50,6 +50,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """Reconcile the kuploy-cloud plan catalog with cloud_plans and Stripe."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr)
     redact_logging()
+    stripe_log_through_logging()  # before any command imports stripe
 
 
 for command in (
@@ -68,6 +69,17 @@ for command in (
     cli.add_command(command)
 
 
+def _aborted(abort: click.exceptions.Abort) -> str:
+    """Ctrl-C at a prompt (click raises `Abort` from None): every prompt comes before the first
+    write, so nothing was changed. During the work (`Abort() from KeyboardInterrupt`): the commands
+    that know what they wrote said it in their own error (apply, sync, seed, migrate), and the
+    read-only ones that nothing was (`context.read_only`); this is any other (sandbox start, stop,
+    reset, checkout; listen before it serves), which may have done part of its work."""
+    if abort.__cause__ is None:
+        return "Aborted: nothing was changed."
+    return "Error: interrupted (Ctrl-C) before the command finished; what it had done by then was not undone."
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: maps every failure to one `Error:` line and exit 1 (tracebacks with --debug)."""
     args = sys.argv[1:] if argv is None else argv
@@ -76,8 +88,8 @@ def main(argv: list[str] | None = None) -> None:
         code = cli.main(args=args, prog_name="kuploy-reconciler", standalone_mode=False)
     except click.exceptions.Exit as e:
         code = e.exit_code
-    except click.exceptions.Abort:
-        click.echo("Aborted: nothing was changed.", err=True)
+    except click.exceptions.Abort as e:
+        click.echo(_aborted(e), err=True)
         code = 1
     except click.ClickException as e:  # usage errors: 1, not click's 2 (2 means "changes")
         e.show()

@@ -10,16 +10,38 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
 from reconciler.catalog import load_catalog, webhook_endpoint_from_flag
-from reconciler.errors import ConfigError
+from reconciler.errors import ConfigError, Interrupted
 from reconciler.fetch import fetch_catalog, is_url, url_label
 from reconciler.model import Catalog
 from reconciler.plan import Op
 from reconciler.settings import CatalogFetch, Environment, Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def read_only(command: Callable[P, R]) -> Callable[P, R]:
+    """A command that writes nothing to Postgres or Stripe: Ctrl-C during it says so. (`main` sees
+    only click's `Abort` and cannot tell which command it stopped; the writing ones say what they
+    wrote, or else that what they did is not undone.)"""
+
+    @functools.wraps(command)
+    def interruptible(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            name = " ".join(click.get_current_context().command_path.split()[1:])
+            raise Interrupted(
+                f"{name} interrupted (Ctrl-C); it writes nothing to Postgres or Stripe: nothing was "
+                "changed there"
+            ) from None
+
+    return interruptible
 
 
 def use_color(stream: Any) -> bool:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from reconciler.catalog import dump_catalog
-from reconciler.cli.context import command_settings, load_desired, progress, use_color
+from reconciler.cli.context import command_settings, load_desired, progress, read_only, use_color
 from reconciler.cli.options import (
     WriteFlags,
     adopt_option,
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 @click.command(epilog=examples("validate examples/", "validate catalog.yaml"))
 @catalog_argument
+@read_only
 def validate(catalog: str) -> int:
     """Check a catalog (schema and invariants): a file, a folder or an https:// URL.
     Reads the catalog only."""
@@ -72,6 +73,7 @@ def validate(catalog: str) -> int:
 @webhook_url_option
 @live_option
 @click.pass_context
+@read_only
 def plan_command(
     ctx: click.Context,
     catalog: str | None,
@@ -228,6 +230,7 @@ def _warn_mass_archive(outcome: api.PlanOutcome) -> None:
 @output_option
 @live_option
 @click.pass_context
+@read_only
 def drift_command(ctx: click.Context, catalog: str | None, output: str, live: bool) -> int:
     """Report changes made by hand in Stripe or cloud_plans, against CATALOG (a file, a folder or an
     https:// URL) or else the last applied catalog (also when KUPLOY_CATALOG_URL is set: sync records
@@ -244,6 +247,7 @@ def drift_command(ctx: click.Context, catalog: str | None, output: str, live: bo
 @click.option("--out", type=click.Path(path_type=Path), help="Write the catalog here instead of stdout.")
 @live_option
 @click.pass_context
+@read_only
 def export(ctx: click.Context, out: Path | None, live: bool) -> int:
     """Write the current cloud_plans as a YAML catalog (to adopt an existing instance into Git)."""
     from reconciler import api

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from reconciler.cli.context import command_settings
+from reconciler.cli.context import command_settings, read_only
 from reconciler.cli.options import examples
 from reconciler.errors import ConfigError, KuployError
 from reconciler.settings import state_dir
@@ -27,6 +27,7 @@ def sandbox() -> None:
 
 
 @sandbox.command("status", epilog=examples("sandbox status"))
+@read_only
 def sandbox_status() -> int:
     """Show what the sandbox runs and where its state is (KUPLOY_STATE_DIR, default .kuploy-sandbox/).
     Starts or stops nothing."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from reconciler.cli.context import command_settings, print_op
+from reconciler.cli.context import command_settings, print_op, read_only
 from reconciler.cli.options import examples, live_option, lock_option, output_option
 from reconciler.errors import ConfigError
 from reconciler.model import WEBHOOK_PATH
@@ -20,6 +20,7 @@ from reconciler.settings import Settings
 @output_option
 @live_option
 @click.pass_context
+@read_only
 def doctor(ctx: click.Context, output: str, live: bool) -> int:
     """The billing guide's troubleshooting list as checks, each with its fix. Exit 0 healthy, 1 not."""
     from reconciler.doctor import run_checks

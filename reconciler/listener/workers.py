@@ -14,7 +14,16 @@ from starlette.applications import Starlette
 
 from reconciler.errors import ConfigError
 from reconciler.listener.app import create_app, logger
-from reconciler.settings import MAX_RPS, Environment, RedactingFilter, Secret, Settings, redact_logging
+from reconciler.settings import (
+    MAX_RPS,
+    Environment,
+    RedactingFilter,
+    Secret,
+    Settings,
+    redact_logging,
+    stripe_log_level,
+    stripe_log_through_logging,
+)
 from reconciler.telemetry import use_json_logs
 
 WORKER_LIVE_ENV = "KUPLOY_LISTENER_LIVE"
@@ -25,6 +34,8 @@ WORKER_LOG_FORMAT_ENV = "KUPLOY_LISTENER_LOG_FORMAT"
 """`json` for `listen --log-format json --workers N`."""
 WORKER_METRICS_ENV = "KUPLOY_LISTENER_METRICS"
 """Set to 0 by `listen --no-metrics --workers N`."""
+WORKER_STRIPE_LOG_ENV = "KUPLOY_LISTENER_STRIPE_LOG"
+"""`STRIPE_LOG` (debug or info) of `listen --workers N`, under a name the SDK does not print for."""
 
 
 def configure_logging(*, debug: bool = False, json_lines: bool = False) -> None:
@@ -76,6 +87,7 @@ def worker_environment(
         WORKER_DEBUG_ENV: "1" if logging.getLogger().isEnabledFor(logging.DEBUG) else "0",
         WORKER_LOG_FORMAT_ENV: log_format,
         WORKER_METRICS_ENV: "1" if metrics else "0",
+        WORKER_STRIPE_LOG_ENV: stripe_log_level(),
     }
 
 
@@ -88,6 +100,7 @@ def app_from_environment() -> Starlette:
         debug=os.environ.get(WORKER_DEBUG_ENV) == "1",
         json_lines=os.environ.get(WORKER_LOG_FORMAT_ENV) == "json",
     )
+    stripe_log_through_logging(WORKER_STRIPE_LOG_ENV)
     env = Environment.read(live=os.environ.get(WORKER_LIVE_ENV) == "1", strict=False)
     return create_app(
         env.settings(),

@@ -7,6 +7,7 @@ its own transaction together with its row in `cloud_reconciler_migrations`. Noth
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -14,7 +15,7 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
-from reconciler.errors import SchemaError
+from reconciler.errors import MigrationsInterrupted, SchemaError
 from reconciler.model import CLOUD_PLANS_COLUMNS, LIMIT_COLUMNS
 
 LEDGER = "cloud_reconciler_migrations"
@@ -117,17 +118,37 @@ def migrate(conn: psycopg.Connection) -> tuple[str, ...]:
     todo = pending(conn)
     if not todo:
         return ()
-    conn.execute(
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (version integer PRIMARY KEY, name text NOT NULL, "
-            '"appliedAt" timestamptz NOT NULL DEFAULT now())'
-        ).format(sql.Identifier(LEDGER))
-    )
-    for migration in todo:
-        with conn.transaction():
-            conn.execute(migration.sql)
-            conn.execute(
-                sql.SQL("INSERT INTO {} (version, name) VALUES (%s, %s)").format(sql.Identifier(LEDGER)),
-                (migration.version, migration.name),
-            )
+    applied: list[Migration] = []
+    try:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (version integer PRIMARY KEY, name text NOT NULL, "
+                '"appliedAt" timestamptz NOT NULL DEFAULT now())'
+            ).format(sql.Identifier(LEDGER))
+        )
+        for migration in todo:
+            with conn.transaction():
+                conn.execute(migration.sql)
+                conn.execute(
+                    sql.SQL("INSERT INTO {} (version, name) VALUES (%s, %s)").format(sql.Identifier(LEDGER)),
+                    (migration.version, migration.name),
+                )
+            applied.append(migration)
+    except KeyboardInterrupt:
+        raise _interrupted(conn, todo, applied) from None
     return tuple(m.label for m in todo)
+
+
+def _interrupted(
+    conn: psycopg.Connection, todo: tuple[Migration, ...], applied: list[Migration]
+) -> MigrationsInterrupted:
+    """What Ctrl-C left: psycopg cancelled the statement running and its transaction rolled back.
+    The ledger says which committed (also one whose COMMIT the interrupt hit); if it cannot be
+    read, the migrations counted as committed here."""
+    done = {m.version for m in applied}
+    with contextlib.suppress(psycopg.Error):
+        done = applied_versions(conn)
+    return MigrationsInterrupted(
+        applied=tuple(m.label for m in todo if m.version in done),
+        not_applied=tuple(m.label for m in todo if m.version not in done),
+    )
