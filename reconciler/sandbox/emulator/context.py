@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .common import random_id
+from .delivery import Job
 from .errors import JSON, no_such
 from .store import Account, Store
 
@@ -22,6 +23,7 @@ class Ctx:
     fault: str | None = None
     acting: bool = False  # the API call itself is running (its events name it in `request`)
     emitted: list[JSON] = field(default_factory=list)  # events made by this request, in order
+    redeliveries: list[Job] = field(default_factory=list)  # events it sends again (a retry)
     dirty: bool = False  # state changed: save when the request ends
     log: JSON = field(default_factory=dict)  # the request-log entry
     headers: dict[str, str] = field(default_factory=dict)  # extra response headers

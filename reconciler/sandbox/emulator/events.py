@@ -1,6 +1,7 @@
 """Emitting Events: `emit` records one (stored at once, in creation order, with the request that made
 it), `emit_update` records `<kind>.updated` with `previous_attributes`; when the request ends, `commit`
-turns its events into signed-delivery jobs for the matching endpoints, or `discard` forgets them."""
+turns its events (and the redeliveries it asked for: `POST /v1/events/{id}/retry`) into signed-delivery
+jobs for the matching endpoints and `stripe listen` sessions, or `discard` forgets them."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from .delivery import Job
 from .errors import JSON
 from .registry import KINDS
 from .rendering import snapshot
+
+WEBHOOKS_FEATURE = "webhooks"  # the websocket feature of the `stripe listen` sessions events go to
 
 
 def emit(
@@ -88,39 +91,60 @@ def discard(ctx: Ctx) -> None:
     for event in ctx.emitted:
         ctx.delete("event", event["id"])
     ctx.emitted = []
+    ctx.redeliveries = []
 
 
 def _body(event: JSON) -> bytes:
     return (json.dumps(event, indent=2) + "\n").encode("utf-8")
 
 
+def endpoint_job(ctx: Ctx, event: JSON, endpoint: JSON) -> Job:
+    """The delivery of `event` to a webhook endpoint: in the endpoint's API version, signed with its
+    secret at each attempt."""
+    body = _body(in_version(ctx, event, endpoint["api_version"]))
+    return Job(
+        ctx.mode, event["id"], event["type"], endpoint["id"], endpoint["url"], str(endpoint["secret"]), body
+    )
+
+
+def listener_jobs(ctx: Ctx, event: JSON) -> list[Job]:
+    """The pushes of `event` to every `stripe listen` session of the mode (the CLI applies `--events`
+    itself), in the account's default version (the CLI's `--latest` asks for the same one here:
+    listen_sessions)."""
+    sessions = [
+        s
+        for s in ctx.acct.stripecli_sessions.values()
+        if WEBHOOKS_FEATURE in s.get("features", [WEBHOOKS_FEATURE])
+    ]
+    body = _body(event) if sessions else b""
+    return [
+        Job(ctx.mode, event["id"], event["type"], s["id"], "", str(s["secret"]), body, listener=True)
+        for s in sessions
+    ]
+
+
+def subscribed(endpoint: JSON, event: JSON) -> bool:
+    """Whether `endpoint` is sent events of `event`'s type."""
+    return "*" in endpoint["enabled_events"] or event["type"] in endpoint["enabled_events"]
+
+
 def commit(ctx: Ctx) -> list[Job]:
     """A delivery job per matching enabled endpoint and per `stripe listen` session, for each event of
-    the request (sent by the caller once the lock is released)."""
+    the request, then the redeliveries it asked for (sent by the caller once the lock is released)."""
     jobs: list[Job] = []
     acct = ctx.acct
     for event in ctx.emitted:
         endpoints = [
             we
             for _id, we in sorted(acct.webhook_endpoints.items(), key=lambda kv: acct.order.get(kv[0], 0))
-            if we["status"] == "enabled"
-            and ("*" in we["enabled_events"] or event["type"] in we["enabled_events"])
+            if we["status"] == "enabled" and subscribed(we, event)
         ]
         event["pending_webhooks"] = len(endpoints)
-        for we in endpoints:
-            body = _body(in_version(ctx, event, we["api_version"]))
-            jobs.append(
-                Job(ctx.mode, event["id"], event["type"], we["id"], we["url"], str(we["secret"]), body)
-            )
-        # Every event goes to every `stripe listen` session (the CLI applies `--events` itself), in the
-        # account's default version (the CLI's `--latest` asks for the same one here: listen_sessions).
-        sessions = list(acct.stripecli_sessions.values())
-        body = _body(event) if sessions else b""
-        for session in sessions:
-            jobs.append(
-                Job(ctx.mode, event["id"], event["type"], session["id"], "", session["secret"], body, True)
-            )
+        jobs.extend(endpoint_job(ctx, event, we) for we in endpoints)
+        jobs.extend(listener_jobs(ctx, event))
     if ctx.emitted:
         ctx.dirty = True
     ctx.emitted = []
+    jobs.extend(ctx.redeliveries)
+    ctx.redeliveries = []
     return jobs
