@@ -1,4 +1,4 @@
-"""Run the official Stripe CLI (`stripe trigger`, `stripe fixtures`, `stripe listen`) against the emulator.
+"""Run the official Stripe CLI (`stripe trigger`, `fixtures`, `listen`, `logs tail`) against the emulator.
 
 The CLI is the npm package `@stripe/cli`, pinned in `tools/package.json` and installed by `.ci/run`
 (`npm install --prefix tools`). It is found, in this order, at `KUPLOY_STRIPE_CLI`, at
@@ -135,7 +135,8 @@ def fixtures(
 
 @dataclass(frozen=True, slots=True)
 class Listening:
-    """A running `stripe listen`: the signing secret its "Ready!" line printed, and its output so far."""
+    """A running `stripe listen` (or `stripe logs tail`): the signing secret its "Ready!" line printed
+    (empty for `logs tail`), and its output so far."""
 
     secret: str
     home: Path
@@ -146,8 +147,17 @@ class Listening:
             f"--- {name}\n{(self.home / name).read_text(errors='replace')}" for name in ("stdout", "stderr")
         )
 
+    def wait_for_stdout(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The first match of `pattern` in what it printed on stdout, once there is one (else fails)."""
+        deadline = time.monotonic() + timeout
+        while not (found := re.search(pattern, (self.home / "stdout").read_text(errors="replace"))):
+            assert time.monotonic() < deadline, f"{pattern!r} not printed in {timeout} s\n{self.output()}"
+            time.sleep(0.1)
+        return found
+
 
 READY = re.compile(r"Ready! .*Your webhook signing secret is (whsec_\w+)")
+TAIL_READY = re.compile(r"Ready! You're now waiting to receive API request logs")
 
 
 @contextmanager
@@ -155,14 +165,34 @@ def listening(
     cli: str, args: list[str], *, api_base: str, api_key: str, ready_timeout: float = 120.0
 ) -> Iterator[Listening]:
     """`stripe listen ARGS` in the background, isolated as `run`; yields once its websocket is connected
-    (the "Ready! ... Your webhook signing secret is whsec_..." line). Its streams go to files (a full
-    pipe would stall it). At exit its process group is killed: the npm package's `stripe` is a Node shim
-    that runs the Go binary as a child, which a signal to the shim alone would leave running."""
+    (the "Ready! ... Your webhook signing secret is whsec_..." line)."""
+    with _in_background(cli, ["listen", *args], api_base=api_base, api_key=api_key) as (proc, folder):
+        yield Listening(_wait_ready(proc, folder, ready_timeout, READY, "listen").group(1), folder)
+
+
+@contextmanager
+def tailing(
+    cli: str, args: list[str], *, api_base: str, api_key: str, ready_timeout: float = 120.0
+) -> Iterator[Listening]:
+    """`stripe logs tail ARGS` in the background, as `listening`; yields once it is ready (its "Ready!
+    You're now waiting to receive API request logs" line)."""
+    with _in_background(cli, ["logs", "tail", *args], api_base=api_base, api_key=api_key) as (proc, folder):
+        _wait_ready(proc, folder, ready_timeout, TAIL_READY, "logs tail")
+        yield Listening("", folder)
+
+
+@contextmanager
+def _in_background(
+    cli: str, args: list[str], *, api_base: str, api_key: str
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`stripe ARGS` running in an isolated home, its streams in files there (a full pipe would stall
+    it). At exit its process group is killed: the npm package's `stripe` is a Node shim that runs the Go
+    binary as a child, which a signal to the shim alone would leave running."""
     with tempfile.TemporaryDirectory(prefix="kuploy-stripe-listen-") as home:
         folder = Path(home)
         with open(folder / "stdout", "wb") as out, open(folder / "stderr", "wb") as err:
             proc = subprocess.Popen(
-                [cli, "listen", *args, "--api-key", api_key, "--api-base", api_base],
+                [cli, *args, "--api-key", api_key, "--api-base", api_base],
                 cwd=home,
                 env=isolated_env(home),
                 stdout=out,
@@ -170,22 +200,22 @@ def listening(
                 start_new_session=True,
             )
         try:
-            yield Listening(_wait_ready(proc, folder, ready_timeout), folder)
+            yield proc, folder
         finally:
             _kill_group(proc)
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], folder: Path, timeout: float) -> str:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], folder: Path, timeout: float, ready: re.Pattern[str], command: str
+) -> re.Match[str]:
     deadline = time.monotonic() + timeout
     while True:
-        found = READY.search((folder / "stderr").read_text(errors="replace"))
+        found = ready.search((folder / "stderr").read_text(errors="replace"))
         if found:
-            return found.group(1)
-        listening_so_far = Listening("", folder)
-        assert proc.poll() is None, f"stripe listen exited {proc.returncode}\n{listening_so_far.output()}"
-        assert time.monotonic() < deadline, (
-            f"stripe listen not ready in {timeout} s\n{listening_so_far.output()}"
-        )
+            return found
+        so_far = Listening("", folder)
+        assert proc.poll() is None, f"stripe {command} exited {proc.returncode}\n{so_far.output()}"
+        assert time.monotonic() < deadline, f"stripe {command} not ready in {timeout} s\n{so_far.output()}"
         time.sleep(0.1)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -603,8 +604,11 @@ def test_request_log(client: stripe.StripeClient, running: RunningEmulator) -> N
         "response",
         "stripe_version",
         "fault",
+        "created",  # when, and whose (the key's mode): what `stripe logs tail` is sent
+        "livemode",
     }
-    assert all(r["fault"] is None for r in log)
+    assert all(r["fault"] is None and r["livemode"] is False for r in log)
+    assert abs(create["created"] - time.time()) < 60
     assert create["form"] == {"name": "Logged", "metadata": {"a": "1"}} and create["query"] == {}
     assert create["idempotency_key"] == "log-1" and create["response"]["id"] == prod.id
     assert create["stripe_version"] == stripe.api_version

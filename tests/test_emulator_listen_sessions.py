@@ -72,10 +72,11 @@ def test_the_secret_survives_a_restart_with_a_state_file(tmp_path: Path) -> None
         assert session_of(running.url)["secret"] == before
 
 
-def test_a_session_needs_a_key_and_the_webhooks_feature(emulator: RunningEmulator) -> None:
+def test_a_session_needs_a_key_and_the_webhooks_or_request_logs_feature(emulator: RunningEmulator) -> None:
     assert requests.post(f"{emulator.url}/v1/stripecli/sessions", timeout=30).status_code == 401
     assert new_session(emulator.url, features=("webhooks", "v2_events")).status_code == 200
-    for features in (("request_logs",), ("v2_events",), ("webhooks", "request_logs")):
+    assert new_session(emulator.url, features=("request_logs",)).status_code == 200
+    for features in ((), ("v2_events",), ("webhooks", "request_logs")):
         refused = new_session(emulator.url, features=features)
         assert refused.status_code == 400, features
         assert refused.json()["error"]["param"] == "websocket_features"
@@ -151,3 +152,73 @@ def test_stopping_the_emulator_closes_the_websocket() -> None:
         ws.recv(timeout=30)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     ws_context.__exit__(None, None, None)
+
+
+def logs_session(url: str, filters: dict[str, list[str]] | None = None) -> requests.Response:
+    """A session as `stripe logs tail` asks for it: the `request_logs` feature, its filters as JSON."""
+    form = [
+        ("device_name", "test-device"),
+        ("websocket_features[]", "request_logs"),
+        ("filters", json.dumps(filters or {})),
+    ]
+    return requests.post(f"{url}/v1/stripecli/sessions", data=form, auth=(TEST_KEY, ""), timeout=30)
+
+
+def test_a_request_logs_session_is_sent_each_request_of_its_mode(
+    emulator: RunningEmulator, stripe_client: stripe.StripeClient
+) -> None:
+    session = logs_session(emulator.url).json()
+    assert session["websocket_authorized_feature"] == "request_logs"
+    with websocket(session) as ws:
+        requests.get(f"{emulator.url}/v1/products", auth=(LIVE_KEY, ""), timeout=30)  # another mode's
+        requests.get(f"{emulator.url}/v1/products", auth=("sk_bad", ""), timeout=30)  # nobody's
+        product = stripe_client.v1.products.create(params={"name": "Logged"})
+        with pytest.raises(stripe.InvalidRequestError) as missing:
+            stripe_client.v1.products.retrieve("prod_missing")
+        created, failed = next_event(ws), next_event(ws)
+        stripe_client.v1.products.create(params={"name": "Pushed to no webhook session"})
+        assert next_event(ws)["type"] == "request_log_event"  # no webhook_event on this session
+    assert created["type"] == "request_log_event" and created["request_log_id"].startswith("resp_")
+    logged = json.loads(created["event_payload"])
+    assert product.last_response is not None
+    assert logged == {
+        "created_at": logged["created_at"],
+        "livemode": False,
+        "method": "POST",
+        "request_id": product.last_response.request_id,
+        "status": 200,
+        "url": "/v1/products",
+    }
+    error = json.loads(failed["event_payload"])
+    assert (error["status"], error["url"]) == (404, "/v1/products/prod_missing")
+    assert error["request_id"] == missing.value.request_id
+    assert error["error"] == {
+        "code": "resource_missing",
+        "message": "No such product: 'prod_missing'",
+        "param": "id",
+        "type": "invalid_request_error",
+    }
+
+
+def test_a_request_logs_session_applies_the_clis_filters(
+    emulator: RunningEmulator, stripe_client: stripe.StripeClient
+) -> None:
+    filters = {"filter_http_method": ["GET"], "filter_status_code_type": ["400"], "filter_account": []}
+    session = logs_session(emulator.url, filters).json()
+    assert session["display_connect_filter_warning"] is False
+    with websocket(session) as ws:
+        stripe_client.v1.products.create(params={"name": "A POST"})
+        stripe_client.v1.products.list()  # a GET answered 200
+        with pytest.raises(stripe.InvalidRequestError):
+            stripe_client.v1.products.retrieve("prod_missing")
+        logged = json.loads(next_event(ws)["event_payload"])  # not the POST nor the GET before it
+    assert (logged["method"], logged["status"]) == ("GET", 404)
+    by_path = logs_session(emulator.url, {"filter_request_path": ["/v1/customers*"]}).json()
+    with websocket(by_path) as ws:
+        stripe_client.v1.products.list()
+        stripe_client.v1.customers.list()
+        assert json.loads(next_event(ws)["event_payload"])["url"] == "/v1/customers"
+    connect = logs_session(emulator.url, {"filter_account": ["connect_in"]}).json()
+    assert connect["display_connect_filter_warning"] is True  # not applied, as for a non-Connect account
+    refused = logs_session(emulator.url, {"filter_ip_address": ["127.0.0.1"]})
+    assert refused.status_code == 400 and "does not model" in refused.json()["error"]["message"]

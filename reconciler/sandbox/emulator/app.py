@@ -72,8 +72,11 @@ class Emulator:
         if split.path.startswith("/_emulator/"):
             return admin.handle(self, method, split.path, body, hdrs)
         with self._lock:
+            logged = len(self.requests)
             reply, jobs = pipeline.run(self, method, split.path, split.query, hdrs, body)
+            entries = self.requests[logged:]  # this request's entry (the lock was held)
         self.send(jobs)
+        self.listen_sessions.push_request_logs(entries)
         return reply
 
     def send(self, jobs: list[Job]) -> None:
@@ -177,7 +180,7 @@ class Emulator:
             for mode in self.store.accounts:
                 session = self.store.get(mode, "stripecli_session", websocket_id)
                 if session is not None:
-                    return dict(session)
+                    return {**session, "livemode": mode == "live"}
             return None
 
     def close(self) -> None:

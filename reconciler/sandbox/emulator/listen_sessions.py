@@ -1,5 +1,6 @@
 """`stripe listen` against the emulator: the websocket a CLI session connects to, and the events pushed
-over it. The session itself is made by `POST /v1/stripecli/sessions` (resources/stripecli_sessions.py).
+over it (or, for a `stripe logs tail` session, the account's requests: `request_logs`). The session
+itself is made by `POST /v1/stripecli/sessions` (resources/stripecli_sessions.py).
 
 The protocol, as the Stripe CLI speaks it (stripe-cli pkg/websocket, pkg/proxy):
 
@@ -41,9 +42,11 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
+from . import request_logs
 from .common import random_id
 from .delivery import Job, signed_headers
 from .errors import JSON
+from .request_logs import REQUEST_LOGS_FEATURE
 from .resources.stripecli_sessions import WEBSOCKET_PATH
 
 SUBPROTOCOL = Subprotocol("stripecli-devproxy-v1")
@@ -58,7 +61,9 @@ class _Session:
 
     id: str
     webhook_id: str
-    queue: deque[Job] = field(default_factory=deque)
+    livemode: bool
+    request_logs: JSON | None  # a `stripe logs tail` session's filters (None: a `stripe listen` one)
+    queue: deque[Job | str] = field(default_factory=deque)  # events, or request-log messages as sent
     attached: int = 0  # open websockets of the session (two overlap while the CLI reconnects)
     detached_at: float = 0.0  # monotonic time the last one closed
 
@@ -106,19 +111,36 @@ class ListenSessions:
 
     def push(self, jobs: Iterable[Job]) -> None:
         """Queue each job for its session, if a websocket of it is open or was lately; else drop it."""
-        now = time.monotonic()
         with self._cond:
             for job in jobs:
                 session = self._sessions.get(job.endpoint_id)
-                if session is None:
-                    continue
-                if not session.attached and now - session.detached_at > GRACE_S:
-                    del self._sessions[job.endpoint_id]
-                    continue
-                session.queue.append(job)
-                while len(session.queue) > MAX_QUEUED:
-                    session.queue.popleft()
+                if session is not None and self._still_listening(session):
+                    self._queue(session, job)
             self._cond.notify_all()
+
+    def push_request_logs(self, entries: Iterable[JSON]) -> None:
+        """Queue each request-log entry for the `stripe logs tail` sessions whose mode and filters take it."""
+        with self._cond:
+            for entry in entries:
+                for session in list(self._sessions.values()):
+                    if session.request_logs is None or not self._still_listening(session):
+                        continue
+                    if request_logs.tailed(entry, session.livemode, session.request_logs):
+                        self._queue(session, request_logs.message(entry))
+            self._cond.notify_all()
+
+    def _still_listening(self, session: _Session) -> bool:
+        """Whether a websocket of the session is open or was lately (else it is forgotten); under `_cond`."""
+        if session.attached or time.monotonic() - session.detached_at <= GRACE_S:
+            return True
+        del self._sessions[session.id]
+        return False
+
+    @staticmethod
+    def _queue(session: _Session, item: Job | str) -> None:
+        session.queue.append(item)
+        while len(session.queue) > MAX_QUEUED:
+            session.queue.popleft()
 
     def serve(self, sock: socket.socket, target: str, headers: Iterable[tuple[str, str]]) -> None:
         """Answer an HTTP upgrade request that was read from `sock`, then serve the websocket until it
@@ -171,7 +193,9 @@ class ListenSessions:
         with self._cond:
             session = self._sessions.get(stored["id"])
             if session is None:
-                session = self._sessions[stored["id"]] = _Session(stored["id"], stored["webhook_id"])
+                logs = stored["filters"] if REQUEST_LOGS_FEATURE in stored.get("features", ()) else None
+                session = _Session(stored["id"], stored["webhook_id"], bool(stored["livemode"]), logs)
+                self._sessions[stored["id"]] = session
             session.attached += 1
             return session
 
@@ -207,7 +231,8 @@ class ListenSessions:
                     return
 
     def _send_loop(self, conn: _Connection) -> None:
-        """Send the session's queued events, each twice (the default and the latest API version)."""
+        """Send the session's queued events, each twice (the default and the latest API version), or
+        its request-log messages."""
         session = conn.session
         while True:
             with self._cond:
@@ -215,16 +240,20 @@ class ListenSessions:
                     self._cond.wait()
                 if conn.closed or self._stopped:
                     return
-                job = session.queue.popleft()
+                item = session.queue.popleft()
+            if isinstance(item, str):
+                texts = [item]
+            else:
+                texts = [_message(session, item, version) for version in (None, stripe.api_version)]
             with conn.lock:
                 sent = conn.protocol.state is State.OPEN
                 if sent:
-                    for api_version in (None, stripe.api_version):
-                        conn.protocol.send_text(_message(session, job, api_version).encode("utf-8"))
+                    for text in texts:
+                        conn.protocol.send_text(text.encode("utf-8"))
                     sent = _quietly(conn.flush)
             if not sent:
                 with self._cond:
-                    session.queue.appendleft(job)  # for the session's next websocket
+                    session.queue.appendleft(item)  # for the session's next websocket
                 return
 
 

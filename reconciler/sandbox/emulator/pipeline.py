@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,7 @@ def run(
     )
     ctx.log = {
         "request_id": ctx.request_id,
+        "created": int(time.time()),
         "method": method,
         "path": path,
         "query": {},
@@ -210,6 +212,7 @@ def _prepare(ctx: Ctx, method: str, path: str, query: str, hdrs: Mapping[str, st
         ctx.log["form"] = decode_form(text)
     api_key = authenticate(hdrs)
     ctx.mode = "live" if "_live_" in api_key else "test"
+    ctx.log["livemode"] = ctx.livemode  # whose request it is (`stripe logs tail`: request_logs)
     ctx.version = versions.requested(ctx.version)
     found, ids = match_route(method, path)
     params = {**ctx.log["query"], **ctx.log["form"]} if method == "POST" else dict(ctx.log["query"])

@@ -6,11 +6,12 @@ was given; the answer names the websocket to connect to (`websocket_url`, `webso
 secret belongs to the account, not the session: every session of a mode gets the same one, as on
 Stripe, so `stripe listen --print-secret` prints what a later `stripe listen` signs with.
 
-Features: `webhooks` (snapshot events, what the emulator emits) must be asked for; `v2_events` (thin
-events, which the CLI 1.5x asks for beside it unless `--all-snapshot` or `--events` says otherwise) is
-accepted, and nothing is ever sent for it, as the emulator emits no thin event; anything else
-(`request_logs`, `stripe logs tail`) is refused as not modelled. `websocket_authorized_feature` echoes
-the features asked for, comma-separated (the CLI only passes it back in the websocket's query string;
+Features: `webhooks` (snapshot events, what the emulator emits), for `stripe listen`, beside which
+`v2_events` (thin events, which the CLI 1.5x asks for unless `--all-snapshot` or `--events` says
+otherwise) is accepted and never used, as the emulator emits no thin event; or `request_logs` alone,
+for `stripe logs tail` (with its `filters`: `..request_logs`), which is sent the account's requests
+instead. Anything else is refused as not modelled. `websocket_authorized_feature` echoes the features
+asked for, comma-separated (the CLI only passes it back in the websocket's query string;
 Stripe's exact value is not known).
 
 A session is kept (in the state file too) until MAX_SESSIONS newer ones of its mode exist; a CLI
@@ -26,12 +27,13 @@ import stripe
 
 from ..context import Ctx
 from ..errors import JSON, param_error
+from ..events import WEBHOOKS_FEATURE
 from ..params import PARAM_SPECS, Spec
 from ..registry import Call, Kind, register_kind, route
+from ..request_logs import REQUEST_LOGS_FEATURE, parse_filters
 
 WEBSOCKET_PATH = "/stripecli/websocket"
-WEBHOOKS_FEATURE = "webhooks"
-MODELLED_FEATURES = frozenset({WEBHOOKS_FEATURE, "v2_events"})
+WEBHOOK_FEATURES = frozenset({WEBHOOKS_FEATURE, "v2_events"})
 RECONNECT_DELAY_S = 60  # the CLI closes and reopens its websocket this often (its own default too)
 MAX_SESSIONS = 20  # per mode
 _SECRET_ROW = "stripecli"  # the account's side-table row holding the CLI signing secret
@@ -68,16 +70,28 @@ def _drop_oldest_sessions(ctx: Ctx) -> None:
         ctx.delete("stripecli_session", session_id)
 
 
+def _check_features(features: list[str]) -> None:
+    """`webhooks` (with `v2_events` or not: `stripe listen`) or `request_logs` alone (`stripe logs tail`)."""
+    if features == [REQUEST_LOGS_FEATURE] or (
+        WEBHOOKS_FEATURE in features and set(features) <= WEBHOOK_FEATURES
+    ):
+        return
+    raise param_error(
+        f"The websocket features {features} are valid for Stripe, but this Stripe emulator models only "
+        f"`{WEBHOOKS_FEATURE}` (`stripe listen` of snapshot events, beside which `v2_events` is accepted "
+        f"and never used) and `{REQUEST_LOGS_FEATURE}` alone (`stripe logs tail`): not thin events alone.",
+        "websocket_features",
+    )
+
+
 @route("POST", "/v1/stripecli/sessions", "stripecli_session.create")
 def create_session(ctx: Ctx, call: Call) -> JSON:
     features = [str(f) for f in call.params.get("websocket_features") or []]
-    if WEBHOOKS_FEATURE not in features or not set(features) <= MODELLED_FEATURES:
-        raise param_error(
-            f"The websocket features {features} are valid for Stripe, but this Stripe emulator models "
-            f"only `{WEBHOOKS_FEATURE}` (`stripe listen` of snapshot events, beside which `v2_events` is "
-            "accepted and never used): not thin events alone, nor `request_logs` (`stripe logs tail`).",
-            "websocket_features",
-        )
+    _check_features(features)
+    filters: JSON = {}
+    connect_warning = False
+    if features == [REQUEST_LOGS_FEATURE]:
+        filters, connect_warning = parse_filters(call.params.get("filters"))
     _drop_oldest_sessions(ctx)
     session: JSON = {
         "id": ctx.fresh_id("cliws_", 24),
@@ -85,11 +99,13 @@ def create_session(ctx: Ctx, call: Call) -> JSON:
         "created": int(time.time()),
         "device_name": call.params.get("device_name"),
         "secret": account_secret(ctx),
+        "features": features,
+        "filters": filters,
     }
     ctx.put("stripecli_session", session)
     return {
         "default_version": stripe.api_version,
-        "display_connect_filter_warning": False,
+        "display_connect_filter_warning": connect_warning,
         "latest_version": stripe.api_version,
         "reconnect_delay": RECONNECT_DELAY_S,
         "secret": session["secret"],
