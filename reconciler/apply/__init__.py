@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import psycopg
@@ -90,14 +90,21 @@ class _Run:
         pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="apply")
         futures: list[Future[None]] = []
         try:
-            futures.extend(pool.submit(self.run_chain, chain) for chain in chains)
-            pool.shutdown(wait=True)
+            for chain in chains:
+                futures.append(pool.submit(self.run_chain, chain))
+            wait(futures)
         except KeyboardInterrupt:
             # Ctrl-C reaches this (main) thread only: start nothing more, let the calls in flight end
-            # (so what was written is known), then stop.
+            # (so what was written is known), then stop. Waited for on the futures, not by joining the
+            # threads: on Python 3.11 a `Thread.join` that Ctrl-C interrupts marks the running thread
+            # as stopped, so a second join (and the interpreter's exit) no longer waits for it.
             self.interrupted.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+            for future in futures:
+                future.cancel()
+            wait(futures)
             raise
+        finally:
+            pool.shutdown(wait=True)  # the workers are idle by now: this only ends them
         _raise_failures(futures)
 
     def run_chain(self, chain: list[Op]) -> None:
