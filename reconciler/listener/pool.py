@@ -1,11 +1,13 @@
 """The listener's database connections: a `psycopg_pool.AsyncConnectionPool` of `size` async
 autocommit connections, each with a 30 s lock timeout, opened and closed with the app's lifespan (so
 each `listen --workers N` process has its own). A broken connection drains the idle ones; an exhausted
-pool answers `Unavailable` (503) after `wait` seconds, a pool that cannot reach the database after
-`DOWN_WAIT`."""
+pool answers `Unavailable` (503) after `wait` seconds. While the pool cannot reach the database, an
+event tries one connection of its own after `DOWN_WAIT`: 503 at once if the database is still down,
+served at once if it is back (the pool itself reconnects only after its back-off)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -40,14 +42,18 @@ class ConnectionPool:
             timeout=wait,
             name="listener",
         )
+        self._dsn = dsn
+        self._connect_timeout = connect_timeout
+        self._own = asyncio.Semaphore(size)
+        """Connections of its own while the pool reconnects: no more than the pool's size."""
         self._wait = wait
         self._errors_when_connected = 0
         """The pool's count of failed connection attempts at its last successful one."""
 
     async def _configure(self, conn: psycopg.AsyncConnection) -> None:
-        """Once per new connection. Per session, like apply's advisory lock: DATABASE_URL must not be a
-        transaction-mode pooler. A stuck peer answers 503, and Stripe retries."""
-        await conn.execute("SET lock_timeout = '30s'")
+        """Once per new connection of the pool: the lock timeout, and the pool's count of failed
+        attempts at this success."""
+        await _set_lock_timeout(conn)
         self._errors_when_connected = self._pool.get_stats().get("connections_errors", 0)
 
     def _reconnecting_fails(self) -> bool:
@@ -62,21 +68,45 @@ class ConnectionPool:
         await self._pool.close()
 
     async def _getconn(self) -> psycopg.AsyncConnection:
-        """A free connection. Waiting for one, a pool whose last attempt to connect failed gives up
-        after `DOWN_WAIT` (the database is down); else after `wait` (all busy)."""
+        """A free connection of the pool. Waiting for one, a pool whose last attempt to connect failed
+        gives up after `DOWN_WAIT` (the database was down: `connect_now` tells whether it still is);
+        else after `wait` (all busy)."""
         try:
             return await self._pool.getconn(timeout=min(DOWN_WAIT, self._wait))
         except PoolTimeout:
             if self._reconnecting_fails():
-                raise Unavailable("database unavailable") from None
+                raise _Down() from None
         try:
             return await self._pool.getconn(timeout=max(self._wait - DOWN_WAIT, 0.0))
         except PoolTimeout:
             raise Unavailable("no database connection free") from None
 
     @contextlib.asynccontextmanager
+    async def _connect_now(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """One connection of its own, closed after use. psycopg_pool retries a failed connection after
+        a back-off (1 s, doubling): without this, events would keep answering 503 for seconds after the
+        database came back."""
+        if self._own.locked():
+            raise Unavailable("database unavailable")
+        async with self._own:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._dsn.reveal(), autocommit=True, connect_timeout=self._connect_timeout
+                )
+            except psycopg.OperationalError:
+                raise Unavailable("database unavailable") from None
+            async with conn:
+                await _set_lock_timeout(conn)
+                yield conn
+
+    @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        conn = await self._getconn()
+        try:
+            conn = await self._getconn()
+        except _Down:
+            async with self._connect_now() as own:
+                yield own
+            return
         try:
             yield conn
         finally:
@@ -86,3 +116,13 @@ class ConnectionPool:
                 # The server probably went away: the idle ones are dead too. Closing them costs no
                 # round trip (a check would ping each one while this request waits).
                 await self._pool.drain()
+
+
+class _Down(Exception):
+    """The pool has no connection and its last attempt to connect failed."""
+
+
+async def _set_lock_timeout(conn: psycopg.AsyncConnection) -> None:
+    """Per session, like apply's advisory lock: DATABASE_URL must not be a transaction-mode pooler. A
+    stuck peer answers 503, and Stripe retries."""
+    await conn.execute("SET lock_timeout = '30s'")
