@@ -238,7 +238,8 @@ def test_apply_through_hung_connections_retries_them_and_converges(
     stripe_client: stripe.StripeClient,
 ) -> None:
     """A fifth of Stripe's connections hang (nothing runs) past the client's 1 s read timeout: each
-    is retried under the same idempotency key, and the apply converges without a duplicate."""
+    is retried under the same idempotency key, or (a write whose every attempt hung) left unanswered
+    for the next round, and the apply converges without a duplicate."""
     plans = [kuploy_plan("free", None)] + [kuploy_plan(f"p{i:02d}", 100 + i) for i in range(12)]
     catalog = write_catalog(tmp_path, plans)
     emulator.emulator.set_faults(timeout_rate=0.2, hang_seconds=5, seed=11)
@@ -246,6 +247,8 @@ def test_apply_through_hung_connections_retries_them_and_converges(
     outcome = api.apply(impatient, load_catalog(catalog), confirm=lambda plan: True)
     hung = emulator.emulator.stats()["by_fault"].get("timeout", 0)
     assert hung > 0, "no connection hung: the scenario did not test what it says"
-    assert outcome.stats is not None and outcome.stats.retries >= hung
+    # Which request hangs is seeded, but not which write it belongs to (8 plans run at once): one
+    # write may draw a hang on every attempt; its last one is then unanswered, not retried.
+    assert outcome.stats is not None and outcome.stats.retries + outcome.stats.unanswered >= hung
     emulator.emulator.set_faults(timeout_rate=0.0)
     assert_exact_state(settings, catalog, db, stripe_client)
