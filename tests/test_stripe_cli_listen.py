@@ -230,10 +230,14 @@ def wait_for_subscription(
             row = cur.execute(
                 'SELECT * FROM cloud_subscriptions WHERE "stripeSubscriptionId" = %s', (subscription_id,)
             ).fetchone()
-        if row is not None and row["status"] == "active":
+        # The CLI forwards the Checkout's events concurrently, in any order: the row is complete once
+        # `customer.subscription.*` made it active and `checkout.session.completed` gave it its
+        # organization, whichever came first.
+        if row is not None and row["status"] == "active" and row["organizationId"] is not None:
             return row
         if time.monotonic() > deadline:
             pytest.fail(
-                f"{subscription_id} not in cloud_subscriptions as active: {row}\n{listening.output()}"
+                f"{subscription_id} not in cloud_subscriptions as active with its organization: {row}\n"
+                f"{listening.output()}"
             )
         time.sleep(0.2)
