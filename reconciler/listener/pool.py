@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -31,9 +32,11 @@ class ConnectionPool:
     by use instead: the pool replaces a returned broken one, and this drains the idle ones with it."""
 
     def __init__(self, dsn: Secret, *, size: int = 8, wait: float = 10.0, connect_timeout: int = 5) -> None:
+        self._kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": connect_timeout}
+        """How every connection is opened: the pool's and `_connect_now`'s."""
         self._pool = AsyncConnectionPool(
             dsn.reveal,  # revealed at each connect, never kept in the clear on the pool
-            kwargs={"autocommit": True, "connect_timeout": connect_timeout},
+            kwargs=self._kwargs,
             min_size=size,
             max_size=size,
             open=False,
@@ -43,7 +46,6 @@ class ConnectionPool:
             name="listener",
         )
         self._dsn = dsn
-        self._connect_timeout = connect_timeout
         self._own = asyncio.Semaphore(size)
         """Connections of its own while the pool reconnects: no more than the pool's size."""
         self._wait = wait
@@ -67,15 +69,15 @@ class ConnectionPool:
     async def close(self) -> None:
         await self._pool.close()
 
-    async def _getconn(self) -> psycopg.AsyncConnection:
+    async def _getconn(self) -> psycopg.AsyncConnection | None:
         """A free connection of the pool. Waiting for one, a pool whose last attempt to connect failed
-        gives up after `DOWN_WAIT` (the database was down: `connect_now` tells whether it still is);
-        else after `wait` (all busy)."""
+        gives up after `DOWN_WAIT` with None (the database was down: `_connect_now` tells whether it
+        still is); else after `wait` (all busy)."""
         try:
             return await self._pool.getconn(timeout=min(DOWN_WAIT, self._wait))
         except PoolTimeout:
             if self._reconnecting_fails():
-                raise _Down() from None
+                return None
         try:
             return await self._pool.getconn(timeout=max(self._wait - DOWN_WAIT, 0.0))
         except PoolTimeout:
@@ -90,9 +92,7 @@ class ConnectionPool:
             raise Unavailable("database unavailable")
         async with self._own:
             try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self._dsn.reveal(), autocommit=True, connect_timeout=self._connect_timeout
-                )
+                conn = await psycopg.AsyncConnection.connect(self._dsn.reveal(), **self._kwargs)
             except psycopg.OperationalError:
                 raise Unavailable("database unavailable") from None
             async with conn:
@@ -101,9 +101,8 @@ class ConnectionPool:
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        try:
-            conn = await self._getconn()
-        except _Down:
+        conn = await self._getconn()
+        if conn is None:
             async with self._connect_now() as own:
                 yield own
             return
@@ -116,10 +115,6 @@ class ConnectionPool:
                 # The server probably went away: the idle ones are dead too. Closing them costs no
                 # round trip (a check would ping each one while this request waits).
                 await self._pool.drain()
-
-
-class _Down(Exception):
-    """The pool has no connection and its last attempt to connect failed."""
 
 
 async def _set_lock_timeout(conn: psycopg.AsyncConnection) -> None:
